@@ -1,0 +1,129 @@
+"""Python API: find human–object interactions in images from text.
+
+    from clip4hoi import HOIDetector
+    detector = HOIDetector.from_checkpoint("clip4hoi_hicodet.safetensors")
+    results = detector(["photo.jpg"], classes="ride bicycle, hold cup")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from clip4hoi.config import ModelConfig
+from clip4hoi.data.images import load_image
+from clip4hoi.data.metadata import COCO_OBJECTS, HOIClassSet, load_classes
+from clip4hoi.data.transforms import HOITransform, TransformConfig
+from clip4hoi.models.model import build_model, load_checkpoint
+
+ImageInput = Union[str, Path, Image.Image, Tensor]  # noqa: UP007 (a runtime alias)
+
+
+def as_uint8_tensor(image: ImageInput) -> Tensor:
+    """A path, PIL image or ``[3, H, W]`` tensor (uint8, or float in ``[0, 1]``) as a uint8
+    RGB tensor ``[3, H, W]``."""
+    if isinstance(image, str | Path):
+        return load_image(image)
+    if isinstance(image, Image.Image):
+        return torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1)
+    if isinstance(image, Tensor):
+        if image.dim() != 3 or image.shape[0] != 3:
+            raise ValueError(f"expected an image tensor [3, H, W], got {tuple(image.shape)}")
+        if image.is_floating_point():
+            return (image.clamp(0, 1) * 255).round().to(torch.uint8)
+        return image.to(torch.uint8)
+    raise TypeError(f"unsupported image type {type(image).__name__}")
+
+
+class HOIDetector:
+    """Detects ⟨human, verb, object⟩ triplets for any class set given as text.
+
+    ``model`` maps float images to per-image detections (a trained :class:`CLIP4HOI`
+    or a training-free scorer); images are resized to the detector's test scale and the
+    boxes mapped back to the original pixels (continuous xyxy).
+    """
+
+    def __init__(self, model: nn.Module, classes: HOIClassSet, mode: str,
+                 device: str | torch.device = "cpu", min_size: int = 800,
+                 max_size: int = 1333) -> None:
+        self.model = model.to(device).eval()
+        self.classes = classes
+        self.mode = mode
+        self.device = torch.device(device)
+        self.transform = HOITransform(train=False, config=TransformConfig(
+            test_scale=min_size, max_size=max_size))
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu",
+                        overrides: list[str] | None = None) -> HOIDetector:
+        """A trained CLIP4HOI head (its config names the frozen DETR and CLIP weights)."""
+        model = load_checkpoint(path, overrides)
+        return cls(model, model.classes, "trained", device)
+
+    @classmethod
+    def from_config(cls, config: ModelConfig, device: str | torch.device = "cpu"
+                    ) -> HOIDetector:
+        """An untrained CLIP4HOI model (e.g. all-random weights for smoke tests)."""
+        model = build_model(config)
+        return cls(model, model.classes, "trained", device)
+
+    def resolve_classes(self, classes: str | HOIClassSet | None) -> HOIClassSet:
+        """``None`` → the detector's default; text, file or ``hicodet``/``vcoco`` → parsed."""
+        if classes is None:
+            return self.classes
+        return classes if isinstance(classes, HOIClassSet) else load_classes(classes)
+
+    @torch.no_grad()
+    def __call__(self, images: ImageInput | list[ImageInput],
+                 classes: str | HOIClassSet | None = None) -> list[dict[str, Tensor]]:
+        """Detect interactions. Returns per image the model's detection dict (see
+        ``docs/conventions.md``) with boxes in the original image's pixels and ``size``
+        ``(h, w)``, sorted by descending score."""
+        class_set = self.resolve_classes(classes)
+        batch = images if isinstance(images, list) else [images]
+        originals = [as_uint8_tensor(image) for image in batch]
+        empty = {"boxes_h": torch.zeros(0, 4), "boxes_o": torch.zeros(0, 4)}
+        inputs = [self.transform(image, empty)[0].to(self.device) for image in originals]
+        outputs = self.model(inputs, classes=class_set)
+        results = []
+        for original, resized, out in zip(originals, inputs, outputs, strict=True):
+            (h0, w0), (h1, w1) = original.shape[-2:], resized.shape[-2:]
+            scale = torch.tensor([w0 / w1, h0 / h1, w0 / w1, h0 / h1], device=self.device)
+            order = torch.argsort(out["scores"], descending=True)
+            result = {key: value[order].cpu() for key, value in out.items()}
+            result["human_boxes"] = (out["human_boxes"][order] * scale).cpu()
+            result["object_boxes"] = (out["object_boxes"][order] * scale).cpu()
+            result["size"] = torch.tensor([h0, w0])
+            results.append(result)
+        return results
+
+
+def to_records(result: dict[str, Tensor], classes: HOIClassSet, top_k: int = 0,
+               min_score: float = 0.0) -> list[dict]:
+    """JSON records of one image's detections (``clip4hoi detect`` schema): boxes as
+    0-based inclusive pixel indices of the original image, best first."""
+    keep = torch.nonzero(result["scores"] >= min_score).squeeze(1)
+    if top_k:
+        keep = keep[:top_k]
+    records = []
+    for i in keep.tolist():
+        k = int(result["hoi"][i])
+        records.append({
+            "human_box": _pixel_indices(result["human_boxes"][i]),
+            "object_box": _pixel_indices(result["object_boxes"][i]),
+            "object": COCO_OBJECTS[int(result["objects"][i])],
+            "verb": classes.verbs[k],
+            "hoi": k,
+            "score": round(float(result["scores"][i]), 6),
+        })
+    return records
+
+
+def _pixel_indices(box: Tensor) -> list[float]:
+    x1, y1, x2, y2 = box.tolist()
+    return [round(x1, 2), round(y1, 2), round(x2 - 1, 2), round(y2 - 1, 2)]

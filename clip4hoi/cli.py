@@ -1,0 +1,248 @@
+"""The ``clip4hoi`` command line: detect, download, eval, make-synthetic, train, test."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+def _collect_images(inputs: list[str]) -> list[tuple[Path, Path]]:
+    """(image path, output stem relative to --out) for files and directories (recursive)."""
+    found: list[tuple[Path, Path]] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            for file in sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
+                found.append((file, file.relative_to(path).with_suffix("")))
+        elif path.is_file():
+            found.append((path, Path(path.stem)))
+        else:
+            raise SystemExit(f"clip4hoi detect: {item}: no such file or directory")
+    if not found:
+        raise SystemExit(f"clip4hoi detect: no images found in {' '.join(inputs)}")
+    return found
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from PIL import Image
+    from tqdm import tqdm
+
+    from clip4hoi.api import HOIDetector, to_records
+    from clip4hoi.config import ModelConfig, apply_overrides
+    from clip4hoi.data.images import ImageError, load_image
+    from clip4hoi.visualize import draw_detections
+
+    images = _collect_images(args.inputs)
+    mode = args.mode or ("trained" if args.checkpoint else "crop")
+    if mode == "trained":
+        if args.checkpoint:
+            detector = HOIDetector.from_checkpoint(args.checkpoint, args.device, args.set)
+        elif args.random_weights:
+            config = apply_overrides(ModelConfig(), [
+                "detector.weights=random", "clip.pretrained=null", *args.set])
+            detector = HOIDetector.from_config(config, args.device)
+        else:
+            raise SystemExit("clip4hoi detect: --mode trained needs --checkpoint "
+                             "(or --random-weights for a smoke test)")
+    else:
+        from clip4hoi.models.training_free import build_training_free_detector
+
+        detector = build_training_free_detector(mode, args.device, args.random_weights,
+                                                args.set)
+    classes = detector.resolve_classes(args.classes)
+    print(f"clip4hoi detect: mode {detector.mode}, {len(classes)} classes "
+          f"({classes.name}), {len(images)} image(s) -> {args.out}", file=sys.stderr)
+    if args.random_weights:
+        print("WARNING: --random-weights: the networks are randomly initialised; the "
+              "detections are MEANINGLESS (smoke test only).", file=sys.stderr)
+
+    out = Path(args.out)
+    done = skipped = failed = 0
+    for path, stem in tqdm(images, desc="detect", unit="img", disable=len(images) < 2):
+        json_path = out / stem.with_suffix(".json")
+        if json_path.exists() and not args.overwrite:
+            skipped += 1
+            continue
+        try:
+            image = load_image(path)
+        except ImageError as error:
+            tqdm.write(f"error: {error}", file=sys.stderr)
+            failed += 1
+            continue
+        start = time.perf_counter()
+        result = detector(image, classes)[0]
+        records = to_records(result, classes, args.top_k, args.min_score)
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"file_name": path.name, "width": int(image.shape[2]),
+                   "height": int(image.shape[1]), "mode": detector.mode,
+                   "seconds": round(time.perf_counter() - start, 3), "detections": records}
+        if not args.no_draw:
+            picture = Image.fromarray(image.permute(1, 2, 0).numpy())
+            buffer = io.BytesIO()
+            draw_detections(picture, records, max_pairs=args.draw).save(
+                buffer, format="JPEG", quality=90)
+            _write_atomic(json_path.with_suffix(".jpg"), buffer.getvalue())
+        # The JSON is written last: its presence marks the image as done.
+        _write_atomic(json_path, json.dumps(payload, indent=1).encode())
+        done += 1
+    print(f"clip4hoi detect: {done} done, {skipped} skipped (already done; --overwrite to "
+          f"redo), {failed} failed", file=sys.stderr)
+    return 1 if failed and not done else 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from clip4hoi.models.clip import download_clip
+    from clip4hoi.weights import DETR_WEIGHTS, cache_root, download_detr
+
+    if args.list:
+        for name, entry in DETR_WEIGHTS.items():
+            print(f"{name:24s} {entry.description}\n{'':24s} {entry.url}")
+        return 0
+    failures = []
+    for name in args.detr:
+        if name not in DETR_WEIGHTS:
+            raise SystemExit(f"clip4hoi download: unknown DETR weights {name!r}; "
+                             f"choose from {', '.join(DETR_WEIGHTS)}")
+        try:
+            print(f"{name}: {download_detr(name)}")
+        except RuntimeError as error:
+            failures.append(str(error))
+    try:
+        path = download_clip(args.clip, args.clip_pretrained, cache_root() / "clip")
+        print(f"CLIP {args.clip}/{args.clip_pretrained}: {path}")
+    except RuntimeError as error:
+        failures.append(str(error))
+    for message in failures:
+        print(f"\n{message}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from clip4hoi.evaluation import evaluate_files, format_table, result_to_json
+    from clip4hoi.evaluation.vcoco import (
+        evaluate_vcoco_files,
+        format_vcoco_table,
+        vcoco_result_to_json,
+    )
+
+    start = time.perf_counter()
+    if args.vcoco:
+        result = evaluate_vcoco_files(args.annotations, args.detections)
+        table, payload = format_vcoco_table(result), vcoco_result_to_json(result)
+    else:
+        options: dict = {"preset": args.preset}
+        if args.no_offset:
+            options["offset"] = 0.0
+        if args.top_k:
+            options["top_k"] = args.top_k
+        result = evaluate_files(args.annotations, args.detections, zero_shot=args.zero_shot,
+                                known_object=args.known_object, **options)
+        table, payload = format_table(result, per_class=args.per_class), result_to_json(result)
+    print(table)
+    print(f"({time.perf_counter() - start:.1f} s)", file=sys.stderr)
+    if args.json:
+        Path(args.json).write_text(json.dumps(payload, indent=1))
+    return 0
+
+
+def cmd_make_synthetic(args: argparse.Namespace) -> int:
+    from clip4hoi.data.synthetic import make_synthetic
+
+    summary = make_synthetic(args.out_dir, n_train=args.train, n_test=args.test,
+                             seed=args.seed)
+    print(json.dumps(summary, indent=1, default=str))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``clip4hoi`` command."""
+    parser = argparse.ArgumentParser(
+        prog="clip4hoi", description="CLIP4HOI: zero-shot human-object interaction detection")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("detect", help="find interactions in images")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
+    p.add_argument("--checkpoint", help="trained CLIP4HOI head (.safetensors)")
+    p.add_argument("--mode", choices=["trained", "crop", "dense"],
+                   help="default: trained with --checkpoint, else training-free crop")
+    p.add_argument("--classes", help="hicodet | vcoco | FILE | 'ride bicycle, hold cup' "
+                   "(default: the checkpoint's classes, or hicodet)")
+    p.add_argument("--out", default="detections", help="output directory (default: %(default)s)")
+    p.add_argument("--random-weights", action="store_true",
+                   help="random networks, meaningless output: smoke tests only")
+    p.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    p.add_argument("--overwrite", action="store_true", help="redo images already done")
+    p.add_argument("--top-k", type=int, default=100, help="detections kept per image (0: all)")
+    p.add_argument("--min-score", type=float, default=0.0)
+    p.add_argument("--draw", type=int, default=10, help="pairs drawn per image")
+    p.add_argument("--no-draw", action="store_true", help="write JSON only")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="model config overrides, e.g. detector.score_threshold=0.3")
+    p.set_defaults(func=cmd_detect)
+
+    p = commands.add_parser("download", help="fetch pretrained DETR and CLIP weights")
+    p.add_argument("detr", nargs="*", default=["detr-r50"], metavar="DETR_NAME",
+                   help="registered DETR weights (default: detr-r50; see --list)")
+    p.add_argument("--clip", default="ViT-B-16")
+    p.add_argument("--clip-pretrained", default="openai")
+    p.add_argument("--list", action="store_true", help="list the registered DETR weights")
+    p.set_defaults(func=cmd_download)
+
+    p = commands.add_parser("eval", help="score detections with the official protocols")
+    p.add_argument("--annotations", required=True,
+                   help="instances_test2015.json, test_hico.json or instances_vcoco_test.json")
+    p.add_argument("--detections", required=True, help="DETS.json")
+    p.add_argument("--zero-shot", help="rf_uc | nf_uc | uo | uv | uc0..uc4: adds Unseen/Seen")
+    p.add_argument("--known-object", action="store_true", help="Known-Object setting")
+    p.add_argument("--preset", default="official", choices=["official", "genvlkt", "pocket"],
+                   help="evaluation convention (docs/evaluation.md; default: %(default)s)")
+    p.add_argument("--no-offset", action="store_true",
+                   help="do not add 1 to the detection boxes")
+    p.add_argument("--top-k", type=int, default=0, help="keep the top-k detections per image")
+    p.add_argument("--per-class", action="store_true", help="print every class")
+    p.add_argument("--vcoco", action="store_true",
+                   help="V-COCO role AP (scenarios 1 and 2) instead of HICO-DET mAP")
+    p.add_argument("--json", help="write the results here")
+    p.set_defaults(func=cmd_eval)
+
+    p = commands.add_parser("make-synthetic", help="write a small synthetic HICO-DET dataset")
+    p.add_argument("out_dir")
+    p.add_argument("--train", type=int, default=64)
+    p.add_argument("--test", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_make_synthetic)
+    return parser
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``clip4hoi`` console script."""
+    args = build_parser().parse_args(argv)
+    from clip4hoi.weights import WeightsUnavailableError
+
+    try:
+        return args.func(args)
+    except WeightsUnavailableError as error:
+        print(f"clip4hoi {args.command}: missing weights\n{error}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError) as error:
+        print(f"clip4hoi {args.command}: error: {error}", file=sys.stderr)
+        return 2

@@ -1,0 +1,249 @@
+"""Typed configuration of the model, with YAML/JSON round trips and ``key=value`` overrides.
+
+Every default of ``docs/spec.md`` §2 where the paper is silent is a field here. Training,
+data and evaluation settings live in :mod:`clip4hoi.engine.config` and nest this one.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+@dataclass
+class DetectorConfig:
+    """The frozen DETR and how its detections become proposals."""
+
+    weights: str = "detr-r50-hicodet"
+    """A registered name (``clip4hoi download --list``), a checkpoint path, or ``random``."""
+    architecture: dict[str, Any] | None = None
+    """With ``weights: random``: ``clip4hoi.models.detr.DETR`` keyword arguments."""
+    num_heads: int = 8
+    dilation: bool = False
+    score_threshold: float = 0.2
+    nms_threshold: float = 0.5
+    min_humans: int = 3
+    max_humans: int = 15
+    min_objects: int = 3
+    max_objects: int = 15
+    use_gt_boxes: bool = False
+    """Oracle setting: the annotated boxes replace the detections (training and test), to
+    study the interaction head apart from detection errors."""
+
+
+@dataclass
+class CLIPConfig:
+    """The frozen CLIP model (open_clip name and pretrained tag or file)."""
+
+    name: str = "ViT-B-16"
+    pretrained: str | None = "openai"
+    """An open_clip pretrained tag, a local weights file, or null for random weights."""
+    model_cfg: dict[str, Any] | None = None
+    """A custom open_clip architecture (random weights), e.g. a tiny one for tests."""
+    image_size: int | None = None
+    """CLIP input resolution; null = the pretraining one (224 for ViT-B/16)."""
+    layers: list[int] = field(default_factory=lambda: [-1])
+    """ViT blocks whose patch tokens the HOI decoder attends to (negative = from the end)."""
+
+
+@dataclass
+class HeadConfig:
+    """The trainable part: HO interactor, HOI decoder and HOI classifier."""
+
+    # HO interactor
+    interactor_layers: int = 2
+    interactor_heads: int = 8
+    interactor_ffn: int = 1024
+    spatial_dim: int = 128
+    # HOI decoder
+    decoder_dim: int = 512
+    decoder_layers: int = 2
+    decoder_heads: int = 8
+    decoder_ffn: int = 2048
+    union_mask: bool = False
+    """Restrict each pair's cross-attention to the CLIP patches inside its union box."""
+    dropout: float = 0.1
+    # HOI classifier: prompt "[PREFIX]*n verb [CONJUN]*m object"
+    prefix_length: int = 8
+    conjunction_length: int = 2
+    prefix_init: str | None = None
+    """Words whose embeddings initialise the last prefix slots (the rest: N(0, 0.02))."""
+    conjunction_init: str | None = None
+    learn_prompts: bool = True
+    logit_scale_init: float = 10.0
+    logit_bias_init: float = -10.0
+    # Score fusion: s = S_pair^(1-alpha) * S_glob^alpha * (s_h * s_o)^lambda
+    alpha: float = 0.5
+    lambda_train: float = 1.0
+    lambda_test: float = 2.8
+
+
+@dataclass
+class LossConfig:
+    """Binary focal loss on fused pair scores, plus a loss on global scores."""
+
+    focal_alpha: float = 0.5
+    focal_gamma: float = 0.2
+    global_weight: float = 1.0
+    match_iou: float = 0.5
+    add_gt_boxes: bool = False
+    """Add the ground-truth boxes to the proposals in training (with detector score 1)."""
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a CLIP4HOI model (stored in every checkpoint)."""
+
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    clip: CLIPConfig = field(default_factory=CLIPConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    classes: str = "hicodet"
+    """Default class set at inference (``hicodet``, ``vcoco``, a file or free text)."""
+
+
+# --------------------------------------------------------------------------------------
+# Generic (de)serialisation of nested dataclasses
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _convert(value: Any, annotation: Any, where: str) -> Any:
+    """Coerce a YAML/JSON value into ``annotation`` (dataclasses, lists, optionals)."""
+    origin = typing.get_origin(annotation)
+    if is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected a mapping, got {value!r}")
+        return from_dict(annotation, value, where)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _convert(value, option, where)
+            except (TypeError, ValueError) as error:
+                errors.append(str(error))
+        raise ValueError(f"{where}: {value!r} does not fit {annotation}: {'; '.join(errors)}")
+    if origin in (list, tuple):
+        if not isinstance(value, list | tuple):
+            raise ValueError(f"{where}: expected a list, got {value!r}")
+        (item,) = typing.get_args(annotation)[:1] or (Any,)
+        return [_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or annotation is Any:
+        return value
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if annotation in (int, float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{where}: expected a number, got {value!r}")
+        if annotation is int and float(value) != int(value):
+            raise ValueError(f"{where}: expected an integer, got {value!r}")
+        return annotation(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"{where}: unsupported config type {annotation}")
+
+
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
+    """Build dataclass ``cls`` from a nested dict; unknown keys are an error naming them."""
+    types_ = _field_types(cls)
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(names)}")
+    kwargs = {k: _convert(v, types_[k], f"{where}.{k}") for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Nested plain-dict form of a config dataclass (YAML/JSON serialisable)."""
+    return asdict(config)
+
+
+def apply_overrides(config: T, overrides: list[str]) -> T:
+    """Return a copy of ``config`` with ``a.b.c=value`` overrides applied (values in YAML
+    syntax: ``head.alpha=0.3``, ``clip.layers=[-1,-4]``, ``clip.pretrained=null``)."""
+    data = to_dict(config)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+        node = data
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                raise ValueError(f"--set {item!r}: {part!r} is not a config section")
+            node = node[part]
+        if leaf not in node:
+            raise ValueError(f"--set {item!r}: unknown key {leaf!r}; valid: {sorted(node)}")
+        node[leaf] = yaml.safe_load(raw)
+    return from_dict(type(config), data)
+
+
+def load_yaml(cls: type[T], path: str, overrides: list[str] | None = None) -> T:
+    """Read a YAML config file into ``cls`` and apply ``overrides``."""
+    try:
+        with open(path) as handle:
+            data = yaml.safe_load(handle) or {}
+    except OSError as error:
+        raise FileNotFoundError(f"config file {path}: {error.strerror}") from error
+    except yaml.YAMLError as error:
+        raise ValueError(f"config file {path}: not valid YAML ({error})") from error
+    config = from_dict(cls, data, where=path)
+    return apply_overrides(config, overrides or [])
+
+
+# --------------------------------------------------------------------------------------
+# Training-free detection (clip4hoi.models.training_free)
+
+
+@dataclass
+class TrainingFreeConfig:
+    """HOI detection from the frozen DETR and CLIP alone, without a trained head
+    (``clip4hoi detect --mode crop|dense``); see ``docs/training_free.md``."""
+
+    mode: str = "crop"
+    """``crop``: CLIP encodes each pair's union-box crop; ``dense``: the pair's patches of
+    one dense (MaskCLIP) CLIP pass over the whole image are pooled."""
+    detector: DetectorConfig = field(default_factory=lambda: DetectorConfig(weights="detr-r50"))
+    """Default: the public COCO DETR-R50 (facebookresearch/detr)."""
+    clip: CLIPConfig = field(default_factory=CLIPConfig)
+    classes: str = "hicodet"
+    """Default class set (``hicodet``, ``vcoco``, a file or free text)."""
+    templates: list[str] = field(default_factory=lambda: [
+        "{sentence}.",
+        "a person {action}.",
+        "a close-up photo of a person {action}.",
+        "an image of someone {action}.",
+    ])
+    """Prompt templates; each class's text embedding is the normalised mean over them.
+    Fields: ``{sentence}`` (the class set's sentence, "a photo of a person riding a
+    bicycle"), ``{action}`` ("riding a bicycle"), ``{verb}`` ("ride"), ``{object}``
+    ("bicycle")."""
+    margin: float = 0.1
+    """Each side of the pair's union box grows by this fraction of the box's size."""
+    temperature: float = 0.01
+    """Softmax temperature on cosine similarities (CLIP's own logit scale is 100)."""
+    detector_power: float = 2.8
+    """λ in score = softmax · (s_h · s_o)^λ (the trained model's test-time value)."""
+    crop_batch_size: int = 32
+    """Crops per CLIP image-encoder batch (``crop`` mode)."""
+    dense_pooling: str = "mean"
+    """``dense`` mode: ``mean`` over the patches whose centres lie in the box (at least
+    the centre patch), or ``roi_align`` (bilinear samples of the patch grid averaged)."""

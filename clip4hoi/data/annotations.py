@@ -1,0 +1,603 @@
+"""Ground-truth annotation files of HICO-DET and V-COCO, parsed into one in-memory form.
+
+Contract (see docs/conventions.md): boxes are *continuous* xyxy float64 in pixels of the
+original image; objects are COCO-80 ids; HICO-DET HOI ids are official 0-based ids.
+
+Readers:
+
+* :func:`load_hicodet_annotations` — fredzzhang/hicodet ``instances_{train,test}2015.json``
+  (objects in COCO-80 order, ``objects[0] == "person"``, or in the alphabetical HICO order,
+  ``objects[0] == "airplane"``, converted by name) and QPIC / GEN-VLKT ``trainval_hico.json``
+  / ``test_hico.json`` (a list of images; ``category_id`` of a box is a COCO category id,
+  verbs and ``hoi_category_id`` are 1-based). HICO-DET boxes are 1-based inclusive pixel
+  indices in both: they become ``x1 - 1, y1 - 1, x2, y2``.
+* :func:`load_vcoco_annotations` — fredzzhang/vcoco ``instances_vcoco_*.json`` (objects
+  index a list with ``background`` first: COCO-80 = index - 1; boxes are COCO ``x + w``
+  corners, already continuous). Per-pair form, as the training datasets want it.
+* :func:`load_vcoco_official` — the official ``vcoco_{split}.json`` + COCO
+  ``instances_vcoco_all_2014.json`` layout, into the per-person :class:`VCOCOGroundTruth`
+  that the V-COCO evaluator needs (:func:`vcoco_ground_truth` builds the same structure
+  from the per-pair form, with the limitations documented there).
+
+Every malformed input raises ``ValueError`` naming the file, the image and the field.
+Fields that a format does not store are filled as documented on :class:`HOIAnnotations`
+(``sizes`` = 0 when unknown).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from itertools import chain
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clip4hoi.data import metadata
+
+NUM_HOI = 600
+NUM_VERBS = len(metadata.HICO_VERBS)
+NUM_OBJECTS = len(metadata.COCO_OBJECTS)
+NUM_VCOCO = len(metadata.VCOCO_ACTIONS)
+# V-COCO agent actions (the action of each action-role class, in order of first appearance)
+VCOCO_AGENT_ACTIONS: tuple[str, ...] = tuple(dict.fromkeys(
+    a.rsplit(" ", 1)[0] for a in metadata.VCOCO_ACTIONS))
+VCOCO_ROLE_ACTION: tuple[int, ...] = tuple(
+    VCOCO_AGENT_ACTIONS.index(a.rsplit(" ", 1)[0]) for a in metadata.VCOCO_ACTIONS)
+"""Agent-action index of each of the 24 action-role classes."""
+
+
+@dataclass
+class HOIAnnotations:
+    """All images of one annotation file; per-image arrays have one row per
+    (human, object, class) triplet.
+
+    For V-COCO (``dataset == "vcoco"``), ``hoi`` and ``verbs`` both hold the action-role
+    id (0..23, :data:`metadata.VCOCO_ACTIONS`), ``image_ids`` the COCO image ids and
+    ``sizes`` is all 0 (the fredzzhang files do not store image sizes). ``sizes`` is 0 for
+    any image whose size the file does not give (QPIC files).
+    """
+
+    source: str                      # the file it was read from
+    file_names: list[str]            # [I]
+    sizes: np.ndarray                # [I, 2] int64, (width, height) of the original image
+    boxes_h: list[np.ndarray]        # I × [N_i, 4] float64, continuous xyxy
+    boxes_o: list[np.ndarray]        # I × [N_i, 4] float64, continuous xyxy
+    hoi: list[np.ndarray]            # I × [N_i] int64: HICO-DET HOI id / V-COCO action id
+    objects: list[np.ndarray]        # I × [N_i] int64: COCO-80 object id
+    verbs: list[np.ndarray]          # I × [N_i] int64: verb id
+    empty: np.ndarray                # indices of images without visible annotation
+    rare: np.ndarray | None = None   # rare HOI ids listed in the file (HICO-DET test files)
+    dataset: str = "hicodet"         # "hicodet" or "vcoco"
+    image_ids: np.ndarray | None = None  # [I] int64 COCO image ids (V-COCO)
+
+    def __len__(self) -> int:
+        return len(self.file_names)
+
+    @property
+    def num_pairs(self) -> int:
+        """Total number of (human, object, class) rows."""
+        return int(sum(len(h) for h in self.hoi))
+
+    def index(self) -> dict[str, int]:
+        """``{file name: image index}``."""
+        return {name: i for i, name in enumerate(self.file_names)}
+
+
+@dataclass
+class VCOCOGroundTruth:
+    """Per-person V-COCO ground truth — the structure the official ``vsrl_eval`` works on.
+
+    ``agent_labels[i][p, a]`` is 1 when person ``p`` of image ``i`` does agent action ``a``
+    (:data:`VCOCO_AGENT_ACTIONS`), 0 when not, and -1 for every action of a COCO person that
+    V-COCO did not annotate (detections matched to such a person are ignored).
+    ``role_boxes[i][p, k]`` is the box of the role object of action-role class ``k``
+    (:data:`metadata.VCOCO_ACTIONS`) or NaN when the person does not do the action or the
+    role object is not visible / not annotated (scenario 1 then asks for an empty role box,
+    scenario 2 accepts any).
+    """
+
+    source: str
+    file_names: list[str]            # [I]
+    image_ids: np.ndarray            # [I] int64 COCO image ids
+    person_boxes: list[np.ndarray]   # I × [P_i, 4] float64, continuous xyxy
+    agent_labels: list[np.ndarray]   # I × [P_i, 21] int8 in {1, 0, -1}
+    role_boxes: list[np.ndarray]     # I × [P_i, 24, 4] float64, continuous, NaN = none
+    complete: bool = True            # False when built from per-pair (fredzzhang) files
+    notes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.file_names)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def _read_json(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from error
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not a UTF-8 text file ({error})") from error
+
+
+def _require(data: Any, key: str, source: str, where: str = "") -> Any:
+    if not isinstance(data, dict) or key not in data:
+        raise ValueError(f"{source}: {where}missing field {key!r}")
+    return data[key]
+
+
+def _image_of_row(row: int, counts: np.ndarray) -> int:
+    return int(np.searchsorted(np.cumsum(counts), row, side="right"))
+
+
+def _flat_array(per_image: list[list], counts: np.ndarray, tail: tuple[int, ...],
+                name: str, source: str, names: list[str]) -> np.ndarray:
+    """Concatenate per-image lists into one float64 array ``[sum(counts), *tail]``; on a
+    ragged or non-numeric entry, raise naming the offending image."""
+    def numeric(values: list) -> np.ndarray:   # numbers only: no strings, None, booleans
+        arr = np.asarray(values)
+        if arr.size and arr.dtype.kind not in "fiu":
+            raise ValueError
+        return arr.astype(np.float64)
+
+    try:
+        flat = numeric(list(chain.from_iterable(per_image)))
+        if flat.size == 0:
+            flat = flat.reshape((0, *tail))
+        if flat.shape[1:] != tail:
+            raise ValueError
+        return flat
+    except (ValueError, TypeError, OverflowError):
+        for i, rows in enumerate(per_image):
+            try:
+                arr = numeric(rows).reshape((len(rows), -1))
+                ok = arr.shape[1:] == (tail[0] if tail else 1,) or not rows
+            except (ValueError, TypeError, OverflowError):
+                ok = False
+            if not ok:
+                shape = "a list of [x1, y1, x2, y2]" if tail else "a list of numbers"
+                raise ValueError(f"{source}: image {i} ({names[i]}): field {name!r} must be "
+                                 f"{shape}") from None
+        raise ValueError(f"{source}: field {name!r} has values that are not numbers"
+                         ) from None
+
+
+def _check_ids(values: np.ndarray, upper: int, name: str, source: str,
+               counts: np.ndarray, names: list[str]) -> np.ndarray:
+    bad = np.flatnonzero((values != np.floor(values)) | (values < 0) | (values >= upper))
+    if bad.size:
+        i = _image_of_row(int(bad[0]), counts)
+        raise ValueError(f"{source}: image {i} ({names[i]}): field {name!r} has id "
+                         f"{values[bad[0]]!r}, expected an integer in [0, {upper})")
+    return values.astype(np.int64)
+
+
+def _check_boxes(boxes: np.ndarray, name: str, source: str, counts: np.ndarray,
+                 names: list[str]) -> None:
+    bad = ~np.isfinite(boxes).all(1) | (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        i = _image_of_row(row, counts)
+        raise ValueError(f"{source}: image {i} ({names[i]}): field {name!r} has box "
+                         f"{boxes[row].tolist()} (not finite or x2 < x1 / y2 < y1)")
+
+
+def _split(flat: np.ndarray, counts: np.ndarray) -> list[np.ndarray]:
+    return np.split(flat, np.cumsum(counts)[:-1]) if len(counts) else []
+
+
+def _check_classes(hoi: np.ndarray, objects: np.ndarray, verbs: np.ndarray, source: str,
+                   counts: np.ndarray, names: list[str]) -> None:
+    """Every row's object and verb must be those of its HOI class."""
+    classes = metadata.hicodet_classes()
+    for name, values, table in (("object", objects, classes.objects),
+                                ("verb", verbs, classes.verb_ids)):
+        expected = np.asarray(table, dtype=np.int64)[hoi]
+        bad = np.flatnonzero(values != expected)
+        if bad.size:
+            row = int(bad[0])
+            i = _image_of_row(row, counts)
+            raise ValueError(f"{source}: image {i} ({names[i]}): field {name!r} is "
+                             f"{values[row]} but HOI {hoi[row]} has {name} {expected[row]}")
+
+
+def _name_key(name: str) -> str:
+    return str(name).strip().lower().replace(" ", "_")
+
+
+# ----------------------------------------------------------------------------- HICO-DET
+
+def load_hicodet_annotations(path: str | Path) -> HOIAnnotations:
+    """Read a HICO-DET annotation file: fredzzhang ``instances_*2015.json`` (COCO-80 or
+    alphabetical object order, detected from ``objects[0]``) or QPIC/GEN-VLKT
+    ``trainval_hico.json`` / ``test_hico.json``."""
+    data = _read_json(path)
+    source = str(path)
+    if isinstance(data, list):
+        return _load_qpic(data, source)
+    if isinstance(data, dict) and "annotation" in data:
+        return _load_fredzzhang(data, source)
+    raise ValueError(f"{source}: not a HICO-DET annotation file (expected a fredzzhang dict "
+                     f"with 'annotation' or a QPIC/GEN-VLKT list of images)")
+
+
+def _object_map(file_objects: Any, source: str) -> np.ndarray:
+    """File object index -> COCO-80 id, by name (both orders of fredzzhang/hicodet)."""
+    if not isinstance(file_objects, list) or len(file_objects) != NUM_OBJECTS:
+        raise ValueError(f"{source}: field 'objects' must list the {NUM_OBJECTS} object names")
+    keys = [_name_key(o) for o in file_objects]
+    unknown = [o for o in keys if o not in metadata.COCO_OBJECTS]
+    if unknown or len(set(keys)) != NUM_OBJECTS:
+        raise ValueError(f"{source}: field 'objects' has unknown or repeated names "
+                         f"{unknown or keys}")
+    return np.asarray([metadata.COCO_OBJECTS.index(k) for k in keys], dtype=np.int64)
+
+
+def _load_fredzzhang(data: dict, source: str) -> HOIAnnotations:
+    names = _require(data, "filenames", source)
+    anns = _require(data, "annotation", source)
+    sizes = _require(data, "size", source)
+    if not (isinstance(names, list) and isinstance(anns, list) and isinstance(sizes, list)):
+        raise ValueError(f"{source}: fields 'filenames', 'annotation', 'size' must be lists")
+    if not len(names) == len(anns) == len(sizes):
+        raise ValueError(f"{source}: fields 'filenames' ({len(names)}), 'annotation' "
+                         f"({len(anns)}) and 'size' ({len(sizes)}) differ in length")
+    names = [str(n) for n in names]
+    obj_map = _object_map(_require(data, "objects", source), source)
+    if "verbs" in data and [_name_key(v) for v in data["verbs"]] != list(metadata.HICO_VERBS):
+        raise ValueError(f"{source}: field 'verbs' differs from the 117 HICO-DET verbs")
+
+    keys = ("boxes_h", "boxes_o", "hoi", "object", "verb")
+    fields: dict[str, list[list]] = {k: [] for k in keys}
+    counts = np.zeros(len(anns), dtype=np.int64)
+    for i, ann in enumerate(anns):
+        where = f"image {i} ({names[i]}): "
+        values = [_require(ann, k, source, where) for k in keys]
+        if not all(isinstance(v, list) for v in values):
+            raise ValueError(f"{source}: {where}fields {keys} must be lists")
+        if len({len(v) for v in values}) != 1:
+            raise ValueError(f"{source}: {where}fields {keys} differ in length "
+                             f"{[len(v) for v in values]}")
+        counts[i] = len(values[0])
+        for k, v in zip(keys, values, strict=True):
+            fields[k].append(v)
+
+    flat = {k: _flat_array(fields[k], counts, (4,) if k.startswith("boxes") else (),
+                           k, source, names) for k in keys}
+    for k in ("boxes_h", "boxes_o"):
+        _check_boxes(flat[k], k, source, counts, names)
+    hoi = _check_ids(flat["hoi"], NUM_HOI, "hoi", source, counts, names)
+    verbs = _check_ids(flat["verb"], NUM_VERBS, "verb", source, counts, names)
+    objects = obj_map[_check_ids(flat["object"], NUM_OBJECTS, "object", source, counts, names)]
+    _check_classes(hoi, objects, verbs, source, counts, names)
+    if "correspondence" in data:
+        corr = data["correspondence"]
+        try:
+            corr = np.asarray(corr, dtype=np.int64).reshape(NUM_HOI, 3)
+            ok = ((corr[:, 0] == np.arange(NUM_HOI)).all()
+                  and (obj_map[corr[:, 1]] == metadata.hicodet_classes().objects).all()
+                  and (corr[:, 2] == metadata.hicodet_classes().verb_ids).all())
+        except (ValueError, TypeError, IndexError):
+            ok = False
+        if not ok:
+            raise ValueError(f"{source}: field 'correspondence' does not match the 600 "
+                             f"HICO-DET classes")
+
+    size_arr = _flat_array([[s] for s in sizes], np.ones(len(sizes), np.int64), (2,),
+                           "size", source, names)
+    for k in ("boxes_h", "boxes_o"):
+        flat[k][:, :2] -= 1.0            # 1-based inclusive -> continuous
+
+    empty = data.get("empty")
+    if empty is None:
+        empty = np.flatnonzero(counts == 0)
+    else:
+        empty = np.asarray(empty, dtype=np.int64).reshape(-1)
+        if ((empty < 0) | (empty >= len(names))).any():
+            raise ValueError(f"{source}: field 'empty' has image indices out of range")
+    rare = data.get("rare")
+    if rare is not None:
+        rare = np.asarray(rare, dtype=np.int64).reshape(-1)
+        if ((rare < 0) | (rare >= NUM_HOI)).any():
+            raise ValueError(f"{source}: field 'rare' has HOI ids out of [0, {NUM_HOI})")
+    return HOIAnnotations(
+        source=source, file_names=names, sizes=size_arr.astype(np.int64),
+        boxes_h=_split(flat["boxes_h"], counts), boxes_o=_split(flat["boxes_o"], counts),
+        hoi=_split(hoi, counts), objects=_split(objects, counts), verbs=_split(verbs, counts),
+        empty=empty, rare=rare, dataset="hicodet")
+
+
+def _load_qpic(data: list, source: str) -> HOIAnnotations:
+    coco_to_80 = {cid: k for k, cid in enumerate(metadata.COCO_CATEGORY_IDS)}
+    classes = metadata.hicodet_classes()
+    hoi_of = {(v, o): k for k, (v, o) in enumerate(zip(classes.verb_ids, classes.objects,
+                                                       strict=True))}
+    names: list[str] = []
+    sizes = np.zeros((len(data), 2), dtype=np.int64)
+    rows: dict[str, list] = {k: [] for k in ("boxes_h", "boxes_o", "hoi", "object", "verb")}
+    counts = np.zeros(len(data), dtype=np.int64)
+    for i, image in enumerate(data):
+        name = str(_require(image, "file_name", source, f"image {i}: "))
+        names.append(name)
+        where = f"image {i} ({name}): "
+        if "width" in image and "height" in image:
+            sizes[i] = (int(image["width"]), int(image["height"]))
+        boxes = _require(image, "annotations", source, where)
+        pairs = _require(image, "hoi_annotation", source, where)
+        if not isinstance(boxes, list) or not isinstance(pairs, list):
+            raise ValueError(f"{source}: {where}fields 'annotations' and 'hoi_annotation' "
+                             f"must be lists")
+        bbox, cats = [], []
+        for b in boxes:
+            box = _require(b, "bbox", source, where)
+            try:
+                box = [float(x) for x in box]
+            except (TypeError, ValueError):
+                box = []
+            if len(box) != 4:
+                raise ValueError(f"{source}: {where}field 'annotations[*].bbox' must be "
+                                 f"[x1, y1, x2, y2]")
+            bbox.append(box)
+            cats.append(_require(b, "category_id", source, where))
+        for pair in pairs:
+            s = _require(pair, "subject_id", source, where)
+            o = _require(pair, "object_id", source, where)
+            v = _require(pair, "category_id", source, where)
+            for value, fname in ((s, "subject_id"), (o, "object_id")):
+                if not isinstance(value, int) or not 0 <= value < len(boxes):
+                    raise ValueError(f"{source}: {where}field 'hoi_annotation[*].{fname}' is "
+                                     f"{value!r}, expected an index into its "
+                                     f"{len(boxes)} annotations")
+            if cats[o] not in coco_to_80:
+                raise ValueError(f"{source}: {where}field 'annotations[{o}].category_id' is "
+                                 f"{cats[o]!r}, not a COCO category id")
+            if not isinstance(v, int) or not 1 <= v <= NUM_VERBS:
+                raise ValueError(f"{source}: {where}field 'hoi_annotation[*].category_id' is "
+                                 f"{v!r}, expected a verb id in 1..{NUM_VERBS}")
+            obj = coco_to_80[cats[o]]
+            if "hoi_category_id" in pair:
+                h = pair["hoi_category_id"]
+                if not isinstance(h, int) or not 1 <= h <= NUM_HOI:
+                    raise ValueError(f"{source}: {where}field 'hoi_category_id' is {h!r}, "
+                                     f"expected 1..{NUM_HOI}")
+                h -= 1
+            elif (v - 1, obj) in hoi_of:
+                h = hoi_of[(v - 1, obj)]
+            else:
+                raise ValueError(f"{source}: {where}verb {v} with object "
+                                 f"{metadata.COCO_OBJECTS[obj]!r} is not a HICO-DET class")
+            for key, value in (("boxes_h", bbox[s]), ("boxes_o", bbox[o]), ("hoi", h),
+                               ("object", obj), ("verb", v - 1)):
+                rows[key].append(value)
+            counts[i] += 1
+
+    flat = {k: np.asarray(v, dtype=np.float64) for k, v in rows.items()}
+    for k in ("boxes_h", "boxes_o"):
+        flat[k] = flat[k].reshape(-1, 4)
+    for k in ("boxes_h", "boxes_o"):
+        _check_boxes(flat[k], k, source, counts, names)
+        flat[k][:, :2] -= 1.0            # 1-based inclusive -> continuous
+    hoi = flat["hoi"].astype(np.int64)
+    objects = flat["object"].astype(np.int64)
+    verbs = flat["verb"].astype(np.int64)
+    _check_classes(hoi, objects, verbs, source, counts, names)
+    return HOIAnnotations(
+        source=source, file_names=names, sizes=sizes,
+        boxes_h=_split(flat["boxes_h"], counts), boxes_o=_split(flat["boxes_o"], counts),
+        hoi=_split(hoi, counts), objects=_split(objects, counts), verbs=_split(verbs, counts),
+        empty=np.flatnonzero(counts == 0), rare=None, dataset="hicodet")
+
+
+# ----------------------------------------------------------------------------- V-COCO
+
+def load_vcoco_annotations(path: str | Path) -> HOIAnnotations:
+    """Read a fredzzhang/vcoco ``instances_vcoco_*.json`` file.
+
+    One row per (human, visible role object, action-role); ``hoi`` = ``verbs`` = action-role
+    id (0..23), ``objects`` = COCO-80 id (file index - 1), boxes unchanged (COCO corners).
+    """
+    data = _read_json(path)
+    source = str(path)
+    if not isinstance(data, dict):
+        raise ValueError(f"{source}: not a fredzzhang V-COCO file (expected a dict)")
+    anns = _require(data, "annotations", source)
+    image_ids = _require(data, "images", source)
+    if not isinstance(anns, list) or not isinstance(image_ids, list) \
+            or len(anns) != len(image_ids):
+        raise ValueError(f"{source}: fields 'annotations' and 'images' must be lists of the "
+                         f"same length")
+    classes = _require(data, "classes", source)
+    if list(classes) != list(metadata.VCOCO_ACTIONS):
+        raise ValueError(f"{source}: field 'classes' differs from the 24 V-COCO action-roles")
+    objects = _require(data, "objects", source)
+    if not isinstance(objects, list) or len(objects) != NUM_OBJECTS + 1 \
+            or objects[0] != "background" \
+            or [_name_key(o) for o in objects[1:]] != list(metadata.COCO_OBJECTS):
+        raise ValueError(f"{source}: field 'objects' must be 'background' followed by the 80 "
+                         f"COCO objects in COCO order")
+
+    keys = ("boxes_h", "boxes_o", "actions", "objects")
+    fields: dict[str, list[list]] = {k: [] for k in keys}
+    names: list[str] = []
+    counts = np.zeros(len(anns), dtype=np.int64)
+    for i, ann in enumerate(anns):
+        name = str(_require(ann, "file_name", source, f"image {i}: "))
+        names.append(name)
+        where = f"image {i} ({name}): "
+        values = [_require(ann, k, source, where) for k in keys]
+        if not all(isinstance(v, list) for v in values) or len({len(v) for v in values}) != 1:
+            raise ValueError(f"{source}: {where}fields {keys} must be lists of equal length")
+        counts[i] = len(values[0])
+        for k, v in zip(keys, values, strict=True):
+            fields[k].append(v)
+    flat = {k: _flat_array(fields[k], counts, (4,) if k.startswith("boxes") else (), k,
+                           source, names) for k in keys}
+    for k in ("boxes_h", "boxes_o"):
+        _check_boxes(flat[k], k, source, counts, names)
+    actions = _check_ids(flat["actions"], NUM_VCOCO, "actions", source, counts, names)
+    obj = _check_ids(flat["objects"], NUM_OBJECTS + 1, "objects", source, counts, names)
+    if (obj == 0).any():
+        i = _image_of_row(int(np.flatnonzero(obj == 0)[0]), counts)
+        raise ValueError(f"{source}: image {i} ({names[i]}): field 'objects' is 0 "
+                         f"(background)")
+    ids = np.asarray(image_ids, dtype=np.int64)
+    return HOIAnnotations(
+        source=source, file_names=names, sizes=np.zeros((len(names), 2), dtype=np.int64),
+        boxes_h=_split(flat["boxes_h"], counts), boxes_o=_split(flat["boxes_o"], counts),
+        hoi=_split(actions, counts), objects=_split(obj - 1, counts),
+        verbs=_split(actions.copy(), counts), empty=np.flatnonzero(counts == 0),
+        rare=None, dataset="vcoco", image_ids=ids)
+
+
+FREDZZHANG_VCOCO_NOTES = [
+    "built from per-pair (fredzzhang) annotations: persons are the distinct human boxes "
+    "of the pairs",
+    "agents whose role objects are all invisible are missing (they are positives in the "
+    "official evaluation: npos is lower, and scenario 1/2 differ only for two-role actions)",
+    "V-COCO persons without any of the 21 actions and COCO persons not annotated in V-COCO "
+    "are missing (official: detections on the former are false positives, on the latter "
+    "ignored; here both are false positives unless they overlap an annotated person)",
+    "actions without a role (stand, walk, run, smile) and 'point' are not represented",
+    "no image sizes: ground-truth boxes are not clipped to the image as the official code "
+    "does",
+]
+
+
+def vcoco_ground_truth(annotations: HOIAnnotations) -> VCOCOGroundTruth:
+    """Per-person V-COCO ground truth from per-pair annotations (fredzzhang files).
+
+    Persons are the distinct human boxes of an image; a person does an action when one of
+    its pairs has an action-role of that action; a role box is NaN when no pair gives it
+    (for two-role actions such as ``eat obj`` / ``eat instr`` this marks the role whose
+    object is not visible). What these files cannot express: see
+    :data:`FREDZZHANG_VCOCO_NOTES` (also stored in ``notes``).
+    """
+    if annotations.dataset != "vcoco":
+        raise ValueError(f"{annotations.source}: not V-COCO annotations")
+    persons, labels, roles = [], [], []
+    role_action = np.asarray(VCOCO_ROLE_ACTION, dtype=np.int64)
+    for boxes_h, boxes_o, actions in zip(annotations.boxes_h, annotations.boxes_o,
+                                         annotations.hoi, strict=True):
+        # persons = distinct human boxes, in order of first appearance
+        person_index: dict[tuple[float, ...], int] = {}
+        person_of = np.array([person_index.setdefault(tuple(b), len(person_index))
+                              for b in boxes_h.tolist()], dtype=np.int64)
+        lab = np.zeros((len(person_index), len(VCOCO_AGENT_ACTIONS)), dtype=np.int8)
+        rb = np.full((len(person_index), NUM_VCOCO, 4), np.nan)
+        lab[person_of, role_action[actions]] = 1
+        # the first pair wins if a person has one action-role with several objects
+        for row in range(len(actions) - 1, -1, -1):
+            rb[person_of[row], actions[row]] = boxes_o[row]
+        persons.append(np.array(list(person_index), dtype=np.float64).reshape(-1, 4))
+        labels.append(lab)
+        roles.append(rb)
+    ids = annotations.image_ids if annotations.image_ids is not None \
+        else np.arange(len(annotations), dtype=np.int64)
+    return VCOCOGroundTruth(source=annotations.source, file_names=list(annotations.file_names),
+                            image_ids=ids, person_boxes=persons, agent_labels=labels,
+                            role_boxes=roles, complete=False,
+                            notes=list(FREDZZHANG_VCOCO_NOTES))
+
+
+def load_vcoco_official(vcoco_file: str | Path, coco_file: str | Path,
+                        image_ids: list[int] | np.ndarray | None = None) -> VCOCOGroundTruth:
+    """Read the official V-COCO layout: ``vcoco_{split}.json`` (s-gupta/v-coco, one entry
+    per action with ``image_id``, ``ann_id``, ``label``, ``role_name``,
+    ``role_object_id``) and the COCO file ``instances_vcoco_all_2014.json``.
+
+    Follows ``vsrl_eval``: every COCO person of the split's images is a candidate agent
+    (-1 labels when V-COCO did not annotate it); COCO boxes ``[x, y, w, h]`` are cleaned as
+    the official code does (skip ``ignore``, inclusive ``x2 = x + max(0, w - 1)``, clipped
+    to the image, kept when ``area > 0`` and ``x2 > x1``, ``y2 > y1``) and stored in the
+    continuous convention (``x2 + 1``). Images: ``image_ids`` or those of the V-COCO file,
+    sorted. Only the 21 actions with roles and their 24 action-roles are kept (``point``,
+    ``stand``, ``walk``, ``run``, ``smile`` are dropped).
+    """
+    vsrl, coco = _read_json(vcoco_file), _read_json(coco_file)
+    src = str(vcoco_file)
+    if not isinstance(vsrl, list):
+        raise ValueError(f"{src}: expected a list of per-action entries")
+    for k in ("images", "annotations"):
+        _require(coco, k, str(coco_file))
+    images = {int(_require(im, "id", str(coco_file), "images: ")): im
+              for im in coco["images"]}
+    anns_of: dict[int, list[dict]] = {}
+    for a in coco["annotations"]:
+        anns_of.setdefault(int(_require(a, "image_id", str(coco_file), "annotations: ")),
+                           []).append(a)
+    person_cat = 1
+
+    # (ann_id) -> {action-role class: role object ann id (0 = none)}, and annotated ann ids
+    annotated: set[int] = set()
+    does: dict[int, set[int]] = {}
+    role_obj: dict[tuple[int, int], int] = {}
+    for entry in vsrl:
+        for k in ("action_name", "role_name", "image_id", "ann_id", "label", "role_object_id"):
+            _require(entry, k, src, f"action {entry.get('action_name', '?')}: ")
+        action, roles = entry["action_name"], entry["role_name"]
+        ann_ids = np.asarray(entry["ann_id"], np.int64).reshape(-1)
+        label = np.asarray(entry["label"], np.int64).reshape(-1)
+        role_ids = np.asarray(entry["role_object_id"], np.int64).reshape(len(roles), -1).T
+        if not len(ann_ids) == len(label) == len(role_ids):
+            raise ValueError(f"{src}: action {action}: fields 'ann_id', 'label', "
+                             f"'role_object_id' differ in length")
+        annotated.update(ann_ids.tolist())
+        if action not in VCOCO_AGENT_ACTIONS:
+            continue
+        a = VCOCO_AGENT_ACTIONS.index(action)
+        for j in np.flatnonzero(label == 1):
+            does.setdefault(int(ann_ids[j]), set()).add(a)
+            for r in range(1, len(roles)):
+                name = f"{action} {roles[r]}"
+                if name in metadata.VCOCO_ACTIONS:
+                    role_obj[(int(ann_ids[j]), metadata.VCOCO_ACTIONS.index(name))] = \
+                        int(role_ids[j, r])
+    if image_ids is None:
+        image_ids = sorted({int(i) for e in vsrl[:1] for i in np.reshape(e["image_id"], -1)})
+    ids = np.asarray(image_ids, dtype=np.int64)
+
+    names, persons, labels, role_boxes = [], [], [], []
+    for image_id in ids.tolist():
+        if image_id not in images:
+            raise ValueError(f"{coco_file}: image {image_id}: missing from 'images'")
+        im = images[image_id]
+        for key in ("width", "height"):
+            _require(im, key, str(coco_file), f"image {image_id}: ")
+        names.append(str(im.get("file_name", image_id)))
+        w, h = float(im["width"]), float(im["height"])
+        valid: dict[int, tuple[np.ndarray, int]] = {}
+        for a in anns_of.get(image_id, []):
+            if a.get("ignore", 0) == 1:
+                continue
+            for key in ("bbox", "area", "category_id", "id"):
+                _require(a, key, str(coco_file), f"image {image_id}: annotation: ")
+            x, y, bw, bh = (float(v) for v in a["bbox"])
+            x1, y1 = min(w - 1, max(0.0, x)), min(h - 1, max(0.0, y))
+            x2 = min(w - 1, max(0.0, x + max(0.0, bw - 1)))
+            y2 = min(h - 1, max(0.0, y + max(0.0, bh - 1)))
+            if a["area"] > 0 and x2 > x1 and y2 > y1:
+                valid[int(a["id"])] = (np.array([x1, y1, x2 + 1, y2 + 1]), int(a["category_id"]))
+        pids = [i for i, (_, c) in valid.items() if c == person_cat]
+        lab = np.zeros((len(pids), len(VCOCO_AGENT_ACTIONS)), dtype=np.int8)
+        rb = np.full((len(pids), NUM_VCOCO, 4), np.nan)
+        for p, pid in enumerate(pids):
+            if pid not in annotated:
+                lab[p] = -1
+                continue
+            for a in does.get(pid, ()):
+                lab[p, a] = 1
+            for k in range(NUM_VCOCO):
+                obj = role_obj.get((pid, k), 0)
+                if obj > 0:
+                    if obj not in valid:
+                        raise ValueError(f"{src}: image {image_id}: role object {obj} of "
+                                         f"person {pid} is not a valid COCO annotation")
+                    rb[p, k] = valid[obj][0]
+        persons.append(np.stack([valid[i][0] for i in pids]) if pids else np.zeros((0, 4)))
+        labels.append(lab)
+        role_boxes.append(rb)
+    return VCOCOGroundTruth(source=src, file_names=names, image_ids=ids, person_boxes=persons,
+                            agent_labels=labels, role_boxes=role_boxes, complete=True)

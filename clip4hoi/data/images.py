@@ -1,0 +1,71 @@
+"""Reading image files into ``uint8`` RGB tensors.
+
+Decoding goes through Pillow for every format. ``torchvision.io.decode_image`` was the
+first choice, but its image decoders are deprecated since torchvision 0.29 (a
+``DeprecationWarning`` on every call, removal announced) and cannot read TIFF or BMP
+anyway; Pillow reads all of these, is what the reference implementations (DETR, UPT,
+PViC) decode with, and one decoder gives the same pixels everywhere.
+
+Colour handling:
+
+* greyscale, bilevel and palette images are expanded to RGB; CMYK and YCbCr are
+  converted to RGB by Pillow;
+* **alpha is dropped** (RGBA, LA, PA and palette transparency): the colour channels are
+  kept as stored, as ``ImageReadMode.RGB`` and ``PIL.Image.convert("RGB")`` do;
+* 16-bit samples keep their high byte (``v >> 8``): Pillow does this itself for 16-bit
+  RGB PNGs, and :func:`load_image` does the same for 16-bit greyscale (``I;16`` PNG or
+  TIFF, and ``I`` — what older Pillow versions return for 16-bit PNGs — clipped to 0..65535).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+class ImageError(ValueError):
+    """An image file that cannot be read: missing, empty, truncated, corrupt or in an
+    unsupported format. The message names the file and says why."""
+
+
+def load_image(path: str | Path, apply_exif_orientation: bool = True) -> torch.Tensor:
+    """Read an image file as a ``uint8`` tensor ``[3, H, W]`` in RGB order.
+
+    With ``apply_exif_orientation`` (the default) the EXIF orientation tag is applied, so
+    the tensor is upright as a viewer shows it. Dataset annotations (HICO-DET, COCO) were
+    drawn on the stored pixels, so the datasets read with ``False``.
+
+    Raises :class:`ImageError` when the file is missing, empty, truncated, corrupt or not
+    an image format Pillow can read. (Truncated files load silently if some other code
+    sets ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES = True``.)
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"{path}: image file does not exist")
+    if path.stat().st_size == 0:
+        raise ImageError(f"{path}: image file is empty")
+    try:
+        with Image.open(path) as image:
+            image.load()  # decode now, so that truncated data fails here
+            if apply_exif_orientation:
+                image = ImageOps.exif_transpose(image)
+            array = _rgb_array(image)
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image, or an image format Pillow cannot read"
+                         ) from None
+    except Exception as error:  # Pillow raises OSError, ValueError, SyntaxError, ...
+        raise ImageError(f"{path}: cannot decode image ({error})") from error
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def _rgb_array(image: Image.Image) -> np.ndarray:
+    """``[H, W, 3]`` uint8 RGB pixels of a decoded Pillow image of any mode."""
+    if image.mode in _SIXTEEN_BIT_MODES:
+        grey = (np.clip(np.asarray(image, dtype=np.int64), 0, 65535) >> 8).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    return np.array(image.convert("RGB"))  # a writable copy, for torch.from_numpy

@@ -1,0 +1,381 @@
+"""A small synthetic dataset in the exact HICO-DET (fredzzhang) on-disk format.
+
+Each image shows one to three drawn people, each with one object whose position relative
+to the person *is* the interaction, so a small model can learn the classes from layout
+and appearance. Twelve real HICO-DET classes over five objects:
+
+* bicycle under — astride the bicycle, hands on the handlebar: ride, sit_on bicycle;
+* bicycle hand — bicycle standing beside, hand on the handlebar: hold bicycle;
+* bicycle far — bicycle on the ground away from the person, arms down: no_interaction;
+* ball foot — ball at the foot, that leg stretched towards it: kick sports_ball;
+* ball hand — ball in the outstretched hand: hold sports_ball;
+* ball over — ball spinning on the raised hand above the head: spin sports_ball (rare);
+* cup face — cup held up at the mouth: drink_with cup;
+* umbrella over — open umbrella above the head, shaft in hand: hold, stand_under umbrella;
+* skateboard under — board under the feet: ride skateboard;
+* skateboard over — board held above the head with both hands: carry skateboard.
+
+Objects have a fixed look (bicycle: black wheels, red frame; ball: orange disc; cup:
+blue mug; umbrella: magenta dome; skateboard: green deck, black wheels); people get
+random skin, shirt and trouser colours from muted palettes; the background is a light
+colour with low-contrast clutter. Layouts are dealt round-robin (reshuffled each round),
+so every class occurs once a split has about ten pairs; each is mirrored at random, and
+the groups of an image never overlap (a group that finds no room is left out).
+Every twelfth image (index 11, 23, ...) has no annotation and is listed in ``empty``.
+Some classes are unseen in each zero-shot setting but UC0, UC2 and UC3 (RF-UC: spin
+sports_ball, the one rare class; UO: skateboard; UV: ride), so zero-shot runs can be
+smoke-tested too.
+
+Boxes are the exact extents of the drawn shapes, written as 1-based inclusive pixel
+indices (integer-valued floats), as in the real files. Everything is deterministic given
+``seed``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from clip4hoi.data.metadata import (
+    COCO_OBJECTS,
+    HICO_VERBS,
+    hicodet_classes,
+    hicodet_rare,
+)
+
+Point = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """One drawing primitive: ``kind`` is disc, ring, rect, line, poly or dome (the upper
+    half of an ellipse); ``points`` are two corners for disc/ring/rect/dome."""
+
+    kind: str
+    points: tuple[Point, ...]
+    colour: tuple[int, int, int]
+    width: float = 0.0
+
+    def moved(self, dx: float, dy: float) -> _Shape:
+        return _Shape(self.kind, tuple((x + dx, y + dy) for x, y in self.points),
+                      self.colour, self.width)
+
+    def draw(self, draw: ImageDraw.ImageDraw, fill: int | tuple[int, int, int]) -> None:
+        points = [(round(x), round(y)) for x, y in self.points]
+        width = max(1, round(self.width))
+        if self.kind == "disc":
+            draw.ellipse(points, fill=fill)
+        elif self.kind == "ring":
+            draw.ellipse(points, outline=fill, width=width)
+        elif self.kind == "rect":
+            draw.rectangle(points, fill=fill)
+        elif self.kind == "line":
+            draw.line(points, fill=fill, width=width)
+        elif self.kind == "poly":
+            draw.polygon(points, fill=fill)
+        else:  # dome
+            draw.pieslice(points, 180, 360, fill=fill)
+
+
+# Layouts: (name, object, place, HOI classes as (verb, object) names).
+LAYOUTS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
+    ("bicycle under", "bicycle", "under", ("ride", "sit_on")),
+    ("bicycle hand", "bicycle", "hand", ("hold",)),
+    ("bicycle far", "bicycle", "far", ("no_interaction",)),
+    ("ball foot", "sports_ball", "foot", ("kick",)),
+    ("ball hand", "sports_ball", "hand", ("hold",)),
+    ("ball over", "sports_ball", "over", ("spin",)),
+    ("cup face", "cup", "face", ("drink_with",)),
+    ("umbrella over", "umbrella", "over", ("hold", "stand_under")),
+    ("skateboard under", "skateboard", "under", ("ride",)),
+    ("skateboard over", "skateboard", "over", ("carry",)),
+)
+EMPTY_EVERY = 12
+
+_SKIN = ((241, 194, 125), (224, 172, 105), (198, 134, 66), (141, 85, 36), (255, 219, 172))
+_SHIRT = ((90, 110, 140), (130, 90, 60), (170, 160, 120), (105, 105, 105), (60, 60, 90))
+_TROUSERS = ((40, 40, 60), (60, 50, 40), (30, 30, 30), (80, 80, 95))
+_BLACK, _RED, _ORANGE = (25, 25, 25), (215, 30, 30), (255, 140, 0)
+_BLUE, _MAGENTA, _GREEN = (30, 80, 220), (200, 0, 160), (30, 160, 60)
+
+
+def hoi_id(verb: str, object_name: str) -> int:
+    """Official 0-based HICO-DET id of the class (``"ride"``, ``"bicycle"``)."""
+    classes = hicodet_classes()
+    key = (HICO_VERBS.index(verb), COCO_OBJECTS.index(object_name))
+    return list(zip(classes.verb_ids, classes.objects, strict=True)).index(key)
+
+
+def synthetic_classes() -> list[int]:
+    """The HICO-DET HOI ids the synthetic data uses, sorted."""
+    return sorted({hoi_id(verb, obj) for _, obj, _, verbs in LAYOUTS for verb in verbs})
+
+
+# ---------------------------------------------------------------------------- drawing
+# Shapes are built around a person of height p whose head top is at (0, 0), facing
+# ``side`` (+1: right, -1: left); each object builder returns its shapes and the point
+# its user's hand grips (None: hands stay down).
+
+def _bicycle(x0: float, y1: float, p: float, front: int) -> tuple[list[_Shape], Point]:
+    """A bicycle standing on y = y1, its left end at x0, handlebar towards ``front``."""
+    w, r, lw = 0.95 * p, 0.21 * p, 0.045 * p
+    rear, fore = (x0 + r, y1 - r), (x0 + w - r, y1 - r)
+    if front < 0:
+        rear, fore = fore, rear
+    crank = ((rear[0] + fore[0]) / 2, y1 - r)
+    seat = (crank[0] - front * 0.08 * p, y1 - 2.1 * r)
+    bar = (fore[0] - front * 0.06 * p, y1 - 2.5 * r)
+    frame = [(rear, crank), (crank, seat), (seat, rear), (seat, bar), (bar, fore),
+             (crank, bar), ((bar[0] - 0.08 * p, bar[1]), (bar[0] + 0.08 * p, bar[1]))]
+    shapes = [_Shape("ring", ((cx - r, cy - r), (cx + r, cy + r)), _BLACK, 0.05 * p)
+              for cx, cy in (rear, fore)]
+    shapes += [_Shape("line", ends, _RED, lw) for ends in frame]
+    return shapes, bar
+
+
+def _ball(cx: float, cy: float, p: float) -> list[_Shape]:
+    r = 0.09 * p
+    return [_Shape("disc", ((cx - r, cy - r), (cx + r, cy + r)), _BLACK),
+            _Shape("disc", ((cx - 0.8 * r, cy - 0.8 * r), (cx + 0.8 * r, cy + 0.8 * r)),
+                   _ORANGE)]
+
+
+def _cup(cx: float, cy: float, p: float, handle: int) -> list[_Shape]:
+    w, h = 0.11 * p, 0.15 * p
+    hx = cx + handle * w / 2
+    return [_Shape("ring", ((hx - 0.05 * p, cy - 0.04 * p), (hx + 0.05 * p, cy + 0.05 * p)),
+                   _BLUE, 0.025 * p),
+            _Shape("poly", ((cx - w / 2, cy - h / 2), (cx + w / 2, cy - h / 2),
+                            (cx + 0.4 * w, cy + h / 2), (cx - 0.4 * w, cy + h / 2)), _BLUE)]
+
+
+def _umbrella(cx: float, grip_y: float, p: float) -> list[_Shape]:
+    r, top = 0.36 * p, grip_y - 0.75 * p
+    return [_Shape("line", ((cx, top + 0.3 * p), (cx, grip_y)), _BLACK, 0.03 * p),
+            _Shape("dome", ((cx - r, top), (cx + r, top + 0.6 * p)), _MAGENTA)]
+
+
+def _skateboard(cx: float, y0: float, p: float) -> list[_Shape]:
+    w, h, r = 0.62 * p, 0.06 * p, 0.035 * p
+    wheels = [_Shape("disc", ((x - r, y0 + h - r / 2), (x + r, y0 + h + 1.5 * r)), _BLACK)
+              for x in (cx - 0.2 * p, cx + 0.2 * p)]
+    return [*wheels, _Shape("rect", ((cx - w / 2, y0), (cx + w / 2, y0 + h)), _GREEN)]
+
+
+def _object(kind: str, place: str, p: float, side: int
+            ) -> tuple[list[_Shape], list[Point | None], Point | None]:
+    """Shapes of the object, the two hand targets (left, right; None = arm down) and the
+    foot target of the ``side`` leg (None = standing)."""
+    hands: list[Point | None] = [None, None]
+    foot = None
+    near = 0 if side < 0 else 1  # index of the hand on the object's side
+    if kind == "bicycle":
+        if place == "under":
+            shapes, bar = _bicycle(-0.47 * p, 1.2 * p, p, side)
+            hands[near] = bar
+        else:
+            gap = 0.25 * p if place == "hand" else 0.75 * p
+            x0 = gap if side > 0 else -gap - 0.95 * p
+            shapes, bar = _bicycle(x0, 1.0 * p, p, -side)
+            if place == "hand":
+                hands[near] = bar
+    elif kind == "sports_ball":
+        if place == "foot":
+            centre = (side * 0.3 * p, 0.91 * p)
+            foot = (side * 0.2 * p, 0.95 * p)
+        elif place == "hand":
+            centre = (side * 0.45 * p, 0.42 * p)
+            hands[near] = (side * 0.36 * p, 0.42 * p)
+        else:  # over: balanced on the raised hand
+            centre = (side * 0.2 * p, -0.17 * p)
+            hands[near] = (side * 0.2 * p, -0.07 * p)
+        shapes = _ball(*centre, p)
+    elif kind == "cup":  # at the mouth
+        centre = (side * 0.2 * p, 0.12 * p)
+        shapes = _cup(*centre, p, -side)
+        hands[near] = (centre[0] + side * 0.04 * p, centre[1] + 0.05 * p)
+    elif kind == "umbrella":
+        grip = (side * 0.14 * p, 0.34 * p)
+        shapes = _umbrella(grip[0], grip[1], p)
+        hands[near] = grip
+    else:  # skateboard
+        if place == "under":
+            shapes = _skateboard(0.0, 1.0 * p, p)
+        else:
+            shapes = _skateboard(0.0, -0.2 * p, p)
+            hands = [(-0.22 * p, -0.12 * p), (0.22 * p, -0.12 * p)]
+    return shapes, hands, foot
+
+
+def _person(p: float, side: int, hands: list[Point | None], foot: Point | None,
+            colours: tuple[tuple[int, int, int], ...]) -> list[_Shape]:
+    skin, shirt, trousers = colours
+    limb = 0.065 * p
+    shapes = []
+    for k, sign in enumerate((-1, 1)):
+        hip = (sign * 0.06 * p, 0.58 * p)
+        end = foot if (foot is not None and sign == side) else (sign * 0.08 * p, 1.0 * p)
+        shapes.append(_Shape("line", (hip, end), trousers, 0.09 * p))
+        shoulder = (sign * 0.12 * p, 0.25 * p)
+        hand = hands[k] or (sign * 0.2 * p, 0.55 * p)
+        shapes.append(_Shape("line", (shoulder, hand), shirt, limb))
+        shapes.append(_Shape("disc", ((hand[0] - limb / 2, hand[1] - limb / 2),
+                                      (hand[0] + limb / 2, hand[1] + limb / 2)), skin))
+    shapes.append(_Shape("rect", ((-0.13 * p, 0.2 * p), (0.13 * p, 0.6 * p)), shirt))
+    shapes.append(_Shape("disc", ((-0.1 * p, 0.0), (0.1 * p, 0.2 * p)), skin))
+    return shapes
+
+
+def _extent(shapes: list[_Shape]) -> np.ndarray:
+    """A box that surely contains the drawn shapes."""
+    points = np.array([pt for s in shapes for pt in s.points])
+    pad = max(s.width for s in shapes) / 2 + 2
+    return np.concatenate([points.min(0) - pad, points.max(0) + pad])
+
+
+def _drawn_box(shapes: list[_Shape], size: tuple[int, int]) -> list[float]:
+    """Exact extent of the drawn shapes as 1-based inclusive pixel indices."""
+    mask = Image.new("L", size)
+    draw = ImageDraw.Draw(mask)
+    for shape in shapes:
+        shape.draw(draw, 255)
+    left, top, right, bottom = mask.getbbox()
+    return [float(left + 1), float(top + 1), float(right), float(bottom)]
+
+
+def _background(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
+    base = rng.integers(170, 236, 3)
+    image = Image.new("RGB", size, tuple(int(c) for c in base))
+    draw = ImageDraw.Draw(image)
+    width, height = size
+    horizon = int(height * rng.uniform(0.5, 0.8))
+    draw.rectangle([0, horizon, width, height], fill=tuple(int(c) for c in base - 25))
+    for _ in range(int(rng.integers(3, 7))):
+        x, y = rng.uniform(0, width), rng.uniform(0, height)
+        w, h = rng.uniform(8, width / 3), rng.uniform(8, height / 3)
+        colour = tuple(int(c) for c in np.clip(base + rng.integers(-30, 31), 0, 255))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)([x, y, x + w, y + h],
+                                                                 fill=colour)
+    return image
+
+
+def _draw_image(rng: np.random.Generator, size: tuple[int, int], layouts: list[int]
+                ) -> tuple[Image.Image, dict]:
+    """An image with one group (person + object) per layout that fits, and its rows."""
+    image = _background(rng, size)
+    draw = ImageDraw.Draw(image)
+    rows: dict[str, list] = {k: [] for k in ("boxes_h", "boxes_o", "hoi", "object", "verb")}
+    placed: list[np.ndarray] = []
+    width, height = size
+    for layout in layouts:
+        _, kind, place, verbs = LAYOUTS[layout]
+        for _ in range(30):
+            p = rng.uniform(0.3, 0.42) * min(size)
+            side = int(rng.choice([-1, 1]))
+            shapes, hands, foot = _object(kind, place, p, side)
+            colours = (_SKIN[rng.integers(len(_SKIN))], _SHIRT[rng.integers(len(_SHIRT))],
+                       _TROUSERS[rng.integers(len(_TROUSERS))])
+            person = _person(p, side, hands, foot, colours)
+            x0, y0, x1, y1 = _extent(shapes + person)
+            if x1 - x0 >= width or y1 - y0 >= height:
+                continue
+            dx, dy = rng.uniform(-x0, width - x1), rng.uniform(-y0, height - y1)
+            box = np.array([x0 + dx, y0 + dy, x1 + dx, y1 + dy])
+            if all(box[2] < b[0] or b[2] < box[0] or box[3] < b[1] or b[3] < box[1]
+                   for b in placed):
+                break
+        else:
+            continue  # no room left for this group
+        placed.append(box)
+        obj = [s.moved(dx, dy) for s in shapes]
+        human = [s.moved(dx, dy) for s in person]
+        behind = place == "under"
+        for shape in (obj + human if behind else human + obj):
+            shape.draw(draw, shape.colour)
+        box_h, box_o = _drawn_box(human, size), _drawn_box(obj, size)
+        for verb in verbs:
+            rows["boxes_h"].append(box_h)
+            rows["boxes_o"].append(box_o)
+            rows["hoi"].append(hoi_id(verb, kind))
+            rows["object"].append(COCO_OBJECTS.index(kind))
+            rows["verb"].append(HICO_VERBS.index(verb))
+    return image, rows
+
+
+def _write_split(out_dir: Path, split: str, count: int, seed: int, image_size: int) -> Path:
+    rng = np.random.default_rng([seed, 0 if split == "train2015" else 1])
+    image_dir = out_dir / "images" / split
+    image_dir.mkdir(parents=True, exist_ok=True)
+    deck: list[int] = []
+    names, sizes, annotation, empty = [], [], [], []
+    for i in range(count):
+        short = int(rng.integers(round(0.75 * image_size), image_size + 1))
+        size = (image_size, short) if rng.random() < 0.5 else (short, image_size)
+        layouts = []
+        if i % EMPTY_EVERY != EMPTY_EVERY - 1:
+            for _ in range(int(rng.integers(1, 4))):
+                if not deck:
+                    deck = [int(k) for k in rng.permutation(len(LAYOUTS))]
+                layouts.append(deck.pop())
+        image, rows = _draw_image(rng, size, layouts)
+        name = f"HICO_{split}_{i + 1:08d}.jpg"
+        image.save(image_dir / name, quality=90)
+        names.append(name)
+        sizes.append(list(size))
+        annotation.append(rows)
+        if not rows["hoi"]:
+            empty.append(i)
+    classes = hicodet_classes()
+    data = {
+        "annotation": annotation, "filenames": names, "size": sizes, "empty": empty,
+        "objects": list(COCO_OBJECTS), "verbs": list(HICO_VERBS),
+        "correspondence": [[k, o, v] for k, (o, v) in
+                           enumerate(zip(classes.objects, classes.verb_ids, strict=True))],
+    }
+    if split == "test2015":
+        rare = set(hicodet_rare())
+        data["rare"] = sorted(rare)
+        data["non_rare"] = [k for k in range(len(classes)) if k not in rare]
+    path = out_dir / f"instances_{split}.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def make_synthetic(out_dir: str | Path, n_train: int = 96, n_test: int = 32, seed: int = 0,
+                   image_size: int = 256) -> dict:
+    """Write a synthetic HICO-DET dataset to ``out_dir`` and describe it.
+
+    Layout (that of fredzzhang/hicodet, objects in COCO-80 order)::
+
+        OUT_DIR/images/train2015/HICO_train2015_00000001.jpg ...
+        OUT_DIR/images/test2015/HICO_test2015_00000001.jpg ...
+        OUT_DIR/instances_train2015.json
+        OUT_DIR/instances_test2015.json   (with rare / non_rare)
+
+    ``n_train`` / ``n_test`` images per split; the long side of each image is
+    ``image_size`` pixels and the short side between 3/4 of that and ``image_size``.
+    Deterministic given ``seed``. Returns ``{"root", "train_images", "test_images",
+    "train_annotations", "test_annotations"}`` (paths) plus ``"classes"``, the HOI ids
+    used (see :func:`synthetic_classes`), and the image counts ``"n_train"`` /
+    ``"n_test"``.
+    """
+    if n_train < 1 or n_test < 1:
+        raise ValueError(f"need at least one image per split, got n_train={n_train}, "
+                         f"n_test={n_test}")
+    if image_size < 64:
+        raise ValueError(f"image_size must be at least 64 pixels, got {image_size}")
+    root = Path(out_dir)
+    return {
+        "root": root,
+        "train_images": root / "images" / "train2015",
+        "test_images": root / "images" / "test2015",
+        "train_annotations": _write_split(root, "train2015", n_train, seed, image_size),
+        "test_annotations": _write_split(root, "test2015", n_test, seed, image_size),
+        "classes": synthetic_classes(),
+        "n_train": n_train,
+        "n_test": n_test,
+    }

@@ -1,0 +1,94 @@
+"""Joint image / box transforms for training and testing (``torchvision.transforms.v2``).
+
+The transform takes the ``uint8`` image read by :func:`clip4hoi.data.images.load_image`
+and a target dict whose ``boxes_h`` / ``boxes_o`` are continuous xyxy boxes in that
+image's pixels, and returns a ``float32`` image ``[3, H, W]`` in ``[0, 1]`` — **not**
+normalised: the model normalises each of its two views itself — with the boxes moved to
+the new frame and ``size`` set to ``(H, W)``. Other target entries pass through.
+
+* training: random horizontal flip; multi-scale resize, the short side drawn from
+  480, 512, ..., 800 and the long side capped at 1333 (DETR / UPT); colour jitter of
+  brightness, contrast and saturation 0.4 (UPT);
+* testing (and training with ``augment=False``, e.g. to cache features): resize to short
+  side 800, long side at most 1333.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+
+@dataclass(frozen=True)
+class TransformConfig:
+    """Settings of :class:`HOITransform`.
+
+    ``scales``: short-side lengths drawn from in training; ``test_scale``: the short side
+    at test time; ``max_size``: cap on the long side (both modes); ``flip``: random
+    horizontal flip in training; ``color_jitter``: brightness / contrast / saturation
+    strength in training (0 turns it off); ``augment=False`` makes the training
+    transform the deterministic test transform.
+    """
+
+    scales: tuple[int, ...] = tuple(range(480, 801, 32))
+    test_scale: int = 800
+    max_size: int = 1333
+    flip: bool = True
+    color_jitter: float = 0.4
+    augment: bool = True
+
+    def __post_init__(self) -> None:
+        sizes = (*self.scales, self.test_scale)
+        if not self.scales or min(sizes) <= 0 or max(sizes) >= self.max_size:
+            raise ValueError(f"transform sizes must be positive and below max_size="
+                             f"{self.max_size}; got scales={self.scales}, "
+                             f"test_scale={self.test_scale}")
+        if self.color_jitter < 0:
+            raise ValueError(f"color_jitter must be >= 0, got {self.color_jitter}")
+
+
+class HOITransform:
+    """``(uint8 image [3, H, W], target) -> (float image [3, H', W'] in [0, 1], target)``.
+
+    ``target["boxes_h"]`` and ``target["boxes_o"]`` (``[N, 4]`` continuous xyxy) follow
+    every geometric step exactly; ``target["size"]`` becomes ``(H', W')``. The input
+    target is not modified.
+    """
+
+    def __init__(self, train: bool, config: TransformConfig | None = None) -> None:
+        self.config = config or TransformConfig()
+        self.train = train
+        cfg = self.config
+        steps: list[v2.Transform] = []
+        if train and cfg.augment:
+            if cfg.flip:
+                steps.append(v2.RandomHorizontalFlip())
+            steps.append(v2.RandomShortestSize(list(cfg.scales), max_size=cfg.max_size))
+            if cfg.color_jitter > 0:
+                jitter = cfg.color_jitter
+                steps.append(v2.ColorJitter(brightness=jitter, contrast=jitter,
+                                            saturation=jitter))
+        else:
+            steps.append(v2.Resize(cfg.test_scale, max_size=cfg.max_size))
+        steps.append(v2.ToDtype(torch.float32, scale=True))
+        self.pipeline = v2.Compose(steps)
+
+    def __call__(self, image: torch.Tensor, target: dict) -> tuple[torch.Tensor, dict]:
+        height, width = image.shape[-2:]
+        n_h = len(target["boxes_h"])
+        # One BoundingBoxes per sample, as torchvision asks: humans first, then objects.
+        boxes = tv_tensors.BoundingBoxes(
+            torch.cat([target["boxes_h"], target["boxes_o"]]).float(),
+            format=tv_tensors.BoundingBoxFormat.XYXY, canvas_size=(height, width))
+        image, boxes = self.pipeline(tv_tensors.Image(image), boxes)
+        boxes = boxes.as_subclass(torch.Tensor)
+        out = dict(target)
+        out["boxes_h"], out["boxes_o"] = boxes[:n_h], boxes[n_h:]
+        out["size"] = torch.tensor(image.shape[-2:], dtype=torch.long)
+        return image.as_subclass(torch.Tensor), out
+
+    def __repr__(self) -> str:
+        return f"HOITransform(train={self.train}, {self.pipeline})"

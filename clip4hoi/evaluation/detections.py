@@ -1,0 +1,311 @@
+"""Detection files (``DETS.json``): writing, reading and validation.
+
+Format (HICO-DET)::
+
+    {"images": [{"file_name": "HICO_test2015_00000001.jpg",
+                 "human_boxes": [[x1, y1, x2, y2], ...],
+                 "object_boxes": [[x1, y1, x2, y2], ...],
+                 "hoi": [0-based HICO-DET HOI ids],
+                 "scores": [...]}, ...]}
+
+V-COCO uses the same layout with ``"actions"`` (action-role ids 0..23,
+:data:`clip4hoi.data.metadata.VCOCO_ACTIONS`) instead of ``"hoi"``; an object box may be
+``null`` (or ``[]``) when the model predicts that the role object is not visible.
+
+Boxes are **0-based inclusive pixel indices of the original image** (docs/conventions.md):
+a model's continuous box ``x1, y1, x2, y2`` is written as ``x1, y1, x2 - 1, y2 - 1``
+(:func:`records_from_outputs`). Test images absent from the file have no detections; the
+order of images in the file does not matter, the order of detections within an image
+does (it breaks score ties).
+
+Validation (``ValueError`` naming the file, the image and the field): the top level and
+every record must have the fields above; lists of one image must have equal lengths; boxes
+must be 4 finite numbers with ``x2 >= x1`` and ``y2 >= y1``; ids must be integers of the
+dataset; scores must be finite (any real: only their order matters); every file name must
+be an image of the annotation file, at most once. **Boxes outside the image are accepted
+as they are** — neither clipped nor rejected — because the official HICO-DET evaluator does
+not clip either (and the V-COCO files give no image sizes).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from itertools import chain
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clip4hoi.data.annotations import NUM_HOI, NUM_VCOCO, HOIAnnotations
+
+
+@dataclass
+class HOIDetections:
+    """Detections flattened over the images of an annotation file.
+
+    The reader orders rows by image (annotation order), then as in the file; functions
+    that need that order sort other inputs stably by image first. Boxes are 0-based
+    inclusive pixel indices; a V-COCO detection without role object has a NaN object box.
+    """
+
+    image: np.ndarray     # [M] int64, image index into the annotations
+    boxes_h: np.ndarray   # [M, 4] float64
+    boxes_o: np.ndarray   # [M, 4] float64
+    labels: np.ndarray    # [M] int64: HICO-DET HOI id / V-COCO action-role id
+    scores: np.ndarray    # [M] float64
+    num_images: int       # I, number of images of the annotation file
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def select(self, keep: np.ndarray) -> HOIDetections:
+        """The rows ``keep`` (boolean mask or sorted indices)."""
+        return HOIDetections(self.image[keep], self.boxes_h[keep], self.boxes_o[keep],
+                             self.labels[keep], self.scores[keep], self.num_images)
+
+    def sorted_by_image(self) -> HOIDetections:
+        """Rows stably sorted by image (itself when they already are)."""
+        if np.all(self.image[1:] >= self.image[:-1]):
+            return self
+        return self.select(np.argsort(self.image, kind="stable"))
+
+    def image_slices(self) -> np.ndarray:
+        """``[I + 1]`` offsets: the rows of image ``i`` are ``bounds[i]:bounds[i + 1]``
+        (rows must be sorted by image, see :meth:`sorted_by_image`)."""
+        return np.searchsorted(self.image, np.arange(self.num_images + 1), side="left")
+
+    @classmethod
+    def empty(cls, num_images: int) -> HOIDetections:
+        """No detections at all."""
+        return cls(np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros((0, 4)),
+                   np.zeros(0, np.int64), np.zeros(0), num_images)
+
+
+def _label_key(annotations: HOIAnnotations) -> tuple[str, int]:
+    return ("actions", NUM_VCOCO) if annotations.dataset == "vcoco" else ("hoi", NUM_HOI)
+
+
+def _as_numpy(value: Any) -> np.ndarray:
+    """A tensor (any device) or array-like as a numpy array, without importing torch."""
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+# ----------------------------------------------------------------------------- writing
+
+def _box_list(boxes: np.ndarray) -> list:
+    """``[N, 4]`` boxes as lists; a NaN row (no role object) becomes ``None``."""
+    out: list = boxes.tolist()
+    for row in np.flatnonzero(np.isnan(boxes).any(1)).tolist():
+        out[row] = None
+    return out
+
+
+def records_from_outputs(file_names: list[str], outputs: list[dict],
+                         dataset: str = "hicodet") -> list[dict]:
+    """``DETS.json`` records from model outputs (one dict per image, boxes *continuous* in
+    pixels of the original image; docs/conventions.md "Model outputs").
+
+    Boxes become 0-based inclusive indices (``x2 - 1``, ``y2 - 1``). HICO-DET takes the
+    class ids from ``hoi`` (the model must have scored the 600 HICO-DET classes); V-COCO
+    takes the action-role ids from ``verbs`` (the ``vcoco`` class set's verb ids).
+    """
+    if len(file_names) != len(outputs):
+        raise ValueError(f"{len(file_names)} file names for {len(outputs)} outputs")
+    key, source = ("actions", "verbs") if dataset == "vcoco" else ("hoi", "hoi")
+    records = []
+    for name, out in zip(file_names, outputs, strict=True):
+        boxes_h = _as_numpy(out["human_boxes"]).astype(np.float64).reshape(-1, 4).copy()
+        boxes_o = _as_numpy(out["object_boxes"]).astype(np.float64).reshape(-1, 4).copy()
+        boxes_h[:, 2:] -= 1.0
+        boxes_o[:, 2:] -= 1.0
+        records.append({
+            "file_name": str(name),
+            "human_boxes": boxes_h.tolist(),
+            "object_boxes": _box_list(boxes_o),
+            key: _as_numpy(out[source]).astype(np.int64).reshape(-1).tolist(),
+            "scores": _as_numpy(out["scores"]).astype(np.float64).reshape(-1).tolist(),
+        })
+    return records
+
+
+def detections_to_records(detections: HOIDetections, annotations: HOIAnnotations
+                          ) -> list[dict]:
+    """``DETS.json`` records of the images that have detections, in annotation order."""
+    key, _ = _label_key(annotations)
+    detections = detections.sorted_by_image()
+    bounds = detections.image_slices()
+    records = []
+    for i in np.flatnonzero(np.diff(bounds)):
+        rows = slice(bounds[i], bounds[i + 1])
+        records.append({
+            "file_name": annotations.file_names[i],
+            "human_boxes": detections.boxes_h[rows].tolist(),
+            "object_boxes": _box_list(detections.boxes_o[rows]),
+            key: detections.labels[rows].tolist(),
+            "scores": detections.scores[rows].tolist(),
+        })
+    return records
+
+
+def write_detections(path: str | Path, records: list[dict] | HOIDetections,
+                     annotations: HOIAnnotations | None = None) -> Path:
+    """Write ``DETS.json``. ``records`` as made by :func:`records_from_outputs`, or a
+    :class:`HOIDetections` (then ``annotations`` gives the file names). When ``annotations``
+    is given the records are validated against it first."""
+    path = Path(path)
+    if isinstance(records, HOIDetections):
+        if annotations is None:
+            raise ValueError("write_detections: HOIDetections need the annotations")
+        records = detections_to_records(records, annotations)
+    elif annotations is not None:
+        parse_records({"images": records}, annotations, source=str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"images": records}, allow_nan=False))
+    return path
+
+
+# ----------------------------------------------------------------------------- reading
+
+def read_detections(path: str | Path, annotations: HOIAnnotations) -> HOIDetections:
+    """Read and validate ``DETS.json`` against an annotation file (HICO-DET or V-COCO)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from error
+    return parse_records(data, annotations, source=str(path))
+
+
+def _fail(source: str, name: str, field: str, message: str) -> ValueError:
+    return ValueError(f"{source}: image {name}: field {field!r} {message}")
+
+
+def _boxes(per_image: list[list], counts: np.ndarray, field: str, source: str,
+           names: list[str], allow_none: bool) -> np.ndarray:
+    """Concatenate the box lists of the records into ``[M, 4]``; ``None`` or ``[]`` give a
+    NaN row when ``allow_none``."""
+    rows = list(chain.from_iterable(per_image))
+    if allow_none:
+        nan_box = [np.nan] * 4
+        rows = [nan_box if b is None or (isinstance(b, list) and not b) else b for b in rows]
+    try:
+        boxes = _numeric(rows) if rows else np.zeros((0, 4))
+        if boxes.ndim != 2 or boxes.shape[1] != 4:
+            raise ValueError
+    except (ValueError, TypeError, OverflowError):
+        start = 0
+        for name, n in zip(names, counts.tolist(), strict=True):
+            for b in rows[start:start + n]:
+                ok = isinstance(b, list | tuple) and len(b) == 4 and all(
+                    isinstance(x, int | float) and not isinstance(x, bool) for x in b)
+                if not ok:
+                    raise _fail(source, name, field, f"has {b!r}, expected [x1, y1, x2, y2]"
+                                ) from None
+            start += n
+        raise ValueError(f"{source}: field {field!r} has boxes that are not numbers") from None
+    nan_rows = np.isnan(boxes).all(1) if allow_none else np.zeros(len(boxes), bool)
+    bad = ~nan_rows & (~np.isfinite(boxes).all(1) | (boxes[:, 2] < boxes[:, 0])
+                       | (boxes[:, 3] < boxes[:, 1]))
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        name = names[int(np.searchsorted(np.cumsum(counts), row, side="right"))]
+        raise _fail(source, name, field, f"has box {boxes[row].tolist()}: not finite or "
+                    f"x2 < x1 / y2 < y1")
+    return boxes
+
+
+def _numeric(values: list) -> np.ndarray:
+    """``values`` (numbers, or lists of numbers) as float64; anything else (strings,
+    booleans, ``None``, ragged lists) raises ``ValueError``."""
+    arr = np.asarray(values)
+    if arr.size and arr.dtype.kind not in "fiu":
+        raise ValueError
+    return arr.astype(np.float64)
+
+
+def parse_records(data: Any, annotations: HOIAnnotations, source: str = "<detections>"
+                  ) -> HOIDetections:
+    """Validate parsed ``DETS.json`` content and align it to ``annotations``."""
+    key, num_classes = _label_key(annotations)
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise ValueError(f"{source}: expected {{'images': [...]}} at the top level")
+    index = annotations.index()
+    fields = ("human_boxes", "object_boxes", key, "scores")
+    by_image: dict[int, dict] = {}
+    for k, record in enumerate(data["images"]):
+        if not isinstance(record, dict) or "file_name" not in record:
+            raise ValueError(f"{source}: image record {k}: missing field 'file_name'")
+        name = record["file_name"]
+        if name not in index:
+            raise _fail(source, repr(name), "file_name", f"is not an image of "
+                        f"{annotations.source}")
+        i = index[name]
+        if i in by_image:
+            raise _fail(source, name, "file_name", "appears more than once")
+        for f in fields:
+            if not isinstance(record.get(f), list):
+                raise _fail(source, name, f, "is missing or not a list")
+        lengths = [len(record[f]) for f in fields]
+        if len(set(lengths)) != 1:
+            raise _fail(source, name, "/".join(fields), f"differ in length {lengths}")
+        by_image[i] = record
+
+    order = sorted(by_image)
+    records = [by_image[i] for i in order]
+    names = [annotations.file_names[i] for i in order]
+    counts = np.array([len(r["scores"]) for r in records], dtype=np.int64)
+    image = np.repeat(np.asarray(order, dtype=np.int64), counts)
+
+    boxes_h = _boxes([r["human_boxes"] for r in records], counts, "human_boxes", source,
+                     names, allow_none=False)
+    boxes_o = _boxes([r["object_boxes"] for r in records], counts, "object_boxes", source,
+                     names, allow_none=annotations.dataset == "vcoco")
+    values = {}
+    for f in (key, "scores"):
+        flat = list(chain.from_iterable(r[f] for r in records))
+        try:
+            arr = _numeric(flat) if flat else np.zeros(0)
+            if arr.ndim != 1:
+                raise ValueError
+        except (ValueError, TypeError, OverflowError):
+            for name, r in zip(names, records, strict=True):
+                for x in r[f]:
+                    if not isinstance(x, int | float) or isinstance(x, bool):
+                        raise _fail(source, name, f, f"has {x!r}, expected a number"
+                                    ) from None
+            raise ValueError(f"{source}: field {f!r} has values that are not numbers"
+                             ) from None
+        if f == key:
+            bad = (arr != np.floor(arr)) | (arr < 0) | (arr >= num_classes) | ~np.isfinite(arr)
+            what = f"has id {{}}, expected an integer in [0, {num_classes})"
+        else:
+            bad = ~np.isfinite(arr)
+            what = "has score {}, expected a finite number"
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            name = names[int(np.searchsorted(np.cumsum(counts), row, side="right"))]
+            raise _fail(source, name, f, what.format(flat[row]))
+        values[f] = arr
+    return HOIDetections(image=image, boxes_h=boxes_h, boxes_o=boxes_o,
+                         labels=values[key].astype(np.int64), scores=values["scores"],
+                         num_images=len(annotations))
+
+
+def detections_from_ground_truth(annotations: HOIAnnotations, score: float = 1.0
+                                 ) -> HOIDetections:
+    """The ground truth as detections, exported the official way (0-based inclusive:
+    ``x1, y1, x2 - 1, y2 - 1`` of the continuous boxes). Useful for sanity checks: it must
+    evaluate to 100 mAP."""
+    counts = np.array([len(h) for h in annotations.hoi], dtype=np.int64)
+    boxes_h = np.concatenate([*annotations.boxes_h, np.zeros((0, 4))]).copy()
+    boxes_o = np.concatenate([*annotations.boxes_o, np.zeros((0, 4))]).copy()
+    boxes_h[:, 2:] -= 1.0
+    boxes_o[:, 2:] -= 1.0
+    labels = np.concatenate([*annotations.hoi, np.zeros(0, np.int64)])
+    return HOIDetections(image=np.repeat(np.arange(len(counts)), counts), boxes_h=boxes_h,
+                         boxes_o=boxes_o, labels=labels.astype(np.int64),
+                         scores=np.full(len(labels), float(score)),
+                         num_images=len(annotations))

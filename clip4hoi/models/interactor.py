@@ -1,0 +1,173 @@
+"""HO interactor: from DETR detections to one token per human–object pair.
+
+1. *Proposals*: the detector's boxes are thresholded, de-duplicated by per-class NMS and
+   cut to a bounded number of humans and objects (:func:`select_proposals`).
+2. *Pairs*: every kept human with every other kept instance, humans included
+   (:func:`enumerate_pairs`).
+3. *Feature interaction*: a transformer encoder lets the image's instances (DETR decoder
+   features plus a sine embedding of their boxes) exchange information.
+4. *Spatial information injection*: 36 box-pair features (:func:`spatial_encodings`) are
+   embedded by an MLP and fused with the human and object features into the pair token.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torchvision.ops import batched_nms, box_convert, box_iou
+
+from clip4hoi.config import DetectorConfig
+from clip4hoi.data.metadata import HUMAN_OBJECT_ID
+
+NUM_SPATIAL_FEATURES = 36
+
+
+def select_proposals(boxes: Tensor, scores: Tensor, labels: Tensor, cfg: DetectorConfig
+                     ) -> Tensor:
+    """Indices of the kept detections of one image, humans first, each group by score.
+
+    ``boxes`` ``[Q, 4]`` xyxy, ``scores`` ``[Q]``, ``labels`` ``[Q]`` COCO-80 ids (``-1``
+    for classes outside COCO-80, never kept). After per-class NMS, detections scoring at
+    least ``score_threshold`` are kept, but never fewer than ``min_*`` (topped up with
+    the best remaining) nor more than ``max_*``, separately for humans and objects.
+    """
+    valid = torch.nonzero(labels >= 0).squeeze(1)
+    keep = valid[batched_nms(boxes[valid], scores[valid], labels[valid], cfg.nms_threshold)]
+    is_human = labels[keep] == HUMAN_OBJECT_ID
+
+    def bounded(candidates: Tensor, low: int, high: int) -> Tensor:
+        # `candidates` are sorted by descending score (batched_nms output order).
+        n_above = int((scores[candidates] >= cfg.score_threshold).sum())
+        return candidates[: min(max(n_above, low), high)]
+
+    humans = bounded(keep[is_human], cfg.min_humans, cfg.max_humans)
+    objects = bounded(keep[~is_human], cfg.min_objects, cfg.max_objects)
+    return torch.cat([humans, objects])
+
+
+@dataclass
+class Instances:
+    """The kept detections of one image, humans first."""
+
+    boxes: Tensor    # [n, 4] xyxy, pixels of the input image
+    scores: Tensor   # [n]
+    objects: Tensor  # [n] COCO-80 ids
+    hidden: Tensor   # [n, D] DETR decoder features
+
+
+def image_proposals(logits: Tensor, boxes: Tensor, hidden: Tensor, label_to_object: Tensor,
+                    image_size: tuple[int, int], cfg: DetectorConfig) -> Instances:
+    """Proposals of one image from raw DETR outputs: ``logits`` ``[Q, C+1]``, ``boxes``
+    ``[Q, 4]`` (cxcywh normalised by the image size), ``hidden`` ``[Q, D]``;
+    ``label_to_object`` maps DETR classes to COCO-80 ids (``-1``: none)."""
+    height, width = image_size
+    scores, labels = logits.softmax(-1)[:, :-1].max(-1)
+    objects = label_to_object[labels]
+    scale = boxes.new_tensor([width, height, width, height])
+    boxes = box_convert(boxes, "cxcywh", "xyxy") * scale
+    keep = select_proposals(boxes, scores, objects, cfg)
+    return Instances(boxes[keep], scores[keep], objects[keep], hidden[keep])
+
+
+def enumerate_pairs(labels: Tensor) -> tuple[Tensor, Tensor]:
+    """All (human, other instance) index pairs of one image's kept detections.
+
+    ``labels`` ``[n]`` are the kept detections' object ids, humans first. Returns human and
+    object indices ``[P]`` each; a human can be the object of another human.
+    """
+    n = labels.numel()
+    n_humans = int((labels == HUMAN_OBJECT_ID).sum())
+    h, o = torch.meshgrid(torch.arange(n_humans, device=labels.device),
+                          torch.arange(n, device=labels.device), indexing="ij")
+    distinct = h != o
+    return h[distinct], o[distinct]
+
+
+def spatial_encodings(boxes_h: Tensor, boxes_o: Tensor, image_size: tuple[int, int],
+                      eps: float = 1e-6) -> Tensor:
+    """Box-pair layout features ``[P, 36]``: 18 raw values and their logs.
+
+    Raw values: both centres (x, y) and sizes (w, h) normalised by the image size, both
+    areas and their ratio, both aspect ratios, the IoU, and the x and y distance between
+    the centres normalised by the human box size, split by direction (4 values).
+    ``image_size`` is ``(height, width)``; boxes are xyxy ``[P, 4]``.
+    """
+    height, width = image_size
+    scale = boxes_h.new_tensor([width, height, width, height])
+    ch, co = (box_convert(b, "xyxy", "cxcywh") / scale for b in (boxes_h, boxes_o))
+    (cx_h, cy_h, w_h, h_h), (cx_o, cy_o, w_o, h_o) = ch.unbind(1), co.unbind(1)
+    area_h, area_o = w_h * h_h, w_o * h_o
+    dx = (cx_o - cx_h).abs() / (w_h + eps)
+    dy = (cy_o - cy_h).abs() / (h_h + eps)
+    iou = torch.diagonal(box_iou(boxes_h, boxes_o)) if len(boxes_h) else boxes_h.new_zeros(0)
+    raw = torch.stack([
+        cx_h, cy_h, cx_o, cy_o, w_h, h_h, w_o, h_o,
+        area_h, area_o, area_o / (area_h + eps), w_h / (h_h + eps), w_o / (h_o + eps), iou,
+        (cx_o > cx_h) * dx, (cx_o < cx_h) * dx, (cy_o > cy_h) * dy, (cy_o < cy_h) * dy,
+    ], dim=1)
+    return torch.cat([raw, torch.log(raw + eps)], dim=1)
+
+
+def sine_embedding(coords: Tensor, dim: int, temperature: float = 10000.0) -> Tensor:
+    """Sine/cosine embedding ``[..., dim]`` of coordinates ``[..., k]`` in ``[0, 1]``."""
+    k = coords.shape[-1]
+    if dim % (2 * k):
+        raise ValueError(f"embedding size {dim} is not a multiple of {2 * k}")
+    n_freq = dim // (2 * k)
+    freqs = temperature ** (torch.arange(n_freq, device=coords.device) / n_freq)
+    angles = coords[..., None] * (2 * math.pi) / freqs                 # [..., k, n_freq]
+    return torch.cat([angles.sin(), angles.cos()], dim=-1).flatten(-2)  # [..., dim]
+
+
+def box_sine_embedding(boxes: Tensor, image_size: tuple[int, int], dim: int) -> Tensor:
+    """Sine embedding ``[N, dim]`` of the normalised centre and size of xyxy boxes."""
+    height, width = image_size
+    scale = boxes.new_tensor([width, height, width, height])
+    return sine_embedding(box_convert(boxes, "xyxy", "cxcywh") / scale, dim)
+
+
+class HOInteractor(nn.Module):
+    """Turns each image's proposals into pair tokens of width ``dim`` (the DETR width)."""
+
+    def __init__(self, dim: int, num_layers: int = 2, num_heads: int = 8, ffn_dim: int = 1024,
+                 spatial_dim: int = 128, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.dim = dim
+        layer = nn.TransformerEncoderLayer(dim, num_heads, ffn_dim, dropout, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+        self.spatial = nn.Sequential(
+            nn.Linear(NUM_SPATIAL_FEATURES, spatial_dim), nn.ReLU(),
+            nn.Linear(spatial_dim, spatial_dim), nn.ReLU(),
+        )
+        self.fuse = nn.Sequential(
+            nn.Linear(2 * dim + spatial_dim, dim), nn.ReLU(), nn.Linear(dim, dim),
+            nn.LayerNorm(dim),
+        )
+
+    def forward(self, features: list[Tensor], boxes: list[Tensor],
+                pairs: list[tuple[Tensor, Tensor]], image_sizes: list[tuple[int, int]]
+                ) -> list[Tensor]:
+        """Per image: instance features ``[n_i, dim]``, boxes ``[n_i, 4]`` (xyxy pixels),
+        pair indices ``([P_i], [P_i])`` and ``(h, w)``. Returns pair tokens ``[P_i, dim]``."""
+        counts = [len(f) for f in features]
+        n_max = max(counts, default=0)
+        if n_max == 0:
+            return [f.new_zeros(0, self.dim) for f in features]
+        # Pad the images' instances into one batch [B, n_max, dim] with a padding mask.
+        tokens = features[0].new_zeros(len(features), n_max, self.dim)
+        padding = torch.ones(len(features), n_max, dtype=torch.bool, device=tokens.device)
+        padding[:, 0] = False  # an image without instances must not attend to nothing (NaN)
+        for i, (f, b, size) in enumerate(zip(features, boxes, image_sizes, strict=True)):
+            tokens[i, : len(f)] = f + box_sine_embedding(b, size, self.dim)
+            padding[i, : len(f)] = False
+        tokens = self.encoder(tokens, src_key_padding_mask=padding)
+
+        pair_tokens = []
+        for i, ((h, o), b, size) in enumerate(zip(pairs, boxes, image_sizes, strict=True)):
+            x = tokens[i, : counts[i]]
+            spatial = self.spatial(spatial_encodings(b[h], b[o], size))  # [P_i, spatial]
+            pair_tokens.append(self.fuse(torch.cat([x[h], x[o], spatial], dim=1)))
+        return pair_tokens

@@ -1,0 +1,61 @@
+"""Training targets and losses of CLIP4HOI.
+
+* A proposal pair takes the class labels of every ground-truth pair it overlaps with
+  ``min(IoU_h, IoU_o) >= match_iou`` (multi-label).
+* Pair loss: binary focal loss on the *fused* pair scores
+  ``S_pair^(1-α) · S_glob^α · (s_h·s_o)^λ`` over the classes valid for the detected object,
+  normalised by the number of positive labels.
+* Global loss: binary focal loss on ``S_glob`` against the image's multi-hot class labels.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchvision.ops import box_iou, sigmoid_focal_loss
+
+
+def pair_labels(boxes_h: Tensor, boxes_o: Tensor, target: dict[str, Tensor],
+                num_classes: int, match_iou: float) -> Tensor:
+    """Multi-hot labels ``[P, K]`` of proposal pairs (xyxy ``[P, 4]`` each) from one image's
+    target (``boxes_h``, ``boxes_o`` ``[N, 4]``, ``hoi`` ``[N]``)."""
+    labels = boxes_h.new_zeros(len(boxes_h), num_classes)
+    if len(boxes_h) == 0 or len(target["hoi"]) == 0:
+        return labels
+    overlap = torch.minimum(box_iou(boxes_h, target["boxes_h"]),
+                            box_iou(boxes_o, target["boxes_o"]))          # [P, N]
+    p, n = torch.nonzero(overlap >= match_iou).unbind(1)
+    labels[p, target["hoi"][n]] = 1
+    return labels
+
+
+def image_labels(targets: list[dict[str, Tensor]], num_classes: int, device: torch.device
+                 ) -> Tensor:
+    """Multi-hot labels ``[B, K]``: the classes annotated anywhere in each image."""
+    labels = torch.zeros(len(targets), num_classes, device=device)
+    for i, target in enumerate(targets):
+        labels[i, target["hoi"]] = 1
+    return labels
+
+
+def logit_from_log_prob(log_p: Tensor) -> Tensor:
+    """``log(p / (1 - p))`` from ``log p`` (stable for p near 0 and 1)."""
+    log_p = log_p.clamp(max=-1e-7)
+    return log_p - torch.log(-torch.expm1(log_p))
+
+
+def focal_loss_from_log_prob(log_p: Tensor, labels: Tensor, alpha: float, gamma: float
+                             ) -> Tensor:
+    """Summed binary focal loss of probabilities given as logs (torchvision's loss on the
+    equivalent logits)."""
+    return sigmoid_focal_loss(logit_from_log_prob(log_p), labels, alpha=alpha, gamma=gamma,
+                              reduction="sum")
+
+
+def fused_log_scores(pair_logits: Tensor, global_logits: Tensor, prior: Tensor, alpha: float,
+                     lam: float) -> Tensor:
+    """``log(S_pair^(1-α) · S_glob^α · prior^λ)`` ``[P, K]`` from pair logits ``[P, K]``,
+    the global logits of each pair's image ``[P, K]`` and ``prior = s_h·s_o`` ``[P]``."""
+    return ((1 - alpha) * F.logsigmoid(pair_logits) + alpha * F.logsigmoid(global_logits)
+            + lam * torch.log(prior.clamp(min=1e-12))[:, None])

@@ -1,0 +1,373 @@
+"""The assembled CLIP4HOI model, its factory and its checkpoints.
+
+    images ─┬─ DETR ─ proposals ─ HO interactor ─ pair tokens ─┐
+            │                                              HOI decoder ─ pair features ─┐
+            └─ CLIP image encoder ─┬─ patch tokens ────────┘                            │
+                                   └─ global feature ─────────────── HOI classifier ────┴─ scores
+                CLIP text encoder + learnable prompts ─ class embeddings ─┘
+
+``forward(images, targets=None)`` returns a dict of losses in training mode and a list of
+per-image detections otherwise (formats in ``docs/conventions.md``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor, nn
+from torchvision.ops import box_convert, box_iou, sigmoid_focal_loss
+
+from clip4hoi.config import DetectorConfig, ModelConfig, apply_overrides, from_dict, to_dict
+from clip4hoi.data.metadata import (
+    COCO_CATEGORY_IDS,
+    HUMAN_OBJECT_ID,
+    HOIClassSet,
+    load_classes,
+)
+from clip4hoi.models.classifier import HOIClassifier
+from clip4hoi.models.clip import CLIPEncoder, build_clip
+from clip4hoi.models.decoder import HOIDecoder, normalised_union_boxes
+from clip4hoi.models.detr import DETR, normalize
+from clip4hoi.models.interactor import (
+    HOInteractor,
+    Instances,
+    enumerate_pairs,
+    image_proposals,
+)
+from clip4hoi.models.losses import (
+    focal_loss_from_log_prob,
+    fused_log_scores,
+    image_labels,
+    pair_labels,
+)
+from clip4hoi.weights import DETR_WEIGHTS, WeightsUnavailableError, resolve_detr
+
+HEAD_FORMAT = "clip4hoi-head/1"
+FROZEN_PREFIXES = ("detector.", "clip.")
+
+
+@dataclass
+class FrozenFeatures:
+    """Outputs of the frozen DETR and CLIP for a batch: all the head needs from the image
+    (and what the feature cache stores)."""
+
+    logits: Tensor              # [B, Q, C+1] DETR class logits (last = no object)
+    boxes: Tensor               # [B, Q, 4] DETR boxes, cxcywh normalised by the image size
+    hidden: Tensor              # [B, Q, D] DETR last decoder layer (after its final norm)
+    clip_global: Tensor         # [B, E] CLIP global image embedding
+    clip_patches: list[Tensor]  # L × [B, N, W] CLIP patch tokens of the chosen blocks
+    grid: tuple[int, int]       # (gh, gw) with N = gh * gw
+
+    def tensors(self) -> dict[str, Tensor]:
+        """Flat name → tensor view (for safetensors); :meth:`from_tensors` inverts it."""
+        out = {"logits": self.logits, "boxes": self.boxes, "hidden": self.hidden,
+               "clip_global": self.clip_global,
+               "grid": torch.tensor(self.grid)}
+        out.update({f"clip_patches.{i}": p for i, p in enumerate(self.clip_patches)})
+        return out
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, Tensor]) -> FrozenFeatures:
+        """Inverse of :meth:`tensors`."""
+        n_levels = sum(1 for k in tensors if k.startswith("clip_patches."))
+        return cls(tensors["logits"], tensors["boxes"], tensors["hidden"],
+                   tensors["clip_global"],
+                   [tensors[f"clip_patches.{i}"] for i in range(n_levels)],
+                   tuple(int(v) for v in tensors["grid"]))
+
+    def split(self) -> list[FrozenFeatures]:
+        """One single-image ``FrozenFeatures`` per image of the batch."""
+        return [FrozenFeatures(self.logits[i : i + 1], self.boxes[i : i + 1],
+                               self.hidden[i : i + 1], self.clip_global[i : i + 1],
+                               [p[i : i + 1] for p in self.clip_patches], self.grid)
+                for i in range(len(self.logits))]
+
+    @staticmethod
+    def cat(items: list[FrozenFeatures]) -> FrozenFeatures:
+        """Concatenate along the batch (all items must share the CLIP grid)."""
+        if len({f.grid for f in items}) != 1:
+            raise ValueError("cannot batch CLIP features of different grid sizes")
+        return FrozenFeatures(
+            torch.cat([f.logits for f in items]), torch.cat([f.boxes for f in items]),
+            torch.cat([f.hidden for f in items]), torch.cat([f.clip_global for f in items]),
+            [torch.cat(level) for level in zip(*(f.clip_patches for f in items), strict=True)],
+            items[0].grid)
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None
+           ) -> FrozenFeatures:
+        """Move to ``device`` (floating tensors cast to ``dtype`` when given)."""
+        def move(t: Tensor) -> Tensor:
+            return t.to(device=device, dtype=dtype or t.dtype)
+        return FrozenFeatures(move(self.logits), move(self.boxes), move(self.hidden),
+                              move(self.clip_global), [move(p) for p in self.clip_patches],
+                              self.grid)
+
+
+def detector_label_map(num_classes: int) -> Tensor:
+    """COCO-80 id of each DETR class index (``-1`` where there is none): 80 classes are
+    COCO-80 (HICO-DET fine-tuned DETRs), 91 are COCO category ids (original DETR)."""
+    if num_classes == 80:
+        return torch.arange(80)
+    if num_classes == 91:
+        table = torch.full((91,), -1, dtype=torch.long)
+        table[torch.tensor(COCO_CATEGORY_IDS)] = torch.arange(80)
+        return table
+    raise ValueError(f"DETR with {num_classes} classes: expected 80 (COCO-80 order) or 91 "
+                     f"(COCO category ids)")
+
+
+class CLIP4HOI(nn.Module):
+    """Frozen DETR + frozen CLIP + trainable HO interactor, HOI decoder, HOI classifier."""
+
+    def __init__(self, config: ModelConfig, detector: DETR, clip: CLIPEncoder,
+                 classes: HOIClassSet) -> None:
+        super().__init__()
+        self.config = config
+        self.classes = classes
+        self.detector = detector
+        self.clip = clip
+        head = config.head
+        detr_dim = detector.config["hidden_dim"]
+        self.interactor = HOInteractor(detr_dim, head.interactor_layers, head.interactor_heads,
+                                       head.interactor_ffn, head.spatial_dim, head.dropout)
+        self.decoder = HOIDecoder(detr_dim, clip.width, clip.embed_dim, len(config.clip.layers),
+                                  head.decoder_dim, head.decoder_layers, head.decoder_heads,
+                                  head.decoder_ffn, head.dropout, head.union_mask)
+        self.classifier = HOIClassifier(clip, head)
+        self.register_buffer("label_to_object",
+                             detector_label_map(detector.config["num_classes"]),
+                             persistent=False)
+
+    # ---------------------------------------------------------------- frozen feature side
+
+    @torch.no_grad()
+    def extract_features(self, images: list[Tensor]) -> FrozenFeatures:
+        """Run DETR and CLIP on float ``[3, H, W]`` images in ``[0, 1]``."""
+        detections = self.detector(normalize(images))
+        clip_out = self.clip.encode_image(self.clip.preprocess(images),
+                                          layers=tuple(self.config.clip.layers))
+        return FrozenFeatures(detections["pred_logits"], detections["pred_boxes"],
+                              detections["hidden_states"], clip_out.global_embedding,
+                              clip_out.patch_tokens, clip_out.grid)
+
+    def forward(self, images: list[Tensor], targets: list[dict] | None = None,
+                classes: HOIClassSet | None = None) -> dict[str, Tensor] | list[dict[str, Tensor]]:
+        """``images``: float ``[3, H, W]`` tensors in ``[0, 1]``. In training mode returns
+        ``{"loss_pair", "loss_global"}``; otherwise one detection dict per image with boxes
+        in the pixel frame of that image."""
+        sizes = [(int(image.shape[-2]), int(image.shape[-1])) for image in images]
+        return self.forward_features(self.extract_features(images), sizes, targets, classes)
+
+    # ---------------------------------------------------------------------- trainable head
+
+    def forward_features(self, features: FrozenFeatures, image_sizes: list[tuple[int, int]],
+                         targets: list[dict] | None = None, classes: HOIClassSet | None = None
+                         ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
+        """The head on precomputed :class:`FrozenFeatures`; ``image_sizes`` are ``(h, w)``."""
+        classes = classes or self.classes
+        if targets is None and (self.training or self.config.detector.use_gt_boxes):
+            raise ValueError("CLIP4HOI needs targets in training mode (call .eval() to "
+                             "detect) and with detector.use_gt_boxes")
+        head = self.config.head
+        instances = [self._instances(features, i, size, None if targets is None else targets[i])
+                     for i, size in enumerate(image_sizes)]
+        pairs = [enumerate_pairs(inst.objects) for inst in instances]
+        tokens = self.interactor([inst.hidden for inst in instances],
+                                 [inst.boxes for inst in instances], pairs, image_sizes)
+        union_boxes = None
+        if head.union_mask:
+            union_boxes = [normalised_union_boxes(inst.boxes[h], inst.boxes[o], size)
+                           for inst, (h, o), size in zip(instances, pairs, image_sizes,
+                                                         strict=True)]
+        pair_features = self.decoder(tokens, features.clip_patches, features.grid, union_boxes)
+
+        text = self.classifier.text_embeddings(self.clip, classes)            # [K, E]
+        pair_logits, global_logits = self.classifier(
+            torch.cat(pair_features), features.clip_global, text)          # [P, K], [B, K]
+        counts = torch.tensor([len(h) for h, _ in pairs], device=text.device)
+        image_of_pair = torch.repeat_interleave(torch.arange(len(pairs), device=text.device),
+                                                counts)
+        pair_objects = torch.cat([inst.objects[o] for inst, (_, o) in zip(instances, pairs,
+                                                                          strict=True)])
+        prior = torch.cat([inst.scores[h] * inst.scores[o]
+                           for inst, (h, o) in zip(instances, pairs, strict=True)])
+        class_objects = torch.tensor(classes.objects, device=text.device)
+        valid = pair_objects[:, None] == class_objects[None, :]                # [P, K]
+        lam = head.lambda_train if self.training else head.lambda_test
+        log_scores = fused_log_scores(pair_logits, global_logits[image_of_pair], prior,
+                                      head.alpha, lam)                        # [P, K]
+        if self.training:
+            return self._losses(instances, pairs, targets, log_scores, global_logits, valid)
+        return self._detections(instances, pairs, log_scores, valid, classes, counts)
+
+    def _instances(self, features: FrozenFeatures, i: int, size: tuple[int, int],
+                   target: dict | None) -> Instances:
+        """Proposals of image ``i``: the detector's, the annotated boxes instead
+        (``detector.use_gt_boxes``), or both (``loss.add_gt_boxes``, in training)."""
+        logits, boxes, hidden = features.logits[i], features.boxes[i], features.hidden[i]
+        if self.config.detector.use_gt_boxes:
+            none = torch.zeros(0, dtype=torch.long, device=boxes.device)
+            inst = Instances(boxes[none], logits[none, 0], none, hidden[none])
+            return self._add_ground_truth(inst, target, boxes, size, hidden)
+        inst = image_proposals(logits, boxes, hidden, self.label_to_object, size,
+                               self.config.detector)
+        if self.training and self.config.loss.add_gt_boxes:
+            inst = self._add_ground_truth(inst, target, boxes, size, hidden)
+        return inst
+
+    @staticmethod
+    def _add_ground_truth(inst: Instances, target: dict, detr_boxes: Tensor,
+                          size: tuple[int, int], hidden: Tensor) -> Instances:
+        """Append the unique ground-truth boxes (score 1; features of the DETR query that
+        overlaps each most) and re-sort humans first."""
+        height, width = size
+        all_boxes = box_convert(detr_boxes, "cxcywh", "xyxy") * detr_boxes.new_tensor(
+            [width, height, width, height])
+        gt_boxes = torch.cat([target["boxes_h"], target["boxes_o"]])
+        gt_objects = torch.cat([torch.full_like(target["object"], HUMAN_OBJECT_ID),
+                                target["object"]])
+        if len(gt_boxes) == 0:
+            return inst
+        rows = torch.unique(torch.cat([gt_boxes, gt_objects[:, None].to(gt_boxes)], 1), dim=0)
+        gt_boxes, gt_objects = rows[:, :4], rows[:, 4].long()
+        nearest = box_iou(gt_boxes, all_boxes).argmax(1)
+        boxes = torch.cat([inst.boxes, gt_boxes])
+        objects = torch.cat([inst.objects, gt_objects])
+        order = torch.argsort((objects != HUMAN_OBJECT_ID).int(), stable=True)
+        return Instances(boxes[order],
+                         torch.cat([inst.scores, torch.ones_like(gt_boxes[:, 0])])[order],
+                         objects[order], torch.cat([inst.hidden, hidden[nearest]])[order])
+
+    def _losses(self, instances: list[Instances], pairs: list[tuple[Tensor, Tensor]],
+                targets: list[dict], log_scores: Tensor, global_logits: Tensor, valid: Tensor
+                ) -> dict[str, Tensor]:
+        cfg = self.config.loss
+        num_classes = log_scores.shape[1]
+        labels = torch.cat([pair_labels(inst.boxes[h], inst.boxes[o], target, num_classes,
+                                        cfg.match_iou)
+                            for inst, (h, o), target in zip(instances, pairs, targets,
+                                                            strict=True)])
+        positives = labels[valid]
+        loss_pair = focal_loss_from_log_prob(log_scores[valid], positives, cfg.focal_alpha,
+                                             cfg.focal_gamma) / positives.sum().clamp(min=1)
+        labels_global = image_labels(targets, num_classes, global_logits.device)
+        loss_global = sigmoid_focal_loss(global_logits, labels_global, alpha=cfg.focal_alpha,
+                                         gamma=cfg.focal_gamma, reduction="sum")
+        loss_global = cfg.global_weight * loss_global / labels_global.sum().clamp(min=1)
+        return {"loss_pair": loss_pair, "loss_global": loss_global}
+
+    @staticmethod
+    def _detections(instances: list[Instances], pairs: list[tuple[Tensor, Tensor]],
+                    log_scores: Tensor, valid: Tensor, classes: HOIClassSet, counts: Tensor
+                    ) -> list[dict[str, Tensor]]:
+        verb_ids = torch.tensor(classes.verb_ids, device=log_scores.device)
+        results = []
+        for inst, (h, o), scores, mask in zip(instances, pairs, log_scores.split(counts.tolist()),
+                                              valid.split(counts.tolist()), strict=True):
+            p, k = torch.nonzero(mask).unbind(1)
+            results.append({
+                "human_boxes": inst.boxes[h[p]], "object_boxes": inst.boxes[o[p]],
+                "objects": inst.objects[o[p]], "hoi": k, "verbs": verb_ids[k],
+                "scores": scores[p, k].exp(),
+            })
+        return results
+
+
+# -------------------------------------------------------------------------- factories
+
+
+def build_detector(cfg: DetectorConfig, download: bool = True) -> DETR:
+    """The frozen DETR of ``cfg``: registered weights, a checkpoint file, or ``random``."""
+    if cfg.weights == "random":
+        return DETR(**(cfg.architecture or {"num_classes": 91}))
+    dilation = cfg.dilation or (cfg.weights in DETR_WEIGHTS and DETR_WEIGHTS[cfg.weights].dilation)
+    return DETR.from_checkpoint(resolve_detr(cfg.weights, download), num_heads=cfg.num_heads,
+                                dilation=dilation)
+
+
+def build_model(config: ModelConfig, download: bool = True) -> CLIP4HOI:
+    """Build CLIP4HOI from its config, fetching missing frozen weights unless ``download``
+    is False. All unavailable weights are reported together."""
+    errors: list[str] = []
+    detector = clip = None
+    try:
+        detector = build_detector(config.detector, download)
+    except WeightsUnavailableError as error:
+        errors.append(str(error))
+    try:
+        clip = build_clip(config.clip.name, config.clip.pretrained, config.clip.image_size,
+                          model_cfg=config.clip.model_cfg)
+    except WeightsUnavailableError as error:
+        errors.append(str(error))
+    if errors:
+        raise WeightsUnavailableError("\n\n".join(errors))
+    return CLIP4HOI(config, detector, clip, load_classes(config.classes))
+
+
+# ------------------------------------------------------------------------- checkpoints
+
+
+def head_state_dict(model: CLIP4HOI) -> dict[str, Tensor]:
+    """The trainable head's weights (the frozen DETR and CLIP are referenced by config)."""
+    return {k: v for k, v in model.state_dict().items() if not k.startswith(FROZEN_PREFIXES)}
+
+
+def save_checkpoint(model: CLIP4HOI, path: str | Path, extra: dict[str, str] | None = None
+                    ) -> None:
+    """Write the head's weights and the model config (JSON, in the safetensors metadata)
+    atomically to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {"format": HEAD_FORMAT, "config": json.dumps(to_dict(model.config)),
+                **(extra or {})}
+    tensors = {k: v.detach().contiguous().cpu() for k, v in head_state_dict(model).items()}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+def read_checkpoint(path: str | Path) -> tuple[ModelConfig, dict[str, Tensor], dict[str, str]]:
+    """Config, head weights and metadata of a checkpoint written by :func:`save_checkpoint`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+    except Exception as error:  # safetensors raises its own error types
+        raise ValueError(f"checkpoint {path} is not a safetensors file ({error}); CLIP4HOI "
+                         f"checkpoints are written by clip4hoi train") from error
+    if metadata.get("format") != HEAD_FORMAT:
+        raise ValueError(f"checkpoint {path} is not a CLIP4HOI head checkpoint (format "
+                         f"{metadata.get('format')!r}, expected {HEAD_FORMAT!r})")
+    config = from_dict(ModelConfig, json.loads(metadata["config"]), where=f"{path} config")
+    return config, tensors, metadata
+
+
+def load_checkpoint(path: str | Path, overrides: list[str] | None = None,
+                    download: bool = True) -> CLIP4HOI:
+    """Rebuild a model from a checkpoint (``overrides`` like ``detector.weights=FILE``)."""
+    config, tensors, _ = read_checkpoint(path)
+    model = build_model(apply_overrides(config, overrides or []), download)
+    load_head(model, tensors, source=str(path))
+    return model
+
+
+def load_head(model: CLIP4HOI, tensors: dict[str, Tensor], source: str) -> None:
+    """Load head weights strictly (the frozen parts are not in ``tensors``)."""
+    expected = head_state_dict(model)
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    mismatched = sorted(k for k in set(expected) & set(tensors)
+                        if expected[k].shape != tensors[k].shape)
+    if missing or unexpected or mismatched:
+        raise ValueError(f"{source} does not fit this model: missing {missing}, unexpected "
+                         f"{unexpected}, shape mismatch {mismatched}")
+    model.load_state_dict(tensors, strict=False)
