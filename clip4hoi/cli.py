@@ -167,6 +167,55 @@ def cmd_make_synthetic(args: argparse.Namespace) -> int:
     return 0
 
 
+def _set_cpu_threads(threads: int) -> None:
+    import torch
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from clip4hoi.engine.config import load_experiment
+    from clip4hoi.engine.distributed import shutdown
+    from clip4hoi.engine.trainer import TrainingError, train
+
+    config = load_experiment(args.config, args.set)
+    if args.output_dir:
+        config.train.output_dir = args.output_dir
+    _set_cpu_threads(config.train.cpu_threads)
+    try:
+        output_dir = train(config, resume=args.resume)
+    except TrainingError as error:
+        print(f"clip4hoi train: stopped: {error}", file=sys.stderr)
+        return 1
+    finally:
+        shutdown()
+    if os.environ.get("RANK", "0") == "0":
+        print(f"clip4hoi train: done; checkpoints, config.yaml and metrics.jsonl in "
+              f"{output_dir}", file=sys.stderr)
+    return 0
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    from clip4hoi.engine.config import load_experiment
+    from clip4hoi.engine.distributed import shutdown
+    from clip4hoi.engine.evaluate import run_test
+
+    config = load_experiment(args.config, args.set)
+    _set_cpu_threads(config.train.cpu_threads)
+    model_overrides = [item.removeprefix("model.") for item in args.set
+                       if item.startswith("model.")]
+    try:
+        result = run_test(config, args.checkpoint, args.mode, args.output, model_overrides)
+    finally:
+        shutdown()
+    if result is not None:
+        print(result.table)
+        output = args.output or config.output_dir / "detections.json"
+        print(f"clip4hoi test: detections in {output}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``clip4hoi`` command."""
     parser = argparse.ArgumentParser(
@@ -190,7 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--draw", type=int, default=10, help="pairs drawn per image")
     p.add_argument("--no-draw", action="store_true", help="write JSON only")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="model config overrides, e.g. detector.score_threshold=0.3")
+                   help="config overrides: ModelConfig keys in trained mode, TrainingFreeConfig "
+                   "keys in crop/dense mode (e.g. margin=0.2, detector.score_threshold=0.3)")
     p.set_defaults(func=cmd_detect)
 
     p = commands.add_parser("download", help="fetch pretrained DETR and CLIP weights")
@@ -224,6 +274,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_make_synthetic)
+
+    p = commands.add_parser("train", help="train on an experiment config (see configs/; "
+                            "torchrun --nproc_per_node=N -m clip4hoi train ... for DDP)")
+    p.add_argument("config", help="experiment YAML, e.g. configs/hicodet_rf_uc.yaml")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="config overrides, e.g. train.lr=2.0e-4 data.root=/data/hicodet")
+    p.add_argument("--resume", nargs="?", const=True, default=None, metavar="PATH",
+                   help="continue from PATH (a checkpoint or run folder) or, without "
+                   "PATH, from the run's latest checkpoint if there is one")
+    p.add_argument("--output-dir", help="default: train.output_dir or outputs/<config name>")
+    p.set_defaults(func=cmd_train)
+
+    p = commands.add_parser("test", help="detect on an experiment's test set, write "
+                            "DETS.json and evaluate")
+    p.add_argument("config", help="experiment YAML (its data section names the test set)")
+    p.add_argument("--checkpoint", help="trained CLIP4HOI head (.safetensors)")
+    p.add_argument("--mode", choices=["trained", "crop", "dense"], default="trained",
+                   help="trained (default, needs --checkpoint) or the training-free scorer")
+    p.add_argument("--output", help="DETS.json to write (default: OUTPUT_DIR/detections.json)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="config overrides; model.* ones also apply to the checkpoint's model")
+    p.set_defaults(func=cmd_test)
     return parser
 
 

@@ -32,6 +32,9 @@ class DetectorConfig:
     max_humans: int = 15
     min_objects: int = 3
     max_objects: int = 15
+    random_seed: int = 0
+    """Seed of the random initialisation with ``weights: random`` (so that a checkpoint
+    trained on random frozen weights rebuilds the same ones)."""
     use_gt_boxes: bool = False
     """Oracle setting: the annotated boxes replace the detections (training and test), to
     study the interaction head apart from detection errors."""
@@ -46,6 +49,8 @@ class CLIPConfig:
     """An open_clip pretrained tag, a local weights file, or null for random weights."""
     model_cfg: dict[str, Any] | None = None
     """A custom open_clip architecture (random weights), e.g. a tiny one for tests."""
+    random_seed: int = 0
+    """Seed of the random initialisation when ``pretrained`` is null."""
     image_size: int | None = None
     """CLIP input resolution; null = the pretraining one (224 for ViT-B/16)."""
     layers: list[int] = field(default_factory=lambda: [-1])
@@ -148,6 +153,11 @@ def _convert(value: Any, annotation: Any, where: str) -> Any:
             raise ValueError(f"{where}: expected true/false, got {value!r}")
         return value
     if annotation in (int, float):
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise ValueError(f"{where}: expected a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError(f"{where}: expected a number, got {value!r}")
         if annotation is int and float(value) != int(value):

@@ -7,6 +7,7 @@ lists, checkpoint fixtures) find it beside the checkout (``../shared``) or at
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -59,3 +60,41 @@ def tiny_model_config(**head: object):
                              decoder_heads=4, decoder_ffn=128, prefix_length=4,
                              conjunction_length=2, **head)
     return config
+
+
+# Hand-made scenes: per image a list of (COCO-80 label, probability, xyxy box in pixels).
+SIZE = (120, 160)  # (h, w) of the crafted images
+PERSON, BICYCLE, CUP = 0, 1, 41
+SCENE = [(PERSON, 0.9, [10, 10, 60, 110]), (PERSON, 0.8, [80, 5, 130, 100]),
+         (BICYCLE, 0.95, [20, 60, 90, 118]), (CUP, 0.7, [55, 40, 70, 55])]
+
+
+def crafted_detr_outputs(detr_config: dict, images: list[list[tuple[int, float, list[float]]]]
+                         ) -> dict[str, torch.Tensor]:
+    """Raw DETR outputs (``pred_logits``, ``pred_boxes``, ``hidden_states``) holding the
+    given detections of SIZE-d images, and "no object" in every other query."""
+    from torchvision.ops import box_convert
+
+    q, c = detr_config["num_queries"], detr_config["num_classes"]
+    logits = torch.full((len(images), q, c + 1), -30.0)
+    logits[..., c] = 0.0
+    boxes = torch.full((len(images), q, 4), 0.5)
+    scale = torch.tensor([SIZE[1], SIZE[0], SIZE[1], SIZE[0]], dtype=torch.float)
+    for b, detections in enumerate(images):
+        for i, (label, prob, box) in enumerate(detections):
+            logits[b, i, label] = math.log(prob)
+            logits[b, i, c] = math.log(1 - prob)
+            boxes[b, i] = box_convert(torch.tensor(box) / scale, "xyxy", "cxcywh")
+    hidden = torch.randn(len(images), q, detr_config["hidden_dim"])
+    return {"pred_logits": logits, "pred_boxes": boxes, "hidden_states": hidden}
+
+
+def crafted_features(model, images: list[list[tuple[int, float, list[float]]]]):
+    """``FrozenFeatures`` of a CLIP4HOI model whose DETR part holds the given detections
+    (CLIP features of random pixels)."""
+    from clip4hoi.models.model import FrozenFeatures
+
+    detr = crafted_detr_outputs(model.detector.config, images)
+    clip = model.clip.encode_image(torch.randn(len(images), 3, 64, 64), layers=(-1,))
+    return FrozenFeatures(detr["pred_logits"], detr["pred_boxes"], detr["hidden_states"],
+                          clip.global_embedding, clip.patch_tokens, clip.grid)

@@ -8,6 +8,7 @@ Usage: ``python tools/build_metadata.py [SHARED_DATA_DIR]`` (default ``../shared
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -19,6 +20,13 @@ ZERO_SHOT_KEYS = {
     "uv": "unseen_verb",
     **{f"uc{i}": f"uc{i}" for i in range(5)},
 }
+
+
+def _fix_vcoco_sentence(text: str) -> str:
+    """Mend the missing spaces of a few LAIN/ADA-CM V-COCO sentences ("a photoof a person",
+    "a personholding", "cuttingwith")."""
+    text = re.sub(r"^a ?photo ?of ?a ?person ?", "a photo of a person ", text)
+    return text.replace("cuttingwith", "cutting with")
 
 
 def build(shared: Path) -> dict[str, dict]:
@@ -60,7 +68,8 @@ def build(shared: Path) -> dict[str, dict]:
         "actions": vcoco["action_role_classes"],
         "action_to_object": [[o - 1 for o in objs] for objs in vcoco["action_to_object"]],
         "classes": [
-            {"action": c["action"], "object": c["object"] - 1, "sentence": c["text"]}
+            {"action": c["action"], "object": c["object"] - 1,
+             "sentence": _fix_vcoco_sentence(c["text"])}
             for c in vcoco["hoi_text_label_lain_adacm"]
         ],
     }

@@ -50,16 +50,17 @@ _ARTICLE_AN = re.compile(r"^[aeiou]")
 
 def gerund(verb: str) -> str:
     """English -ing form of a simple verb (``ride`` -> ``riding``, ``sit`` -> ``sitting``)."""
-    irregular = {"see": "seeing", "be": "being", "ski": "skiing"}
+    irregular = {"see": "seeing", "be": "being", "ski": "skiing", "control": "controlling"}
     if verb in irregular:
         return irregular[verb]
     if verb.endswith("ie"):
         return verb[:-2] + "ying"
     if verb.endswith("e") and not verb.endswith(("ee", "ye", "oe")):
         return verb[:-1] + "ing"
-    # Double a final consonant after a single stressed vowel (sit, cut, hug, run, swim).
-    if (len(verb) >= 3 and verb[-1] not in "aeiouwxy" and verb[-2] in "aeiou"
-            and verb[-3] not in "aeiou" and len(verb) <= 4):
+    # One syllable ending consonant-vowel-consonant doubles the consonant (sit, cut, hug).
+    one_syllable = len(re.findall(r"[aeiou]+", verb)) == 1
+    if (one_syllable and len(verb) >= 3 and verb[-1] not in "aeiouwxy" and verb[-2] in "aeiou"
+            and verb[-3] not in "aeiou"):
         return verb + verb[-1] + "ing"
     return verb + "ing"
 

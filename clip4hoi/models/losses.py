@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision.ops import box_iou, sigmoid_focal_loss
+from torchvision.ops import box_iou
 
 
 def pair_labels(boxes_h: Tensor, boxes_o: Tensor, target: dict[str, Tensor],
@@ -45,12 +45,25 @@ def logit_from_log_prob(log_p: Tensor) -> Tensor:
     return log_p - torch.log(-torch.expm1(log_p))
 
 
+def binary_focal_loss_with_logits(logits: Tensor, labels: Tensor, alpha: float, gamma: float
+                                  ) -> Tensor:
+    """Summed binary focal loss ``-α_t (1 - p_t)^γ log p_t`` of ``sigmoid(logits)``.
+
+    Same value as ``torchvision.ops.sigmoid_focal_loss``, but ``(1 - p_t)^γ`` is computed as
+    ``exp(γ · logsigmoid(±logits))``: torchvision's ``(1 - p_t) ** γ`` has an infinite
+    derivative once ``p_t`` rounds to 1, which turns gradients into NaN for ``γ < 1``
+    (UPT's γ = 0.2) as soon as a logit exceeds about ±17.
+    """
+    ce = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+    modulator = torch.exp(gamma * F.logsigmoid((1 - 2 * labels) * logits))  # (1 - p_t)^γ
+    weight = alpha * labels + (1 - alpha) * (1 - labels)
+    return (weight * modulator * ce).sum()
+
+
 def focal_loss_from_log_prob(log_p: Tensor, labels: Tensor, alpha: float, gamma: float
                              ) -> Tensor:
-    """Summed binary focal loss of probabilities given as logs (torchvision's loss on the
-    equivalent logits)."""
-    return sigmoid_focal_loss(logit_from_log_prob(log_p), labels, alpha=alpha, gamma=gamma,
-                              reduction="sum")
+    """Summed binary focal loss of probabilities given as logs."""
+    return binary_focal_loss_with_logits(logit_from_log_prob(log_p), labels, alpha, gamma)
 
 
 def fused_log_scores(pair_logits: Tensor, global_logits: Tensor, prior: Tensor, alpha: float,

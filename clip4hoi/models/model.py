@@ -21,9 +21,16 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
-from torchvision.ops import box_convert, box_iou, sigmoid_focal_loss
+from torchvision.ops import box_convert, box_iou
 
-from clip4hoi.config import DetectorConfig, ModelConfig, apply_overrides, from_dict, to_dict
+from clip4hoi.config import (
+    CLIPConfig,
+    DetectorConfig,
+    ModelConfig,
+    apply_overrides,
+    from_dict,
+    to_dict,
+)
 from clip4hoi.data.metadata import (
     COCO_CATEGORY_IDS,
     HUMAN_OBJECT_ID,
@@ -41,6 +48,7 @@ from clip4hoi.models.interactor import (
     image_proposals,
 )
 from clip4hoi.models.losses import (
+    binary_focal_loss_with_logits,
     focal_loss_from_log_prob,
     fused_log_scores,
     image_labels,
@@ -256,9 +264,14 @@ class CLIP4HOI(nn.Module):
         positives = labels[valid]
         loss_pair = focal_loss_from_log_prob(log_scores[valid], positives, cfg.focal_alpha,
                                              cfg.focal_gamma) / positives.sum().clamp(min=1)
+        if not valid.any():
+            # No pair to score in this batch: keep every trainable parameter in the graph
+            # (with zero gradient), as DDP expects gradients for all of them on every rank.
+            loss_pair = loss_pair + sum(p.sum() for p in self.parameters() if p.requires_grad
+                                        ) * 0.0
         labels_global = image_labels(targets, num_classes, global_logits.device)
-        loss_global = sigmoid_focal_loss(global_logits, labels_global, alpha=cfg.focal_alpha,
-                                         gamma=cfg.focal_gamma, reduction="sum")
+        loss_global = binary_focal_loss_with_logits(global_logits, labels_global,
+                                                    cfg.focal_alpha, cfg.focal_gamma)
         loss_global = cfg.global_weight * loss_global / labels_global.sum().clamp(min=1)
         return {"loss_pair": loss_pair, "loss_global": loss_global}
 
@@ -291,22 +304,33 @@ def build_detector(cfg: DetectorConfig, download: bool = True) -> DETR:
                                 dilation=dilation)
 
 
-def build_model(config: ModelConfig, download: bool = True) -> CLIP4HOI:
-    """Build CLIP4HOI from its config, fetching missing frozen weights unless ``download``
-    is False. All unavailable weights are reported together."""
+def build_frozen(detector: DetectorConfig, clip: CLIPConfig, download: bool = True
+                 ) -> tuple[DETR, CLIPEncoder]:
+    """The frozen DETR and CLIP, fetching missing weights unless ``download`` is False.
+    All unavailable weights are reported together, in one error."""
     errors: list[str] = []
-    detector = clip = None
+    detr = encoder = None
     try:
-        detector = build_detector(config.detector, download)
+        with torch.random.fork_rng(devices=[]):  # random weights: reproducible, RNG untouched
+            torch.manual_seed(detector.random_seed)
+            detr = build_detector(detector, download)
     except WeightsUnavailableError as error:
         errors.append(str(error))
     try:
-        clip = build_clip(config.clip.name, config.clip.pretrained, config.clip.image_size,
-                          model_cfg=config.clip.model_cfg)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(clip.random_seed)
+            encoder = build_clip(clip.name, clip.pretrained, clip.image_size,
+                                 model_cfg=clip.model_cfg)
     except WeightsUnavailableError as error:
         errors.append(str(error))
     if errors:
         raise WeightsUnavailableError("\n\n".join(errors))
+    return detr, encoder
+
+
+def build_model(config: ModelConfig, download: bool = True) -> CLIP4HOI:
+    """Build CLIP4HOI from its config (see :func:`build_frozen` for the frozen parts)."""
+    detector, clip = build_frozen(config.detector, config.clip, download)
     return CLIP4HOI(config, detector, clip, load_classes(config.classes))
 
 

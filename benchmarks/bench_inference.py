@@ -1,0 +1,360 @@
+"""Inference speed of CLIP4HOI and of the training-free modes, full-size architectures with
+random weights (DETR-R50 with 91 classes, CLIP ViT-B/16), on one 640×480 photo-like image
+resized to the detector's test scale (800×1066) as :class:`HOIDetector` does.
+
+(a) Trained-model path (:func:`clip4hoi.models.model.build_model`): the time of each stage —
+    DETR, CLIP image encoder, head (HO interactor + HOI decoder + HOI classifier, timed by
+    forward hooks; text embeddings of the 600 HICO-DET classes cached), post-processing
+    (the rest of ``forward_features``: proposals, pairs, score fusion, outputs) — with the
+    DETR outputs replaced by 15 humans and 15 objects (435 pairs), and the ratio
+    (head + post) / (DETR + CLIP image), which should stay below 15 %. Also the text
+    encoding of the 600 classes (learnable prompts and plain sentences, trimmed to the
+    longest prompt) against open_clip's encoder on sequences padded to 77 tokens, and the
+    trainable parameter count.
+(b) Training-free (:mod:`clip4hoi.models.training_free`): ``crop`` pairs per second (distinct
+    union boxes: crop + CLIP image encoder), and the ``dense`` mode's CLIP work (one dense
+    pass, pooling and scoring of the 435 pairs) relative to one plain CLIP image pass
+    (target ≤ 1.3×); the one-off text embedding of 600 classes × the default templates.
+(c) Optionally (``--cli``): ``clip4hoi detect --random-weights --mode crop|dense`` on two
+    copies of the image, as a subprocess: wall time and the per-image ``seconds`` of the
+    JSONs (the first image includes the class prompts' encoding).
+
+Each timing is the median of ``--repeat`` runs after one warm-up, the functions compared
+run interleaved (a slow phase of a shared machine hits all of them alike); torch keeps its
+default number of threads unless ``--threads`` says otherwise. The load average before and
+after is printed: with other jobs on the cores, torch's threads wait on each other and
+times can grow tenfold (``--threads 1`` is then steadier).
+
+Usage::
+
+    python benchmarks/bench_inference.py [--repeat 3] [--crops 64] [--cli] [--threads N]
+        [--json OUT.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+from torchvision.ops import box_convert
+
+from clip4hoi.config import ModelConfig, TrainingFreeConfig, apply_overrides
+from clip4hoi.data.metadata import COCO_CATEGORY_IDS, hicodet_classes, words
+from clip4hoi.data.transforms import HOITransform
+from clip4hoi.models.detr import normalize
+from clip4hoi.models.interactor import enumerate_pairs, image_proposals
+from clip4hoi.models.model import CLIP4HOI, FrozenFeatures, build_model
+from clip4hoi.models.training_free import (
+    TrainingFreeHOI,
+    calibrated_scores,
+    pool_patches,
+    union_boxes,
+)
+
+RANDOM = ["detector.weights=random", "clip.pretrained=null"]
+N_HUMANS = N_OBJECTS = 15
+
+
+def median_times(functions: dict[str, Callable[[], Any]], repeat: int, warmup: int = 1
+                 ) -> dict[str, float]:
+    """Median wall time in seconds of each function over ``repeat`` rounds after ``warmup``
+    rounds; each round calls every function once, interleaved, so that a slow phase of a
+    shared machine affects all of them alike."""
+    times: dict[str, list[float]] = {name: [] for name in functions}
+    for round_ in range(warmup + repeat):
+        for name, fn in functions.items():
+            start = time.perf_counter()
+            fn()
+            if round_ >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def machine() -> str:
+    """CPU model, cores, torch threads and version, load average (other jobs)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            cpu = next(line.split(":", 1)[1].strip() for line in handle
+                       if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} with "
+            f"{torch.get_num_threads()} threads; load average {load}")
+
+
+def photo_like(width: int = 640, height: int = 480, seed: int = 0) -> Tensor:
+    """A uint8 image ``[3, H, W]`` with photo-like statistics: smooth colour regions at
+    several scales plus sensor noise."""
+    generator = torch.Generator().manual_seed(seed)
+    image = torch.zeros(1, 3, height, width)
+    for cells, weight in ((3, 0.5), (12, 0.3), (48, 0.15)):
+        field = torch.rand(1, 3, cells, cells * width // height, generator=generator)
+        image += weight * F.interpolate(field, size=(height, width), mode="bicubic",
+                                        align_corners=False)
+    image += 0.03 * torch.randn(1, 3, height, width, generator=generator)
+    return (image[0].clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def scene_detections(num_classes: int, size: tuple[int, int], queries: int
+                     ) -> tuple[Tensor, Tensor]:
+    """DETR logits ``[1, Q, C+1]`` and boxes ``[1, Q, 4]`` (cxcywh normalised) holding 15
+    humans and 15 objects in disjoint cells of a 6×5 grid (all survive NMS; shifted a
+    little so that only (h1, h2) and (h2, h1) share a union box), probability 0.9 each,
+    no-object elsewhere. Labels are COCO category ids (91-class DETR)."""
+    height, width = size
+    logits = torch.full((1, queries, num_classes + 1), -30.0)
+    logits[..., -1] = 0.0
+    boxes = torch.full((1, queries, 4), 0.5)
+    labels = [COCO_CATEGORY_IDS[0]] * N_HUMANS + list(COCO_CATEGORY_IDS[1:N_OBJECTS + 1])
+    for i, label in enumerate(labels):
+        row, col = divmod(i, 6)
+        box = torch.tensor([col * width / 6 + 8 + i / 2, row * height / 5 + 8,  # no two
+                            (col + 1) * width / 6 - 8, (row + 1) * height / 5 - 8 - i / 4])
+        logits[0, i, label], logits[0, i, -1] = torch.tensor(0.9).log(), torch.tensor(0.1).log()
+        boxes[0, i] = box_convert(box / torch.tensor([width, height, width, height]),
+                                  "xyxy", "cxcywh")
+    return logits, boxes
+
+
+class StageTimer:
+    """Wall time spent in named submodules (forward hooks), summed since ``reset``."""
+
+    def __init__(self, modules: dict[str, torch.nn.Module]) -> None:
+        self.totals = dict.fromkeys(modules, 0.0)
+        self._start = 0.0
+        for name, module in modules.items():
+            module.register_forward_pre_hook(self._enter)
+            module.register_forward_hook(lambda *_, name=name: self._exit(name))
+
+    def reset(self) -> None:
+        self.totals = dict.fromkeys(self.totals, 0.0)
+
+    def _enter(self, *_: Any) -> None:
+        self._start = time.perf_counter()
+
+    def _exit(self, name: str) -> None:
+        self.totals[name] += time.perf_counter() - self._start
+
+
+# ----------------------------------------------------------------------- (a) trained model
+
+
+def bench_trained(model: CLIP4HOI, image: Tensor, repeat: int) -> dict[str, Any]:
+    size = (int(image.shape[1]), int(image.shape[2]))
+    real = model.extract_features([image])
+    logits, boxes = scene_detections(model.detector.config["num_classes"], size,
+                                     model.detector.config["num_queries"])
+    features = FrozenFeatures(logits, boxes, real.hidden, real.clip_global, real.clip_patches,
+                              real.grid)
+    (out,) = model.forward_features(features, [size])  # caches the text embeddings
+    assert len(out["scores"]) > 0
+    timer = StageTimer({"interactor": model.interactor, "decoder": model.decoder,
+                        "classifier": model.classifier})
+    parts: list[dict[str, float]] = []
+
+    def run_head() -> None:
+        timer.reset()
+        model.forward_features(features, [size])
+        parts.append(timer.totals)
+
+    times = median_times({
+        "detr": lambda: model.detector(normalize([image])),
+        "clip": lambda: model.clip.encode_image(model.clip.preprocess([image]),
+                                                layers=tuple(model.config.clip.layers)),
+        "head_and_post": run_head}, repeat)
+    parts = parts[1:]  # the first round is the warm-up
+    head_parts = {name: statistics.median(p[name] for p in parts) for name in timer.totals}
+    head_time = statistics.median(sum(p.values()) for p in parts)
+    post_time = times["head_and_post"] - head_time
+    return {
+        "image_size": list(size), "pairs": N_HUMANS * (N_HUMANS - 1 + N_OBJECTS),
+        "detections": len(out["scores"]), "detr_s": times["detr"],
+        "clip_image_s": times["clip"], "head_s": head_time, "head_parts_s": head_parts,
+        "post_s": post_time,
+        "head_ratio": (head_time + post_time) / (times["detr"] + times["clip"]),
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+    }
+
+
+def bench_text(model: CLIP4HOI, repeat: int) -> dict[str, Any]:
+    """600 HICO-DET classes: learnable prompts and plain sentences, trimmed, against
+    open_clip's ``encode_text`` on the sentences padded to 77 tokens."""
+    classes = hicodet_classes()
+    clip, classifier = model.clip, model.classifier
+    objects = [words(name) for name in classes.object_names]
+    sentences = list(classes.sentences)
+    ids = clip.tokenize(sentences)
+    times = median_times({
+        "prompts": lambda: clip.encode_prompts(list(classes.verbs), objects, classifier.prefix,
+                                               classifier.conjunction),
+        "trimmed": lambda: clip.encode_text(sentences),
+        "padded": lambda: clip.model.encode_text(ids)}, repeat, warmup=0)
+    eot = ids.argmax(-1)
+    return {"classes": len(classes), "prompts_trimmed_s": times["prompts"],
+            "sentences_trimmed_s": times["trimmed"], "sentences_padded77_s": times["padded"],
+            "longest_sentence_tokens": int(eot.max()) + 1,
+            "prompt_tokens": int(eot.max()) + 1 + len(classifier.prefix)
+            + len(classifier.conjunction)}
+
+
+# -------------------------------------------------------------------------- (b) training-free
+
+
+def bench_training_free(model: CLIP4HOI, image: Tensor, repeat: int, n_crops: int
+                        ) -> dict[str, Any]:
+    size = (int(image.shape[1]), int(image.shape[2]))
+    config = apply_overrides(TrainingFreeConfig(), RANDOM)
+    free = TrainingFreeHOI(config, model.detector, model.clip, hicodet_classes())
+    classes = hicodet_classes()
+    start = time.perf_counter()
+    text = free.text_embeddings(classes)
+    text_time = time.perf_counter() - start
+
+    logits, boxes = scene_detections(model.detector.config["num_classes"], size,
+                                     model.detector.config["num_queries"])
+    hidden = torch.zeros(1, logits.shape[1], model.detector.config["hidden_dim"])
+    inst = image_proposals(logits[0], boxes[0], hidden[0], free.label_to_object, size,
+                           config.detector)
+    h, o = enumerate_pairs(inst.objects)
+    union = union_boxes(inst.boxes[h], inst.boxes[o], size, config.margin)    # [P, 4]
+    distinct = torch.unique(union, dim=0)
+    crops = distinct[:n_crops]
+    valid = inst.objects[o][:, None] == torch.tensor(classes.objects)[None]   # [P, K]
+
+    def dense() -> Tensor:
+        out = free.clip.encode_image(free.clip.preprocess([image]), dense=True)
+        pooled = pool_patches(out.dense_embeddings[0], union, out.grid, config.dense_pooling)
+        return calibrated_scores(pooled, text, valid, config.temperature)
+
+    times = median_times({
+        "crop": lambda: free.crop_features(image, crops),
+        "plain": lambda: free.clip.encode_image(free.clip.preprocess([image])),
+        "dense_pass": lambda: free.clip.encode_image(free.clip.preprocess([image]),
+                                                     dense=True),
+        "dense": dense}, repeat)
+    return {
+        "text_embeddings_s": text_time, "templates": len(config.templates),
+        "crop_batch_size": config.crop_batch_size, "crops": len(crops),
+        "crop_s": times["crop"], "crop_pairs_per_s": len(crops) / times["crop"],
+        "scene_pairs": len(h), "scene_distinct_crops": len(distinct),
+        "clip_plain_s": times["plain"], "clip_dense_pass_s": times["dense_pass"],
+        "dense_scoring_s": times["dense"], "dense_ratio": times["dense"] / times["plain"],
+    }
+
+
+# -------------------------------------------------------------------------------- (c) CLI
+
+
+def bench_cli(image: Tensor) -> dict[str, Any]:
+    """``clip4hoi detect --random-weights --mode crop|dense`` on two copies of the 640×480
+    image (the first one also encodes the class prompts)."""
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        photos = Path(tmp) / "photos"
+        photos.mkdir()
+        for name in ("photo1.jpg", "photo2.jpg"):
+            Image.fromarray(image.permute(1, 2, 0).numpy()).save(photos / name, quality=90)
+        for mode in ("crop", "dense"):
+            out = Path(tmp) / mode
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "clip4hoi", "detect", str(photos), "--out",
+                            str(out), "--random-weights", "--mode", mode, "--device", "cpu"],
+                           check=True, capture_output=True)
+            wall = time.perf_counter() - start
+            payloads = [json.loads((out / f"photo{i}.json").read_text()) for i in (1, 2)]
+            results[mode] = {"wall_s": wall, "images": 2,
+                             "seconds": [p["seconds"] for p in payloads],
+                             "detections": [len(p["detections"]) for p in payloads]}
+    return results
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--crops", type=int, default=64,
+                        help="distinct union boxes timed in crop mode")
+    parser.add_argument("--cli", action="store_true",
+                        help="also time clip4hoi detect --random-weights in both modes")
+    parser.add_argument("--threads", type=int,
+                        help="torch threads (default: torch's; 1 is steadier on a busy machine)")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    torch.manual_seed(0)
+    original = photo_like()
+    image = HOITransform(train=False)(original, {"boxes_h": torch.zeros(0, 4),
+                                                 "boxes_o": torch.zeros(0, 4)})[0]
+    model = build_model(apply_overrides(ModelConfig(), RANDOM)).eval()
+    results: dict[str, Any] = {"machine": machine(), "repeat": args.repeat}
+    with torch.no_grad():
+        results["trained"] = bench_trained(model, image, args.repeat)
+        results["text"] = bench_text(model, args.repeat)
+        results["training_free"] = bench_training_free(model, image, args.repeat, args.crops)
+    if args.cli:
+        results["cli"] = bench_cli(original)
+    results["machine_after"] = machine()
+
+    t, x, f = results["trained"], results["text"], results["training_free"]
+    rows = [
+        ("machine", results["machine"]),
+        ("after the run", results["machine_after"]),
+        ("image", f"640x480 -> {t['image_size'][1]}x{t['image_size'][0]} (w x h)"),
+        ("(a) DETR-R50", f"{t['detr_s'] * 1000:8.1f} ms"),
+        ("    CLIP image encoder", f"{t['clip_image_s'] * 1000:8.1f} ms"),
+        (f"    head, {t['pairs']} pairs", f"{t['head_s'] * 1000:8.1f} ms  ("
+         + ", ".join(f"{k} {v * 1000:.1f}" for k, v in t["head_parts_s"].items()) + ")"),
+        ("    post-processing", f"{t['post_s'] * 1000:8.1f} ms"),
+        ("    (head + post) / (DETR + CLIP)", f"{t['head_ratio'] * 100:8.1f} %  (target <= 15 %)"),
+        ("    trainable parameters", f"{t['trainable_parameters']:,}"),
+        (f"    text, {x['classes']} prompts (learnable, "
+         f"{x['prompt_tokens']} tok)", f"{x['prompts_trimmed_s'] * 1000:8.1f} ms"),
+        (f"    text, {x['classes']} sentences trimmed "
+         f"({x['longest_sentence_tokens']} tok)", f"{x['sentences_trimmed_s'] * 1000:8.1f} ms"),
+        (f"    text, {x['classes']} sentences padded (77 tok)",
+         f"{x['sentences_padded77_s'] * 1000:8.1f} ms"),
+        (f"(b) crop: {f['crops']} crops, batch {f['crop_batch_size']}",
+         f"{f['crop_s']:8.2f} s = {f['crop_pairs_per_s']:.1f} pairs/s"),
+        (f"    crop: 15x15 scene = {f['scene_pairs']} pairs",
+         f"{f['scene_distinct_crops']} distinct crops, "
+         f"~{f['scene_distinct_crops'] / f['crop_pairs_per_s']:.1f} s"),
+        ("    plain CLIP image pass", f"{f['clip_plain_s'] * 1000:8.1f} ms"),
+        ("    dense CLIP pass", f"{f['clip_dense_pass_s'] * 1000:8.1f} ms"),
+        (f"    dense pass + pool + score, {f['scene_pairs']} pairs",
+         f"{f['dense_scoring_s'] * 1000:8.1f} ms = {f['dense_ratio']:.2f}x plain "
+         f"(target <= 1.3x)"),
+        (f"    text, {len(hicodet_classes())} classes x {f['templates']} templates (once)",
+         f"{f['text_embeddings_s']:8.2f} s"),
+    ]
+    for mode, c in results.get("cli", {}).items():
+        rows.append((f"(c) clip4hoi detect --mode {mode}, 2 images",
+                     f"{c['wall_s']:.1f} s wall; JSON seconds {c['seconds'][0]:.2f}, "
+                     f"{c['seconds'][1]:.2f} ({sum(c['detections'])} detections)"))
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=1))
+    return results
+
+
+if __name__ == "__main__":
+    main()

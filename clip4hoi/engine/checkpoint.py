@@ -1,0 +1,147 @@
+"""Training checkpoints: the head's weights plus everything needed to resume exactly.
+
+A checkpoint at optimiser step ``s`` is two files in ``OUTPUT_DIR/checkpoints/``:
+
+* ``step_<s>.safetensors`` — the model, written by
+  :func:`clip4hoi.models.model.save_checkpoint` (head weights + model config), so it works
+  as is with ``clip4hoi detect --checkpoint`` and ``clip4hoi test --checkpoint``;
+* ``step_<s>.state.pt`` — the training state: optimiser, schedule, progress (epoch,
+  batches of the epoch done, step), best metric so far and the RNG states of every rank,
+  as plain tensors and lists readable with ``torch.load(..., weights_only=True)``.
+
+Both are written atomically (temporary file, then ``os.replace``), the state last: a
+checkpoint counts only once its state file exists. The last ``keep`` checkpoints are
+kept, and ``best.safetensors`` — the model with the best evaluation so far — apart.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from clip4hoi.models.model import CLIP4HOI, save_checkpoint
+
+STATE_SUFFIX = ".state.pt"
+WEIGHTS_SUFFIX = ".safetensors"
+BEST = "best.safetensors"
+_STEP_FILE = re.compile(r"step_(\d+)\.state\.pt$")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed the python, numpy and torch RNGs."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """The python, numpy and torch (CPU and CUDA) RNG states as tensors and lists."""
+    version, python, gauss = random.getstate()
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": {"version": version, "state": list(python), "gauss": gauss},
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    python = state["python"]
+    random.setstate((python["version"], tuple(python["state"]), python["gauss"]))
+    numpy = state["numpy"]
+    np.random.set_state(("MT19937", numpy["keys"].numpy().astype(np.uint32), numpy["pos"],
+                         numpy["has_gauss"], numpy["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def state_path(weights: Path) -> Path:
+    """The state file of a checkpoint's weights file."""
+    return weights.with_name(weights.name.removesuffix(WEIGHTS_SUFFIX) + STATE_SUFFIX)
+
+
+def weights_path(state: Path) -> Path:
+    """The weights file of a checkpoint's state file."""
+    return state.with_name(state.name.removesuffix(STATE_SUFFIX) + WEIGHTS_SUFFIX)
+
+
+class CheckpointManager:
+    """Writes, prunes and finds the checkpoints of one run."""
+
+    def __init__(self, directory: str | Path, keep: int = 3) -> None:
+        self.dir = Path(directory)
+        self.keep = keep
+
+    def checkpoints(self) -> list[Path]:
+        """Complete checkpoints (their state files), oldest first."""
+        if not self.dir.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.dir.iterdir()
+                 if (m := _STEP_FILE.match(p.name)) and weights_path(p).is_file()]
+        return [p for _, p in sorted(found)]
+
+    def latest(self) -> Path | None:
+        """State file of the most recent complete checkpoint."""
+        found = self.checkpoints()
+        return found[-1] if found else None
+
+    def save(self, model: CLIP4HOI, state: dict[str, Any], step: int) -> Path:
+        """Write checkpoint ``step`` and drop the oldest beyond ``keep``. Returns the
+        weights file."""
+        weights = self.dir / f"step_{step:08d}{WEIGHTS_SUFFIX}"
+        save_checkpoint(model, weights, extra={"step": str(step), "epoch": str(state["epoch"])})
+        _atomic_torch_save(state, state_path(weights))
+        for old in self.checkpoints()[:-self.keep]:
+            old.unlink()
+            weights_path(old).unlink(missing_ok=True)
+        return weights
+
+    def save_best(self, model: CLIP4HOI, metric: str, value: float, step: int) -> Path:
+        """Write ``best.safetensors`` (its metadata names the metric, value and step)."""
+        path = self.dir / BEST
+        save_checkpoint(model, path, extra={"metric": metric, "value": repr(value),
+                                            "step": str(step)})
+        return path
+
+
+def resolve_resume(resume: str | Path, output_dir: Path) -> tuple[Path, Path]:
+    """``(weights, state)`` files to resume from: ``resume`` is a checkpoint's weights or
+    state file, a run folder, or a checkpoints folder (then the latest one there)."""
+    path = Path(resume)
+    if path.is_dir():
+        folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+        latest = CheckpointManager(folder).latest()
+        if latest is None:
+            raise FileNotFoundError(f"--resume: no complete checkpoint in {folder} "
+                                    f"(run {output_dir})")
+        return weights_path(latest), latest
+    if path.name.endswith(STATE_SUFFIX):
+        weights, state = weights_path(path), path
+    else:
+        weights, state = path, state_path(path)
+    for needed in (weights, state):
+        if not needed.is_file():
+            raise FileNotFoundError(f"--resume: {needed} does not exist (a checkpoint is a "
+                                    f"step_N{WEIGHTS_SUFFIX} and a step_N{STATE_SUFFIX})")
+    return weights, state
+
+
+def load_state(path: str | Path) -> dict[str, Any]:
+    """A training state file (plain tensors and containers only)."""
+    return torch.load(path, map_location="cpu", weights_only=True)

@@ -1,0 +1,212 @@
+"""Experiment configuration: the model plus data, feature-cache and training sections.
+
+One YAML file per experiment (``configs/``). A file may start from another with a
+``base:`` key — a path relative to the including file — whose content it overrides
+section by section (mappings are merged recursively, any other value is replaced)::
+
+    base: hicodet.yaml
+    data:
+      zero_shot: rf_uc
+
+``--set a.b=value`` overrides (YAML values) apply last, e.g. ``--set train.lr=2e-4
+model.head.alpha=0.3``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from clip4hoi.config import (
+    ModelConfig,
+    TrainingFreeConfig,
+    apply_overrides,
+    from_dict,
+    to_dict,
+)
+from clip4hoi.data.transforms import TransformConfig
+
+DATASETS = ("hicodet", "vcoco")
+SCHEDULES = ("step", "cosine", "constant")
+AMP_MODES = ("auto", "bf16", "off")
+CACHE_DTYPES = ("float32", "float16", "bfloat16")
+
+
+@dataclass
+class DataConfig:
+    """Where the images and annotations are and how images are transformed.
+
+    Relative paths resolve against ``root``. The training set loses the unseen classes of
+    ``zero_shot`` (by ``zero_shot_rule``); the test set always keeps all classes and all
+    images, the empty ones included."""
+
+    dataset: str = "hicodet"
+    """``hicodet`` or ``vcoco``."""
+    root: str = "data/hicodet"
+    train_images: str = "hico_20160224_det/images/train2015"
+    train_annotations: str = "instances_train2015.json"
+    test_images: str = "hico_20160224_det/images/test2015"
+    test_annotations: str = "instances_test2015.json"
+    zero_shot: str | None = None
+    """``rf_uc``, ``nf_uc``, ``uo``, ``uv``, ``uc0``..``uc4`` (HICO-DET) or null."""
+    zero_shot_rule: str = "drop_images"
+    """``drop_images`` (two-stage CLIP line of work) or ``drop_pairs`` (GEN-VLKT line)."""
+    transform: TransformConfig = field(default_factory=TransformConfig)
+    num_workers: int = 4
+    """DataLoader worker processes per rank (0: load in the main process)."""
+
+    def path(self, name: str) -> Path:
+        """``root / name`` for a relative path."""
+        path = Path(name)
+        return path if path.is_absolute() else Path(self.root) / path
+
+
+@dataclass
+class FeatureCacheConfig:
+    """On-disk cache of the frozen DETR and CLIP outputs of un-augmented images."""
+
+    enabled: bool = False
+    """Cache the test set, and the training set when ``data.transform.augment`` is off."""
+    dir: str = "outputs/feature_cache"
+    """Root folder; entries live in a sub-folder named by the frozen models' fingerprint."""
+    dtype: str = "float32"
+    """Storage type (``float16`` halves the disk use; features are read back as float32)."""
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, schedule, logging, evaluation and checkpoints."""
+
+    output_dir: str | None = None
+    """Default: ``outputs/<experiment name>``."""
+    epochs: int = 20
+    max_steps: int = 0
+    """Stop after this many optimiser steps (0: run all epochs)."""
+    batch_size: int = 16
+    """Images per optimiser step over all processes and accumulation steps."""
+    accumulation_steps: int = 1
+    test_batch_size: int = 4
+    """Images per inference batch and process."""
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    lr_schedule: str = "step"
+    """``step`` (× ``lr_gamma`` at each of ``lr_drop_epochs``), ``cosine`` or ``constant``."""
+    lr_drop_epochs: list[int] = field(default_factory=lambda: [10])
+    lr_gamma: float = 0.1
+    warmup_steps: int = 0
+    """Linear warm-up from 0 over this many optimiser steps."""
+    clip_grad_norm: float = 0.1
+    """Gradient-norm clipping (0: off)."""
+    amp: str = "auto"
+    """``auto`` (bf16 autocast on CUDA, off on CPU), ``bf16`` or ``off``."""
+    seed: int = 42
+    log_every: int = 10
+    """Optimiser steps between lines of ``metrics.jsonl``."""
+    checkpoint_every: int = 0
+    """Optimiser steps between checkpoints (0: at epoch ends only)."""
+    keep_checkpoints: int = 3
+    """Most recent checkpoints kept (the best one is kept apart)."""
+    eval_every: int = 1
+    """Epochs between evaluations on the test set (0: never)."""
+    best_metric: str = "auto"
+    """Metric of the best checkpoint: ``auto`` (``unseen`` in zero-shot, ``role_scenario_2``
+    on V-COCO, else ``full``) or any key of the evaluation (``full``, ``rare``, ...)."""
+    tensorboard: bool = False
+    device: str = "auto"
+    """``auto`` (CUDA when available), ``cpu`` or ``cuda``."""
+    cpu_threads: int = 0
+    """Threads of torch's CPU ops, set by the command line (0: torch's default). On a
+    shared or small CPU, 1 avoids oversubscription."""
+    find_unused_parameters: bool = False
+    """DDP option; only needed if some trainable parameters can miss a step's graph."""
+
+
+@dataclass
+class ExperimentConfig:
+    """One experiment: everything ``clip4hoi train`` and ``clip4hoi test`` need."""
+
+    name: str = ""
+    """Default: the config file's name without ``.yaml``."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    feature_cache: FeatureCacheConfig = field(default_factory=FeatureCacheConfig)
+    training_free: TrainingFreeConfig = field(default_factory=TrainingFreeConfig)
+    """Used by ``clip4hoi test --mode crop|dense`` (``mode`` set from the command line)."""
+
+    @property
+    def output_dir(self) -> Path:
+        """Where checkpoints, logs and results go."""
+        return Path(self.train.output_dir or Path("outputs") / (self.name or "clip4hoi"))
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``update`` over ``base``: mappings merged recursively, other values replaced."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_yaml_with_base(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The mapping of a YAML file with its ``base:`` chain resolved."""
+    path = Path(path)
+    if path.resolve() in _chain:
+        raise ValueError(f"config file {path}: 'base' includes form a cycle")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as error:
+        raise FileNotFoundError(f"config file {path}: {error.strerror}") from error
+    except yaml.YAMLError as error:
+        raise ValueError(f"config file {path}: not valid YAML ({error})") from error
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path}: expected a mapping at the top level")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    parent = read_yaml_with_base(path.parent / base, (*_chain, path.resolve()))
+    return _merge(parent, data)
+
+
+def load_experiment(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read an experiment YAML (resolving ``base:``), apply ``key=value`` overrides and
+    check the values that the dataclasses cannot."""
+    data = read_yaml_with_base(path)
+    data.setdefault("name", Path(path).stem)
+    config = apply_overrides(from_dict(ExperimentConfig, data, where=str(path)),
+                             overrides or [])
+    validate(config)
+    return config
+
+
+def validate(config: ExperimentConfig) -> None:
+    """Raise ``ValueError`` naming the first invalid setting."""
+    data, train = config.data, config.train
+    checks = [
+        (data.dataset in DATASETS, f"data.dataset must be one of {DATASETS}"),
+        (data.dataset == "hicodet" or data.zero_shot is None,
+         "data.zero_shot is a HICO-DET setting"),
+        (train.lr_schedule in SCHEDULES, f"train.lr_schedule must be one of {SCHEDULES}"),
+        (train.amp in AMP_MODES, f"train.amp must be one of {AMP_MODES}"),
+        (config.feature_cache.dtype in CACHE_DTYPES,
+         f"feature_cache.dtype must be one of {CACHE_DTYPES}"),
+        (train.epochs >= 1 and train.batch_size >= 1 and train.accumulation_steps >= 1
+         and train.test_batch_size >= 1, "train: epochs and batch sizes must be >= 1"),
+        (train.log_every >= 1, "train.log_every must be >= 1"),
+        (train.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1"),
+        (data.num_workers >= 0, "data.num_workers must be >= 0"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(f"{message} (experiment {config.name!r})")
+
+
+def dump_experiment(config: ExperimentConfig) -> str:
+    """The resolved config as YAML (written to the output folder of every run)."""
+    return yaml.safe_dump(to_dict(config), sort_keys=False)

@@ -1,0 +1,114 @@
+"""Distributed runs: process-group set-up from ``torchrun``'s environment, and the few
+collectives the engine needs. A single process (no ``WORLD_SIZE`` in the environment)
+needs no process group; every helper then degrades to the trivial case.
+
+    torchrun --nproc_per_node=N -m clip4hoi train CONFIG          # one machine
+    torchrun --nnodes=M --nproc_per_node=N --rdzv_backend=c10d \\
+             --rdzv_endpoint=HOST:PORT -m clip4hoi train CONFIG    # several machines
+
+The backend is NCCL on GPUs and gloo on CPUs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """This process's place in the run."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the process that logs, evaluates and writes files."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` → this process's GPU when there is one, else the CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("train.device=cuda but no CUDA device is available")
+        return torch.device("cuda", local_rank)
+    return torch.device(name)
+
+
+def init_distributed(device: str = "auto") -> DistInfo:
+    """Join the process group that ``torchrun`` describes in the environment (``RANK``,
+    ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``), if any."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    torch_device = resolve_device(device, local_rank)
+    if world_size > 1 and not dist.is_initialized():
+        if torch_device.type == "cuda":
+            torch.cuda.set_device(torch_device)
+        dist.init_process_group("nccl" if torch_device.type == "cuda" else "gloo",
+                                rank=rank, world_size=world_size)
+    return DistInfo(rank, world_size, local_rank, torch_device)
+
+
+def shutdown() -> None:
+    """Leave the process group once every rank is done (no-op without one): a rank that
+    tears gloo down while rank 0 still evaluates aborts ("terminate called without an
+    active exception")."""
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def all_gather_objects(item: Any) -> list[Any]:
+    """Every rank's ``item``, in rank order (``[item]`` in a single process)."""
+    if not dist.is_initialized():
+        return [item]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, item)
+    return out
+
+
+def broadcast_object(item: Any) -> Any:
+    """Rank 0's ``item`` on every rank."""
+    if not dist.is_initialized():
+        return item
+    box = [item]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` over the ranks (a copy)."""
+    values = values.detach().clone()
+    if dist.is_initialized():
+        dist.all_reduce(values)
+        values /= dist.get_world_size()
+    return values
+
+
+def all_true(flag: bool, device: torch.device) -> bool:
+    """Whether ``flag`` holds on every rank."""
+    if not dist.is_initialized():
+        return flag
+    value = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return bool(value.item())

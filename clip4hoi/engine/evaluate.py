@@ -1,0 +1,178 @@
+"""The test loop: run a model over a test set, gather the detections of all ranks, write
+``DETS.json`` and evaluate with the project's evaluator (HICO-DET mAP or V-COCO role AP).
+
+Any module called like :class:`CLIP4HOI` in eval mode — ``model(images, targets=None,
+classes=None)`` → per-image detection dicts (``docs/conventions.md``) — can be tested: a
+trained model, or the training-free scorer (:mod:`clip4hoi.models.training_free`). A
+:class:`CLIP4HOI` with a feature cache runs its head on the cached frozen features.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from clip4hoi.data.hicodet import HOIDataset
+from clip4hoi.data.metadata import HOIClassSet
+from clip4hoi.engine.config import ExperimentConfig
+from clip4hoi.engine.data import build_dataset, test_loader, to_device
+from clip4hoi.engine.distributed import DistInfo, all_gather_objects, init_distributed
+from clip4hoi.engine.feature_cache import (
+    CachedFeatures,
+    FeatureCache,
+    fill_cache,
+    frozen_fingerprint,
+)
+from clip4hoi.evaluation import (
+    evaluate_hicodet,
+    evaluate_vcoco,
+    format_table,
+    format_vcoco_table,
+    parse_records,
+    records_from_outputs,
+    result_to_json,
+    vcoco_result_to_json,
+    write_detections,
+)
+from clip4hoi.models.model import CLIP4HOI, FrozenFeatures, load_checkpoint
+from clip4hoi.models.training_free import build_training_free
+
+
+@dataclass
+class Evaluation:
+    """Mean APs in percent (``full``, ``rare``, ``non_rare``[, ``unseen``, ``seen``] on
+    HICO-DET; ``agent``, ``role_scenario_1``, ``role_scenario_2`` on V-COCO), the printed
+    table and the evaluator's JSON report."""
+
+    maps: dict[str, float | None]
+    table: str
+    report: dict
+
+
+def amp_enabled(mode: str, device: torch.device) -> bool:
+    """``train.amp``: ``auto`` is bf16 on CUDA and off on the CPU."""
+    return mode == "bf16" or (mode == "auto" and device.type == "cuda")
+
+
+def autocast(device: torch.device, enabled: bool) -> torch.autocast:
+    """bf16 autocast on ``device`` when ``enabled``."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def to_original_frame(output: dict[str, Tensor], target: dict) -> dict[str, Tensor]:
+    """One image's detections with the boxes moved from the transformed image
+    (``target["size"]``) to the original one (``target["orig_size"]``)."""
+    (h0, w0), (h1, w1) = target["orig_size"].tolist(), target["size"].tolist()
+    scale = output["human_boxes"].new_tensor([w0 / w1, h0 / h1, w0 / w1, h0 / h1])
+    return {**output, "human_boxes": output["human_boxes"] * scale,
+            "object_boxes": output["object_boxes"] * scale}
+
+
+@torch.no_grad()
+def predict(model: nn.Module, dataset: HOIDataset, info: DistInfo, classes: HOIClassSet, *,
+            batch_size: int = 4, num_workers: int = 0, cache: FeatureCache | None = None,
+            amp: bool = False) -> list[dict]:
+    """``DETS.json`` records of this rank's share of ``dataset`` (boxes in original
+    pixels). The model gets the targets only when it uses the annotated boxes
+    (``detector.use_gt_boxes``)."""
+    use_targets = isinstance(model, CLIP4HOI) and model.config.detector.use_gt_boxes
+    source = dataset
+    if cache is not None and isinstance(model, CLIP4HOI):
+        fill_cache(model, dataset, cache, info, num_workers, desc="cache test features")
+        source = CachedFeatures(dataset, cache)
+    loader = test_loader(source, info, batch_size, num_workers)
+    kind = dataset.annotations.dataset
+    model.eval()
+    records = []
+    for inputs, targets in tqdm(loader, desc="test", unit="batch", disable=not info.is_main,
+                                leave=False):
+        device_targets = to_device(targets, info.device) if use_targets else None
+        with autocast(info.device, amp):
+            if isinstance(inputs, FrozenFeatures):
+                sizes = [(int(t["size"][0]), int(t["size"][1])) for t in targets]
+                outputs = model.forward_features(inputs.to(info.device), sizes,
+                                                 device_targets, classes)
+            else:
+                outputs = model([image.to(info.device) for image in inputs], device_targets,
+                                classes)
+        outputs = [to_original_frame({k: (v.float() if v.is_floating_point() else v).cpu()
+                                      for k, v in out.items()}, target)
+                   for out, target in zip(outputs, targets, strict=True)]
+        records += records_from_outputs([t["file_name"] for t in targets], outputs, kind)
+    return records
+
+
+def evaluate_records(records: list[dict], dataset: HOIDataset, zero_shot: str | None = None
+                     ) -> Evaluation:
+    """Evaluate ``DETS.json`` records against the dataset's annotations."""
+    annotations = dataset.annotations
+    detections = parse_records({"images": records}, annotations, source="test detections")
+    if annotations.dataset == "vcoco":
+        result = evaluate_vcoco(detections, annotations)
+        report = vcoco_result_to_json(result)
+        return Evaluation(report["map"], format_vcoco_table(result), report)
+    result = evaluate_hicodet(detections, annotations, zero_shot=zero_shot)
+    report = result_to_json(result)
+    return Evaluation(report["map"], format_table(result), report)
+
+
+def evaluate_model(model: nn.Module, dataset: HOIDataset, info: DistInfo, *,
+                   classes: HOIClassSet | None = None, zero_shot: str | None = None,
+                   batch_size: int = 4, num_workers: int = 0,
+                   cache: FeatureCache | None = None, amp: bool = False,
+                   detections_path: str | Path | None = None) -> Evaluation | None:
+    """Run, gather and evaluate on every rank's share of ``dataset``: rank 0 writes
+    ``detections_path`` (when given) and returns the evaluation, the other ranks None.
+    ``classes`` default to the dataset's (all 600 HICO-DET classes for a test set)."""
+    records = predict(model, dataset, info, classes or dataset.class_set,
+                      batch_size=batch_size, num_workers=num_workers, cache=cache, amp=amp)
+    gathered = all_gather_objects(records)
+    if not info.is_main:
+        return None
+    position = dataset.annotations.index()
+    merged = sorted((r for rank in gathered for r in rank),
+                    key=lambda r: position[r["file_name"]])
+    if detections_path is not None:
+        write_detections(detections_path, merged)
+    return evaluate_records(merged, dataset, zero_shot)
+
+
+def run_test(config: ExperimentConfig, checkpoint: str | Path | None = None,
+             mode: str = "trained", output: str | Path | None = None,
+             model_overrides: list[str] | None = None, info: DistInfo | None = None
+             ) -> Evaluation | None:
+    """``clip4hoi test``: evaluate a trained checkpoint (``mode="trained"``; its stored
+    model config, with ``model_overrides``) or the training-free scorer (``crop`` /
+    ``dense``, built from ``config.training_free``) on the config's test set. Rank 0
+    writes ``output`` (``DETS.json``; default ``OUTPUT_DIR/detections.json``) and
+    ``<output>.results.json``, and returns the evaluation."""
+    info = info or init_distributed(config.train.device)
+    dataset = build_dataset(config.data, train=False)   # missing files fail before the model
+    cache = None
+    if mode == "trained":
+        if checkpoint is None:
+            raise ValueError("testing a trained model needs --checkpoint (or --mode crop|dense "
+                             "for the training-free scorer)")
+        model: nn.Module = load_checkpoint(checkpoint, model_overrides)
+        if config.feature_cache.enabled:
+            cache = FeatureCache(config.feature_cache.dir, frozen_fingerprint(
+                model, config.data.transform, config.feature_cache.dtype),
+                config.feature_cache.dtype)
+    else:
+        model = build_training_free(replace(config.training_free, mode=mode))
+    model.to(info.device)
+    output = Path(output or config.output_dir / "detections.json")
+    result = evaluate_model(model, dataset, info, zero_shot=config.data.zero_shot,
+                            batch_size=config.train.test_batch_size,
+                            num_workers=config.data.num_workers, cache=cache,
+                            amp=amp_enabled(config.train.amp, info.device),
+                            detections_path=output)
+    if result is not None:
+        output.with_name(output.name.removesuffix(".json") + ".results.json").write_text(
+            json.dumps(result.report, indent=1))
+    return result

@@ -1,0 +1,138 @@
+"""On-disk cache of the frozen DETR and CLIP outputs (:class:`FrozenFeatures`).
+
+DETR and CLIP never change during training, so for an image that is not augmented —
+the test transform, or training with ``data.transform.augment: false`` — their outputs
+are computed once and the head is trained on them (``CLIP4HOI.forward_features``).
+
+Layout: ``DIR/<fingerprint>/<image file name>.safetensors``, one file per image. The
+fingerprint hashes everything the stored values depend on — the frozen weights
+themselves, the settings of the frozen models that are not weights, the resize settings
+and the storage type — so a cache made by other weights or another resolution is never
+read. Each entry also records the size of the image it was computed on, checked on
+every read. Entries are computed one image at a time (no padding), written atomically,
+and several processes may fill one cache at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm import tqdm
+
+from clip4hoi.data.hicodet import HOIDataset
+from clip4hoi.data.transforms import TransformConfig
+from clip4hoi.engine.data import collate
+from clip4hoi.engine.distributed import DistInfo, barrier, broadcast_object
+from clip4hoi.models.model import CLIP4HOI, FrozenFeatures
+
+CACHE_FORMAT = "clip4hoi-features/1"
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def frozen_fingerprint(model: CLIP4HOI, transform: TransformConfig, dtype: str) -> str:
+    """Hex digest of the frozen models' weights and the settings their cached outputs
+    depend on."""
+    digest = hashlib.blake2b(digest_size=16)
+    settings = {"format": CACHE_FORMAT, "dtype": dtype,
+                "test_scale": transform.test_scale, "max_size": transform.max_size,
+                "detector_num_heads": model.config.detector.num_heads,
+                "detector_dilation": model.config.detector.dilation,
+                "clip_name": model.config.clip.name, "clip_layers": model.config.clip.layers,
+                "clip_image_size": model.config.clip.image_size}
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    for prefix, module in (("detector", model.detector), ("clip", model.clip)):
+        for name, tensor in sorted(module.state_dict().items()):
+            digest.update(f"{prefix}.{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+            digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8)
+                          .numpy().tobytes())
+    return digest.hexdigest()
+
+
+class FeatureCache:
+    """The entries of one fingerprint under ``root``."""
+
+    def __init__(self, root: str | Path, fingerprint: str, dtype: str = "float32") -> None:
+        if dtype not in DTYPES:
+            raise ValueError(f"feature cache dtype {dtype!r}: choose from {list(DTYPES)}")
+        self.dir = Path(root) / fingerprint
+        self.dtype = DTYPES[dtype]
+
+    def path(self, file_name: str) -> Path:
+        return self.dir / f"{file_name}.safetensors"
+
+    def __contains__(self, file_name: str) -> bool:
+        return self.path(file_name).is_file()
+
+    def store(self, file_name: str, features: FrozenFeatures, size: tuple[int, int]) -> None:
+        """Write one image's features (batch of one) computed on an image of ``size``
+        ``(h, w)``."""
+        path = self.path(file_name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {k: (v.to(self.dtype) if v.is_floating_point() else v).contiguous().cpu()
+                   for k, v in features.tensors().items()}
+        tensors["image_size"] = torch.tensor(size)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        save_file(tensors, str(tmp), metadata={"format": CACHE_FORMAT})
+        os.replace(tmp, path)
+
+    def load(self, file_name: str, size: tuple[int, int] | Tensor) -> FrozenFeatures:
+        """One image's features as float32; ``size`` ``(h, w)`` must be that of the
+        image they were computed on."""
+        path = self.path(file_name)
+        if not path.is_file():
+            raise FileNotFoundError(f"feature cache {self.dir}: no entry for {file_name} "
+                                    f"(the cache must be filled first)")
+        tensors = load_file(str(path))
+        stored = tuple(int(v) for v in tensors.pop("image_size"))
+        if stored != tuple(int(v) for v in size):
+            raise ValueError(f"feature cache entry {path} was computed on a {stored} image, "
+                             f"the transform now gives {tuple(int(v) for v in size)}")
+        return FrozenFeatures.from_tensors(
+            {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
+
+
+def image_file_name(dataset: HOIDataset, i: int) -> str:
+    """File name of item ``i`` without loading it."""
+    return dataset.annotations.file_names[dataset.image_indices[i]]
+
+
+@torch.no_grad()
+def fill_cache(model: CLIP4HOI, dataset: HOIDataset, cache: FeatureCache, info: DistInfo,
+               num_workers: int = 0, desc: str = "cache") -> int:
+    """Compute and store the entries of ``dataset`` that are missing (each rank a share;
+    all ranks wait for the others). Returns how many this rank computed."""
+    # Rank 0's list: the others could see entries that rank 0 is already writing.
+    missing = broadcast_object([i for i in range(len(dataset))
+                                if image_file_name(dataset, i) not in cache])
+    share = missing[info.rank::info.world_size]
+    loader = DataLoader(Subset(dataset, share), batch_size=1, num_workers=num_workers,
+                        collate_fn=collate)
+    for images, targets in tqdm(loader, desc=desc, unit="img", disable=not info.is_main,
+                                leave=False):
+        features = model.extract_features([images[0].to(info.device)])
+        cache.store(targets[0]["file_name"], features, tuple(images[0].shape[-2:]))
+    barrier()
+    return len(share)
+
+
+class CachedFeatures(Dataset):
+    """``dataset``'s items with the image replaced by its cached :class:`FrozenFeatures`
+    (the target, transformed like the image, is kept)."""
+
+    def __init__(self, dataset: Dataset, cache: FeatureCache) -> None:
+        self.dataset = dataset
+        self.cache = cache
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> tuple[FrozenFeatures, dict]:
+        _, target = self.dataset[i]
+        return self.cache.load(target["file_name"], target["size"]), target

@@ -1,0 +1,380 @@
+"""The training engine of ``clip4hoi train``: one experiment from start (or a checkpoint)
+to its last epoch, on one process or many (DDP, launched by ``torchrun``).
+
+Per optimiser step: ``accumulation_steps`` micro-batches of ``batch_size / (world_size ·
+accumulation_steps)`` images per process; AdamW over the trainable parameters only;
+gradient-norm clipping; a per-step LR schedule; bf16 autocast on GPUs. At every epoch end
+(and every ``checkpoint_every`` steps) a checkpoint; every ``eval_every`` epochs an
+evaluation on the test set with the project's evaluator; ``metrics.jsonl`` gets one line
+per ``log_every`` steps and one per evaluation. A non-finite loss or gradient stops the
+run before anything is written.
+
+Reproducibility: the model is initialised from ``seed``; the data order and augmentation
+come from :mod:`clip4hoi.engine.data`; the training RNG (dropout) is seeded per rank and
+saved in every checkpoint, so a resumed run continues bit for bit on CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim import AdamW
+from torch.optim.lr_scheduler import LambdaLR
+from tqdm import tqdm
+
+from clip4hoi.data.metadata import HOIClassSet
+from clip4hoi.engine.checkpoint import (
+    CheckpointManager,
+    load_state,
+    resolve_resume,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+)
+from clip4hoi.engine.config import ExperimentConfig, TrainConfig, dump_experiment
+from clip4hoi.engine.data import ResumableSampler, build_dataset, to_device, train_loader
+from clip4hoi.engine.distributed import (
+    DistInfo,
+    all_gather_objects,
+    all_reduce_mean,
+    all_true,
+    init_distributed,
+)
+from clip4hoi.engine.evaluate import amp_enabled, autocast, evaluate_model
+from clip4hoi.engine.feature_cache import (
+    CachedFeatures,
+    FeatureCache,
+    fill_cache,
+    frozen_fingerprint,
+)
+from clip4hoi.models.model import (
+    CLIP4HOI,
+    FrozenFeatures,
+    build_model,
+    load_head,
+    read_checkpoint,
+)
+
+
+class TrainingError(RuntimeError):
+    """The run cannot go on (non-finite loss or gradient)."""
+
+
+class HeadStep(nn.Module):
+    """One training forward, from images or from cached frozen features: the module that
+    DDP wraps (DDP only hooks ``forward``)."""
+
+    def __init__(self, model: CLIP4HOI) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs: list[Tensor] | FrozenFeatures, targets: list[dict],
+                classes: HOIClassSet) -> dict[str, Tensor]:
+        if isinstance(inputs, FrozenFeatures):
+            sizes = [(int(t["size"][0]), int(t["size"][1])) for t in targets]
+            return self.model.forward_features(inputs, sizes, targets, classes)
+        return self.model(inputs, targets, classes)
+
+
+def lr_factor(step: int, cfg: TrainConfig, steps_per_epoch: int, total_steps: int) -> float:
+    """Multiplier of ``cfg.lr`` at optimiser step ``step`` (0-based)."""
+    warmup = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+    if cfg.lr_schedule == "step":
+        epoch = step // steps_per_epoch
+        return warmup * cfg.lr_gamma ** sum(epoch >= e for e in cfg.lr_drop_epochs)
+    if cfg.lr_schedule == "cosine":
+        return warmup * 0.5 * (1 + math.cos(math.pi * min(step / total_steps, 1.0)))
+    return warmup
+
+
+def best_metric_name(config: ExperimentConfig) -> str:
+    """The evaluation key that selects ``best.safetensors``."""
+    if config.train.best_metric != "auto":
+        return config.train.best_metric
+    if config.data.dataset == "vcoco":
+        return "role_scenario_2"
+    return "unseen" if config.data.zero_shot else "full"
+
+
+class Trainer:
+    """Builds everything of an experiment (datasets first, so that missing files fail at
+    once), then :meth:`fit` trains it. ``resume``: a checkpoint or run folder, ``True``
+    for the latest checkpoint of the run if there is one, or None for a fresh run."""
+
+    def __init__(self, config: ExperimentConfig, info: DistInfo | None = None,
+                 resume: str | Path | bool | None = None) -> None:
+        self.config = config
+        self.info = info or init_distributed(config.train.device)
+        cfg, info = config.train, self.info
+        self.output_dir = config.output_dir
+        self.checkpoints = CheckpointManager(self.output_dir / "checkpoints",
+                                             cfg.keep_checkpoints)
+        resume_from = self._resume_files(resume)
+
+        self.train_set = build_dataset(config.data, train=True)
+        self.test_set = build_dataset(config.data, train=False)
+        per_step = info.world_size * cfg.accumulation_steps
+        if cfg.batch_size % per_step:
+            raise ValueError(f"train.batch_size={cfg.batch_size} is not a multiple of "
+                             f"world size × accumulation steps = {per_step}")
+        self.micro_batch = cfg.batch_size // per_step
+
+        seed_everything(cfg.seed)       # the same initial weights on every rank
+        self.model = build_model(config.model).to(info.device)
+        self.step_module: nn.Module = HeadStep(self.model)
+        if info.distributed:
+            self.step_module = DistributedDataParallel(
+                self.step_module, device_ids=[info.device.index] if info.device.type == "cuda"
+                else None, find_unused_parameters=cfg.find_unused_parameters)
+        self.amp = amp_enabled(cfg.amp, info.device)
+
+        self.cache = None
+        if config.feature_cache.enabled:
+            self.cache = FeatureCache(config.feature_cache.dir, frozen_fingerprint(
+                self.model, config.data.transform, config.feature_cache.dtype),
+                config.feature_cache.dtype)
+        source = self.train_set
+        if self.cache is not None and not config.data.transform.augment:
+            fill_cache(self.model, self.train_set, self.cache, info, config.data.num_workers,
+                       desc="cache training features")
+            source = CachedFeatures(self.train_set, self.cache)
+        self.sampler = ResumableSampler(len(self.train_set), cfg.seed, info.rank,
+                                        info.world_size)
+        self.loader = train_loader(source, self.sampler, self.micro_batch,
+                                   config.data.num_workers)
+        self.micro_batches_per_epoch = math.ceil(len(self.sampler) / self.micro_batch)
+        self.steps_per_epoch = math.ceil(self.micro_batches_per_epoch / cfg.accumulation_steps)
+        total = cfg.max_steps or cfg.epochs * self.steps_per_epoch
+
+        self.parameters = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = AdamW(self.parameters, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.scheduler = LambdaLR(self.optimizer, lambda step: lr_factor(
+            step, cfg, self.steps_per_epoch, total))
+        self.epoch = self.batches_done = self.step = 0
+        self.best_metric = best_metric_name(config)
+        self.best_value: float | None = None
+        seed_everything(cfg.seed + 7919 * info.rank)  # the training RNG (dropout), per rank
+        if resume_from is not None:
+            self._load(*resume_from)
+        self._start_logs(resumed=resume_from is not None)
+
+    # ----------------------------------------------------------------------- set-up
+
+    def _resume_files(self, resume: str | Path | bool | None) -> tuple[Path, Path] | None:
+        if resume is True:
+            latest = self.checkpoints.latest()
+            if latest is None:
+                if self.info.is_main:
+                    print(f"--resume: no checkpoint in {self.checkpoints.dir} yet, starting "
+                          f"a fresh run")
+                return None
+            return resolve_resume(latest, self.output_dir)
+        if resume:
+            return resolve_resume(resume, self.output_dir)
+        if self.checkpoints.latest() is not None:
+            raise ValueError(f"{self.output_dir} already holds checkpoints: pass --resume to "
+                             f"continue that run, or choose another --output-dir")
+        return None
+
+    def _load(self, weights: Path, state_file: Path) -> None:
+        _, tensors, _ = read_checkpoint(weights)
+        load_head(self.model, tensors, source=str(weights))
+        state = load_state(state_file)
+        expected = {"world_size": self.info.world_size, "micro_batch": self.micro_batch,
+                    "seed": self.config.train.seed}
+        changed = {k: (state[k], v) for k, v in expected.items() if state[k] != v}
+        if changed:
+            raise ValueError(f"cannot resume {state_file} exactly: (checkpoint, now) differ "
+                             f"for {changed}")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch, self.batches_done, self.step = (state["epoch"], state["batches_done"],
+                                                    state["step"])
+        self.best_value = state["best_value"]
+        set_rng_state(state["rng"][self.info.rank])
+        if self.info.is_main:
+            print(f"resumed from {weights} (epoch {self.epoch}, step {self.step})")
+
+    def _start_logs(self, resumed: bool) -> None:
+        self.metrics_file = self.output_dir / "metrics.jsonl"
+        self.writer = None
+        if not self.info.is_main:
+            return
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        (self.output_dir / "config.yaml").write_text(dump_experiment(self.config))
+        lines = self.metrics_file.read_text().splitlines() if resumed and \
+            self.metrics_file.is_file() else []
+        # Lines logged after the checkpoint by an interrupted run are dropped.
+        kept = [line for line in lines if json.loads(line)["step"] <= self.step]
+        self.metrics_file.write_text("".join(line + "\n" for line in kept))
+        if self.config.train.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.output_dir / "tensorboard"))
+
+    def _log(self, entry: dict[str, Any]) -> None:
+        if not self.info.is_main:
+            return
+        with self.metrics_file.open("a") as handle:
+            handle.write(json.dumps(entry) + "\n")
+        if self.writer is not None:
+            for key, value in entry.items():
+                if key not in ("epoch", "step") and isinstance(value, int | float):
+                    self.writer.add_scalar(key, value, entry["step"])
+
+    # ------------------------------------------------------------------------ training
+
+    def fit(self) -> Path:
+        """Train until the last epoch (or ``max_steps``). Returns the output folder."""
+        cfg = self.config.train
+        while self.epoch < cfg.epochs and not self._done():
+            self._train_epoch()
+            if self.batches_done == self.micro_batches_per_epoch:   # the epoch is complete
+                self.epoch, self.batches_done = self.epoch + 1, 0
+                self._checkpoint(self._maybe_evaluate(
+                    final=self.epoch == cfg.epochs or self._done()))
+            elif self._done():                                      # max_steps, mid-epoch
+                self._checkpoint(self._maybe_evaluate(final=True))
+        if self.writer is not None:
+            self.writer.close()
+        return self.output_dir
+
+    def _done(self) -> bool:
+        return bool(self.config.train.max_steps) and self.step >= self.config.train.max_steps
+
+    def _train_epoch(self) -> None:
+        cfg, info = self.config.train, self.info
+        self.model.train()
+        self.sampler.set_epoch(self.epoch, start=self.batches_done * self.micro_batch)
+        window: list[Tensor] = []
+        images, started = 0, time.perf_counter()
+        group: list[tuple[Any, list[dict]]] = []
+        bar = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", unit="batch",
+                   initial=self.batches_done, total=self.micro_batches_per_epoch,
+                   disable=not info.is_main, dynamic_ncols=True)
+        for batch in bar:
+            group.append(batch)
+            last = self.batches_done + len(group) == self.micro_batches_per_epoch
+            if len(group) < cfg.accumulation_steps and not last:
+                continue
+            parts = self.train_step(group)
+            self.batches_done += len(group)
+            images += sum(len(targets) for _, targets in group) * info.world_size
+            group = []
+            window.append(parts)
+            rate = images / (time.perf_counter() - started)
+            if info.is_main:
+                bar.set_postfix(loss=f"{float(parts.sum()):.4f}", img_s=f"{rate:.1f}")
+            if self.step % cfg.log_every == 0:
+                self._log_window(window, rate)
+                window = []
+            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                self._checkpoint(None)
+            if self._done():
+                break
+        bar.close()
+
+    def train_step(self, group: list[tuple[Any, list[dict]]]) -> Tensor:
+        """One optimiser step on the micro-batches ``group`` (``(inputs, targets)`` as the
+        loader gives them): forward and backward each (accumulating), clip, step. Returns
+        this rank's mean loss parts ``[loss_pair, loss_global]``."""
+        info, cfg = self.info, self.config.train
+        classes = self.train_set.class_set
+        total = torch.zeros(2, device=info.device)
+        for k, (inputs, targets) in enumerate(group):
+            inputs = inputs.to(info.device) if isinstance(inputs, FrozenFeatures) else \
+                [image.to(info.device) for image in inputs]
+            # DDP all-reduces the gradients on the group's last backward only.
+            accumulate = k < len(group) - 1 and isinstance(self.step_module,
+                                                           DistributedDataParallel)
+            with self.step_module.no_sync() if accumulate else contextlib.nullcontext():
+                with autocast(info.device, self.amp):
+                    losses = self.step_module(inputs, to_device(targets, info.device), classes)
+                parts = torch.stack([losses["loss_pair"], losses["loss_global"]]).float()
+                if not all_true(bool(torch.isfinite(parts.detach()).all()), info.device):
+                    raise self._stop("loss", parts.detach())
+                (parts.sum() / len(group)).backward()
+            total += parts.detach() / len(group)
+        norm = torch.nn.utils.clip_grad_norm_(self.parameters, cfg.clip_grad_norm or math.inf)
+        if not torch.isfinite(norm):
+            raise self._stop("gradient norm", total)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.step += 1
+        return total
+
+    def _stop(self, what: str, parts: Tensor) -> TrainingError:
+        return TrainingError(
+            f"non-finite {what} at epoch {self.epoch + 1}, step {self.step + 1} (rank "
+            f"{self.info.rank}: loss_pair={float(parts[0]):.6g}, loss_global="
+            f"{float(parts[1]):.6g}); the checkpoints in {self.checkpoints.dir} are intact")
+
+    def _log_window(self, window: list[Tensor], rate: float) -> None:
+        parts = all_reduce_mean(torch.stack(window).mean(0)).tolist()
+        self._log({"epoch": self.epoch + 1, "step": self.step, "loss": parts[0] + parts[1],
+                   "loss_pair": parts[0], "loss_global": parts[1],
+                   "lr": self.optimizer.param_groups[0]["lr"], "images_per_s": rate})
+
+    # ------------------------------------------------------------ evaluation, checkpoints
+
+    def _maybe_evaluate(self, final: bool) -> dict[str, float | None] | None:
+        every = self.config.train.eval_every
+        if not every or (self.epoch % every and not final):
+            return None
+        return self.evaluate()
+
+    def evaluate(self) -> dict[str, float | None] | None:
+        """Evaluate on the test set (all ranks); rank 0 logs and returns the mAPs."""
+        config = self.config
+        result = evaluate_model(self.model, self.test_set, self.info,
+                                zero_shot=config.data.zero_shot,
+                                batch_size=config.train.test_batch_size,
+                                num_workers=config.data.num_workers, cache=self.cache,
+                                amp=self.amp)
+        self.model.train()
+        if result is None:
+            return None
+        tqdm.write(f"evaluation after epoch {self.epoch} (step {self.step}):\n{result.table}")
+        self._log({"epoch": self.epoch, "step": self.step,
+                   **{f"map_{k}": v for k, v in result.maps.items()}})
+        return result.maps
+
+    def _checkpoint(self, metrics: dict[str, float | None] | None) -> None:
+        """Write a checkpoint (rank 0; every rank contributes its RNG state) and, when
+        ``metrics`` beat the best so far, ``best.safetensors``."""
+        improved = False
+        if self.info.is_main and metrics is not None:
+            value = metrics.get(self.best_metric)
+            if value is None and self.best_metric not in metrics:
+                raise ValueError(f"train.best_metric={self.best_metric!r} is not among the "
+                                 f"evaluation's metrics {sorted(metrics)}")
+            improved = value is not None and (self.best_value is None or value > self.best_value)
+            if improved:
+                self.best_value = value
+        rngs = all_gather_objects(rng_state())
+        if not self.info.is_main:
+            return
+        state = {"epoch": self.epoch, "batches_done": self.batches_done, "step": self.step,
+                 "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "best_metric": self.best_metric,
+                 "best_value": self.best_value, "rng": rngs,
+                 "world_size": self.info.world_size, "micro_batch": self.micro_batch,
+                 "seed": self.config.train.seed}
+        self.checkpoints.save(self.model, state, self.step)
+        if improved:
+            self.checkpoints.save_best(self.model, self.best_metric, float(self.best_value),
+                                       self.step)
+
+
+def train(config: ExperimentConfig, resume: str | Path | bool | None = None) -> Path:
+    """Train an experiment (see :class:`Trainer`); returns its output folder."""
+    return Trainer(config, resume=resume).fit()
