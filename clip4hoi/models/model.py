@@ -89,13 +89,6 @@ class FrozenFeatures:
                    [tensors[f"clip_patches.{i}"] for i in range(n_levels)],
                    tuple(int(v) for v in tensors["grid"]))
 
-    def split(self) -> list[FrozenFeatures]:
-        """One single-image ``FrozenFeatures`` per image of the batch."""
-        return [FrozenFeatures(self.logits[i : i + 1], self.boxes[i : i + 1],
-                               self.hidden[i : i + 1], self.clip_global[i : i + 1],
-                               [p[i : i + 1] for p in self.clip_patches], self.grid)
-                for i in range(len(self.logits))]
-
     @staticmethod
     def cat(items: list[FrozenFeatures]) -> FrozenFeatures:
         """Concatenate along the batch (all items must share the CLIP grid)."""
