@@ -92,15 +92,22 @@ class HOIDetector:
         outputs = self.model(inputs, classes=class_set)
         results = []
         for original, resized, out in zip(originals, inputs, outputs, strict=True):
-            (h0, w0), (h1, w1) = original.shape[-2:], resized.shape[-2:]
-            scale = torch.tensor([w0 / w1, h0 / h1, w0 / w1, h0 / h1], device=self.device)
             order = torch.argsort(out["scores"], descending=True)
-            result = {key: value[order].cpu() for key, value in out.items()}
-            result["human_boxes"] = (out["human_boxes"][order] * scale).cpu()
-            result["object_boxes"] = (out["object_boxes"][order] * scale).cpu()
-            result["size"] = torch.tensor([h0, w0])
+            result = rescale_boxes({key: value[order].cpu() for key, value in out.items()},
+                                   resized.shape[-2:], original.shape[-2:])
+            result["size"] = torch.tensor(original.shape[-2:])
             results.append(result)
         return results
+
+
+def rescale_boxes(detections: dict[str, Tensor], size: tuple[int, int] | list[int],
+                  new_size: tuple[int, int] | list[int]) -> dict[str, Tensor]:
+    """One image's detections with the boxes moved from an image of ``size`` ``(h, w)``
+    to the same image resized to ``new_size`` (e.g. the model's input → the original)."""
+    (h1, w1), (h0, w0) = size, new_size
+    scale = detections["human_boxes"].new_tensor([w0 / w1, h0 / h1, w0 / w1, h0 / h1])
+    return {**detections, "human_boxes": detections["human_boxes"] * scale,
+            "object_boxes": detections["object_boxes"] * scale}
 
 
 def to_records(result: dict[str, Tensor], classes: HOIClassSet, top_k: int = 0,

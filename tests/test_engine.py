@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 
+from clip4hoi.api import rescale_boxes
 from clip4hoi.data.synthetic import make_synthetic
 from clip4hoi.data.transforms import TransformConfig
 from clip4hoi.engine.checkpoint import (
@@ -24,7 +25,7 @@ from clip4hoi.engine.checkpoint import (
 from clip4hoi.engine.config import ExperimentConfig, TrainConfig, load_experiment
 from clip4hoi.engine.data import ResumableSampler, SeededDataset, ShardSampler, build_dataset
 from clip4hoi.engine.distributed import DistInfo
-from clip4hoi.engine.evaluate import evaluate_records, predict, to_original_frame
+from clip4hoi.engine.evaluate import evaluate_records, predict
 from clip4hoi.engine.feature_cache import (
     CachedFeatures,
     FeatureCache,
@@ -265,7 +266,7 @@ def test_boxes_return_to_the_original_frame() -> None:
     output = {"human_boxes": torch.tensor([[0.0, 0, 100, 50]]),
               "object_boxes": torch.tensor([[10.0, 10, 20, 20]]), "scores": torch.ones(1)}
     target = {"orig_size": torch.tensor([100, 400]), "size": torch.tensor([50, 200])}
-    moved = to_original_frame(output, target)
+    moved = rescale_boxes(output, target["size"].tolist(), target["orig_size"].tolist())
     assert moved["human_boxes"].tolist() == [[0, 0, 200, 100]]
     assert moved["object_boxes"].tolist() == [[20, 20, 40, 40]]
 

@@ -126,6 +126,14 @@ def collate(batch: Sequence[tuple[Tensor | FrozenFeatures, dict]]) -> Batch:
     return inputs, targets  # type: ignore[return-value]
 
 
+def inputs_to_device(inputs: list[Tensor] | FrozenFeatures, device: torch.device
+                     ) -> list[Tensor] | FrozenFeatures:
+    """A batch's images, or its cached frozen features, on ``device``."""
+    if isinstance(inputs, FrozenFeatures):
+        return inputs.to(device)
+    return [image.to(device) for image in inputs]
+
+
 def to_device(targets: list[dict], device: torch.device) -> list[dict]:
     """Targets with their tensors on ``device``."""
     return [{k: v.to(device) if isinstance(v, Tensor) else v for k, v in t.items()}

@@ -17,17 +17,13 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from clip4hoi.api import rescale_boxes
 from clip4hoi.data.hicodet import HOIDataset
 from clip4hoi.data.metadata import HOIClassSet
 from clip4hoi.engine.config import ExperimentConfig
-from clip4hoi.engine.data import build_dataset, test_loader, to_device
+from clip4hoi.engine.data import build_dataset, inputs_to_device, test_loader, to_device
 from clip4hoi.engine.distributed import DistInfo, all_gather_objects, init_distributed
-from clip4hoi.engine.feature_cache import (
-    CachedFeatures,
-    FeatureCache,
-    fill_cache,
-    frozen_fingerprint,
-)
+from clip4hoi.engine.feature_cache import CachedFeatures, FeatureCache, build_cache, fill_cache
 from clip4hoi.evaluation import (
     evaluate_hicodet,
     evaluate_vcoco,
@@ -64,13 +60,16 @@ def autocast(device: torch.device, enabled: bool) -> torch.autocast:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
-def to_original_frame(output: dict[str, Tensor], target: dict) -> dict[str, Tensor]:
-    """One image's detections with the boxes moved from the transformed image
-    (``target["size"]``) to the original one (``target["orig_size"]``)."""
-    (h0, w0), (h1, w1) = target["orig_size"].tolist(), target["size"].tolist()
-    scale = output["human_boxes"].new_tensor([w0 / w1, h0 / h1, w0 / w1, h0 / h1])
-    return {**output, "human_boxes": output["human_boxes"] * scale,
-            "object_boxes": output["object_boxes"] * scale}
+def forward_batch(model: nn.Module, inputs: list[Tensor] | FrozenFeatures,
+                  sized: list[dict], targets: list[dict] | None, classes: HOIClassSet
+                  ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
+    """``model(images, targets, classes)``, or — for cached frozen features — the head of a
+    :class:`CLIP4HOI` on them, with the image sizes taken from ``sized`` (targets'
+    ``size``)."""
+    if isinstance(inputs, FrozenFeatures):
+        sizes = [(int(t["size"][0]), int(t["size"][1])) for t in sized]
+        return model.forward_features(inputs, sizes, targets, classes)
+    return model(inputs, targets, classes)
 
 
 @torch.no_grad()
@@ -93,15 +92,11 @@ def predict(model: nn.Module, dataset: HOIDataset, info: DistInfo, classes: HOIC
                                 leave=False):
         device_targets = to_device(targets, info.device) if use_targets else None
         with autocast(info.device, amp):
-            if isinstance(inputs, FrozenFeatures):
-                sizes = [(int(t["size"][0]), int(t["size"][1])) for t in targets]
-                outputs = model.forward_features(inputs.to(info.device), sizes,
-                                                 device_targets, classes)
-            else:
-                outputs = model([image.to(info.device) for image in inputs], device_targets,
-                                classes)
-        outputs = [to_original_frame({k: (v.float() if v.is_floating_point() else v).cpu()
-                                      for k, v in out.items()}, target)
+            outputs = forward_batch(model, inputs_to_device(inputs, info.device), targets,
+                                    device_targets, classes)
+        outputs = [rescale_boxes({k: (v.float() if v.is_floating_point() else v).cpu()
+                                  for k, v in out.items()},
+                                 target["size"].tolist(), target["orig_size"].tolist())
                    for out, target in zip(outputs, targets, strict=True)]
         records += records_from_outputs([t["file_name"] for t in targets], outputs, kind)
     return records
@@ -159,10 +154,7 @@ def run_test(config: ExperimentConfig, checkpoint: str | Path | None = None,
             raise ValueError("testing a trained model needs --checkpoint (or --mode crop|dense "
                              "for the training-free scorer)")
         model: nn.Module = load_checkpoint(checkpoint, model_overrides)
-        if config.feature_cache.enabled:
-            cache = FeatureCache(config.feature_cache.dir, frozen_fingerprint(
-                model, config.data.transform, config.feature_cache.dtype),
-                config.feature_cache.dtype)
+        cache = build_cache(config.feature_cache, model, config.data.transform)
     else:
         model = build_training_free(replace(config.training_free, mode=mode))
     model.to(info.device)

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from clip4hoi.data.hicodet import HOIDataset
 from clip4hoi.data.transforms import TransformConfig
+from clip4hoi.engine.config import FeatureCacheConfig
 from clip4hoi.engine.data import collate
 from clip4hoi.engine.distributed import DistInfo, barrier, broadcast_object
 from clip4hoi.models.model import CLIP4HOI, FrozenFeatures
@@ -96,6 +97,15 @@ class FeatureCache:
                              f"the transform now gives {tuple(int(v) for v in size)}")
         return FrozenFeatures.from_tensors(
             {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
+
+
+def build_cache(config: FeatureCacheConfig, model: CLIP4HOI, transform: TransformConfig
+                ) -> FeatureCache | None:
+    """The cache of ``model``'s frozen outputs under ``transform``, or None when disabled."""
+    if not config.enabled:
+        return None
+    return FeatureCache(config.dir, frozen_fingerprint(model, transform, config.dtype),
+                        config.dtype)
 
 
 def image_file_name(dataset: HOIDataset, i: int) -> str:

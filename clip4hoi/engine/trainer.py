@@ -40,7 +40,13 @@ from clip4hoi.engine.checkpoint import (
     set_rng_state,
 )
 from clip4hoi.engine.config import ExperimentConfig, TrainConfig, dump_experiment
-from clip4hoi.engine.data import ResumableSampler, build_dataset, to_device, train_loader
+from clip4hoi.engine.data import (
+    ResumableSampler,
+    build_dataset,
+    inputs_to_device,
+    to_device,
+    train_loader,
+)
 from clip4hoi.engine.distributed import (
     DistInfo,
     all_gather_objects,
@@ -48,13 +54,8 @@ from clip4hoi.engine.distributed import (
     all_true,
     init_distributed,
 )
-from clip4hoi.engine.evaluate import amp_enabled, autocast, evaluate_model
-from clip4hoi.engine.feature_cache import (
-    CachedFeatures,
-    FeatureCache,
-    fill_cache,
-    frozen_fingerprint,
-)
+from clip4hoi.engine.evaluate import amp_enabled, autocast, evaluate_model, forward_batch
+from clip4hoi.engine.feature_cache import CachedFeatures, build_cache, fill_cache
 from clip4hoi.models.model import (
     CLIP4HOI,
     FrozenFeatures,
@@ -78,10 +79,7 @@ class HeadStep(nn.Module):
 
     def forward(self, inputs: list[Tensor] | FrozenFeatures, targets: list[dict],
                 classes: HOIClassSet) -> dict[str, Tensor]:
-        if isinstance(inputs, FrozenFeatures):
-            sizes = [(int(t["size"][0]), int(t["size"][1])) for t in targets]
-            return self.model.forward_features(inputs, sizes, targets, classes)
-        return self.model(inputs, targets, classes)
+        return forward_batch(self.model, inputs, targets, targets, classes)
 
 
 def lr_factor(step: int, cfg: TrainConfig, steps_per_epoch: int, total_steps: int) -> float:
@@ -136,11 +134,7 @@ class Trainer:
                 else None, find_unused_parameters=cfg.find_unused_parameters)
         self.amp = amp_enabled(cfg.amp, info.device)
 
-        self.cache = None
-        if config.feature_cache.enabled:
-            self.cache = FeatureCache(config.feature_cache.dir, frozen_fingerprint(
-                self.model, config.data.transform, config.feature_cache.dtype),
-                config.feature_cache.dtype)
+        self.cache = build_cache(config.feature_cache, self.model, config.data.transform)
         source = self.train_set
         if self.cache is not None and not config.data.transform.augment:
             fill_cache(self.model, self.train_set, self.cache, info, config.data.num_workers,
@@ -290,8 +284,7 @@ class Trainer:
         classes = self.train_set.class_set
         total = torch.zeros(2, device=info.device)
         for k, (inputs, targets) in enumerate(group):
-            inputs = inputs.to(info.device) if isinstance(inputs, FrozenFeatures) else \
-                [image.to(info.device) for image in inputs]
+            inputs = inputs_to_device(inputs, info.device)
             # DDP all-reduces the gradients on the group's last backward only.
             accumulate = k < len(group) - 1 and isinstance(self.step_module,
                                                            DistributedDataParallel)
