@@ -17,10 +17,14 @@ from pathlib import Path
 
 import torch
 
+from clip4hoi.errors import EXIT_WEIGHTS, UserError
 
-class WeightsUnavailableError(RuntimeError):
+
+class WeightsUnavailableError(UserError, RuntimeError):
     """Pretrained weights are neither on disk nor downloadable; the message says what to
     download and where to put it."""
+
+    exit_code = EXIT_WEIGHTS
 
 
 @dataclass(frozen=True)

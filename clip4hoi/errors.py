@@ -1,0 +1,44 @@
+"""The errors a user can cause, and the exit code each one gives.
+
+Everything here is a mistake of the user's or of their environment (a bad file, a missing
+download, a wrong flag): the command line prints it as one line that names the file or
+argument and what to do, without a traceback (``--debug`` shows one). Any other exception is a
+bug and keeps its traceback.
+
+=========  ==================================================================
+exit code  meaning
+=========  ==================================================================
+0          success
+1          the command ran but failed in part: some inputs failed, training stopped
+2          bad usage or bad input: a flag, a config key, a file (image, annotations,
+           detections, checkpoint, class list) that is missing or malformed
+3          pretrained weights are missing and cannot be downloaded (offline)
+4          the environment failed: disk full, no permission, device not available
+130        interrupted (Ctrl-C); what was finished is kept
+=========  ==================================================================
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_PARTIAL = 1
+EXIT_USAGE = 2
+EXIT_WEIGHTS = 3
+EXIT_ENVIRONMENT = 4
+EXIT_INTERRUPTED = 130
+
+
+class UserError(Exception):
+    """A mistake of the user's: the message names the file or argument and what to do."""
+
+    exit_code = EXIT_USAGE
+
+
+class InputError(UserError, ValueError):
+    """A file or argument is missing, malformed or out of range."""
+
+
+class EnvironmentFault(UserError, OSError):
+    """The machine refused: disk full, permission denied, device not available."""
+
+    exit_code = EXIT_ENVIRONMENT
