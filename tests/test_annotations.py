@@ -16,9 +16,8 @@ from clip4hoi.data.annotations import (
     HOIAnnotations,
     load_hicodet_annotations,
     load_vcoco_annotations,
-    load_vcoco_official,
-    vcoco_ground_truth,
 )
+from clip4hoi.data.vcoco_official import load_vcoco_official, vcoco_ground_truth
 
 CLASSES = metadata.hicodet_classes()
 # coco80 index of each alphabetical HICO object name
@@ -216,6 +215,7 @@ def test_vcoco_official_layout(tmp_path: Path) -> None:
     """Persons not in V-COCO are ignored (-1); role object 0 = not visible; COCO boxes are
     cleaned like vsrl_eval (x2 = x + w - 1, clipped) and stored continuous (+1)."""
     coco = {
+        "categories": [{"id": 1, "name": "person"}, {"id": 53, "name": "pizza"}],
         "images": [{"id": 7, "width": 100, "height": 80, "file_name": "img7.jpg"}],
         "annotations": [
             {"id": 1, "image_id": 7, "category_id": 1, "bbox": [10, 10, 30, 60], "area": 9,

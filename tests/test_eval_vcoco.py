@@ -12,10 +12,9 @@ from clip4hoi.data import metadata
 from clip4hoi.data.annotations import (
     VCOCO_AGENT_ACTIONS,
     VCOCO_ROLE_ACTION,
-    VCOCOGroundTruth,
     load_vcoco_annotations,
-    vcoco_ground_truth,
 )
+from clip4hoi.data.vcoco_official import VCOCOGroundTruth, vcoco_ground_truth
 from clip4hoi.evaluation import (
     HOIDetections,
     evaluate_vcoco,
@@ -45,9 +44,16 @@ def ground_truth() -> VCOCOGroundTruth:
     labels[1] = -1
     roles = np.full((3, 24, 4), np.nan)
     roles[0, EAT_OBJ] = PIZZA
-    return VCOCOGroundTruth(source="<test>", file_names=["0.jpg"], image_ids=np.array([1]),
-                            person_boxes=[np.array([P0, P1, P2])], agent_labels=[labels],
-                            role_boxes=[roles])
+    return make_gt([np.array([P0, P1, P2])], [labels], [roles])
+
+
+def make_gt(persons: list[np.ndarray], labels: list[np.ndarray], roles: list[np.ndarray]
+            ) -> VCOCOGroundTruth:
+    n = len(persons)
+    return VCOCOGroundTruth(source="<test>", file_names=[f"{i}.jpg" for i in range(n)],
+                            image_ids=np.arange(1, n + 1), sizes=np.zeros((n, 2), np.int64),
+                            person_boxes=persons, agent_labels=labels, role_boxes=roles,
+                            role_objects=[np.full(r.shape[:2], -1) for r in roles])
 
 
 def idx(box: list[float]) -> list[float]:
@@ -105,11 +111,9 @@ def test_visible_role_object_needs_a_matching_box() -> None:
 
 def test_agent_ap_and_merging_rows_of_one_person() -> None:
     gt = ground_truth()
-    two = VCOCOGroundTruth(source="<test>", file_names=["0.jpg", "1.jpg"],
-                           image_ids=np.array([1, 2]),
-                           person_boxes=[gt.person_boxes[0], np.array([P0])],
-                           agent_labels=[gt.agent_labels[0], gt.agent_labels[0][:1]],
-                           role_boxes=[gt.role_boxes[0], gt.role_boxes[0][:1]])
+    two = make_gt([gt.person_boxes[0], np.array([P0])],
+                  [gt.agent_labels[0], gt.agent_labels[0][:1]],
+                  [gt.role_boxes[0], gt.role_boxes[0][:1]])
     det = dets([(0, P0, PIZZA, EAT_OBJ, 0.9), (0, P0, NAN4, EAT_INSTR, 0.8),
                 (1, P0, PIZZA, EAT_OBJ, 0.7)], 2)
     assert evaluate_vcoco(det, two).agent_ap[EAT] == pytest.approx(1.0)
@@ -121,11 +125,9 @@ def test_agent_ap_and_merging_rows_of_one_person() -> None:
 
 def test_detections_without_ground_truth_person_are_false_positives() -> None:
     gt = ground_truth()
-    two = VCOCOGroundTruth(source="<test>", file_names=["0.jpg", "1.jpg"],
-                           image_ids=np.array([1, 2]),
-                           person_boxes=[gt.person_boxes[0], np.zeros((0, 4))],
-                           agent_labels=[gt.agent_labels[0], np.zeros((0, 21), np.int8)],
-                           role_boxes=[gt.role_boxes[0], np.zeros((0, 24, 4))])
+    two = make_gt([gt.person_boxes[0], np.zeros((0, 4))],
+                  [gt.agent_labels[0], np.zeros((0, 21), np.int8)],
+                  [gt.role_boxes[0], np.zeros((0, 24, 4))])
     det = dets([(1, P0, PIZZA, EAT_OBJ, 0.9), (0, P0, PIZZA, EAT_OBJ, 0.5)], 2)
     res = evaluate_vcoco(det, two)
     assert res.role_ap_s1[EAT_OBJ] == pytest.approx(0.5)
@@ -143,8 +145,9 @@ def test_fredzzhang_files_perfect_detections(shared_dir: Path, tmp_path: Path) -
                 if gt.agent_labels[i][p, VCOCO_ROLE_ACTION[k]] == 1:
                     rows.append((i, box.tolist(), gt.role_boxes[i][p, k].tolist(), k, 1.0))
     res = evaluate_vcoco(dets(rows, len(gt)), ann)
-    assert res.maps == {"agent": 1.0, "role_scenario_1": 1.0, "role_scenario_2": 1.0}
-    assert not res.complete and "per-pair" in format_vcoco_table(res)
+    assert res.maps == {"agent": 1.0, "role_scenario_1": 1.0, "role_scenario_2": 1.0,
+                        "role_scenario_1_with_point": None, "role_scenario_2_with_point": None}
+    assert not res.complete and "NOT the official V-COCO protocol" in format_vcoco_table(res)
     # the pairs alone miss the rows of invisible roles: scenario 1 and 2 both lose them
     pairs = [(i, h.tolist(), o.tolist(), int(k), 1.0) for i in range(len(ann))
              for h, o, k in zip(ann.boxes_h[i], ann.boxes_o[i], ann.hoi[i], strict=True)]
@@ -158,7 +161,9 @@ def test_fredzzhang_files_perfect_detections(shared_dir: Path, tmp_path: Path) -
     back = read_detections(dets_path, ann)
     np.testing.assert_array_equal(back.boxes_o, det.boxes_o)      # NaN rows survive
     out = vcoco_result_to_json(evaluate_vcoco_files(path, dets_path))
-    assert set(out["map"]) == {"agent", "role_scenario_1", "role_scenario_2"}
+    assert set(out["map"]) == {"agent", "role_scenario_1", "role_scenario_2",
+                               "role_scenario_1_with_point", "role_scenario_2_with_point"}
+    assert out["protocol"].startswith("per-pair") and "NOT" in out["warning"]
     assert len(out["roles"]) == 24 and len(out["agent"]) == 21
     json.dumps(out, allow_nan=False)
 

@@ -14,10 +14,8 @@ Readers:
 * :func:`load_vcoco_annotations` — fredzzhang/vcoco ``instances_vcoco_*.json`` (objects
   index a list with ``background`` first: COCO-80 = index - 1; boxes are COCO ``x + w``
   corners, already continuous). Per-pair form, as the training datasets want it.
-* :func:`load_vcoco_official` — the official ``vcoco_{split}.json`` + COCO
-  ``instances_vcoco_all_2014.json`` layout, into the per-person :class:`VCOCOGroundTruth`
-  that the V-COCO evaluator needs (:func:`vcoco_ground_truth` builds the same structure
-  from the per-pair form, with the limitations documented there).
+  The official V-COCO layout (``vcoco_{split}.json`` + COCO) and the per-person ground
+  truth the evaluator needs are in :mod:`clip4hoi.data.vcoco_official`.
 
 Every malformed input raises ``ValueError`` naming the file, the image and the field.
 Fields that a format does not store are filled as documented on :class:`HOIAnnotations`
@@ -27,7 +25,7 @@ Fields that a format does not store are filled as documented on :class:`HOIAnnot
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -83,32 +81,6 @@ class HOIAnnotations:
     def index(self) -> dict[str, int]:
         """``{file name: image index}``."""
         return {name: i for i, name in enumerate(self.file_names)}
-
-
-@dataclass
-class VCOCOGroundTruth:
-    """Per-person V-COCO ground truth — the structure the official ``vsrl_eval`` works on.
-
-    ``agent_labels[i][p, a]`` is 1 when person ``p`` of image ``i`` does agent action ``a``
-    (:data:`VCOCO_AGENT_ACTIONS`), 0 when not, and -1 for every action of a COCO person that
-    V-COCO did not annotate (detections matched to such a person are ignored).
-    ``role_boxes[i][p, k]`` is the box of the role object of action-role class ``k``
-    (:data:`metadata.VCOCO_ACTIONS`) or NaN when the person does not do the action or the
-    role object is not visible / not annotated (scenario 1 then asks for an empty role box,
-    scenario 2 accepts any).
-    """
-
-    source: str
-    file_names: list[str]            # [I]
-    image_ids: np.ndarray            # [I] int64 COCO image ids
-    person_boxes: list[np.ndarray]   # I × [P_i, 4] float64, continuous xyxy
-    agent_labels: list[np.ndarray]   # I × [P_i, 21] int8 in {1, 0, -1}
-    role_boxes: list[np.ndarray]     # I × [P_i, 24, 4] float64, continuous, NaN = none
-    complete: bool = True            # False when built from per-pair (fredzzhang) files
-    notes: list[str] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.file_names)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -450,154 +422,3 @@ def load_vcoco_annotations(path: str | Path) -> HOIAnnotations:
         hoi=_split(actions, counts), objects=_split(obj - 1, counts),
         verbs=_split(actions.copy(), counts), empty=np.flatnonzero(counts == 0),
         rare=None, dataset="vcoco", image_ids=ids)
-
-
-FREDZZHANG_VCOCO_NOTES = [
-    "built from per-pair (fredzzhang) annotations: persons are the distinct human boxes "
-    "of the pairs",
-    "agents whose role objects are all invisible are missing (they are positives in the "
-    "official evaluation: npos is lower, and scenario 1/2 differ only for two-role actions)",
-    "V-COCO persons without any of the 21 actions and COCO persons not annotated in V-COCO "
-    "are missing (official: detections on the former are false positives, on the latter "
-    "ignored; here both are false positives unless they overlap an annotated person)",
-    "actions without a role (stand, walk, run, smile) and 'point' are not represented",
-    "no image sizes: ground-truth boxes are not clipped to the image as the official code "
-    "does",
-]
-
-
-def vcoco_ground_truth(annotations: HOIAnnotations) -> VCOCOGroundTruth:
-    """Per-person V-COCO ground truth from per-pair annotations (fredzzhang files).
-
-    Persons are the distinct human boxes of an image; a person does an action when one of
-    its pairs has an action-role of that action; a role box is NaN when no pair gives it
-    (for two-role actions such as ``eat obj`` / ``eat instr`` this marks the role whose
-    object is not visible). What these files cannot express: see
-    :data:`FREDZZHANG_VCOCO_NOTES` (also stored in ``notes``).
-    """
-    if annotations.dataset != "vcoco":
-        raise ValueError(f"{annotations.source}: not V-COCO annotations")
-    persons, labels, roles = [], [], []
-    role_action = np.asarray(VCOCO_ROLE_ACTION, dtype=np.int64)
-    for boxes_h, boxes_o, actions in zip(annotations.boxes_h, annotations.boxes_o,
-                                         annotations.hoi, strict=True):
-        # persons = distinct human boxes, in order of first appearance
-        person_index: dict[tuple[float, ...], int] = {}
-        person_of = np.array([person_index.setdefault(tuple(b), len(person_index))
-                              for b in boxes_h.tolist()], dtype=np.int64)
-        lab = np.zeros((len(person_index), len(VCOCO_AGENT_ACTIONS)), dtype=np.int8)
-        rb = np.full((len(person_index), NUM_VCOCO, 4), np.nan)
-        lab[person_of, role_action[actions]] = 1
-        # the first pair wins if a person has one action-role with several objects
-        for row in range(len(actions) - 1, -1, -1):
-            rb[person_of[row], actions[row]] = boxes_o[row]
-        persons.append(np.array(list(person_index), dtype=np.float64).reshape(-1, 4))
-        labels.append(lab)
-        roles.append(rb)
-    ids = annotations.image_ids if annotations.image_ids is not None \
-        else np.arange(len(annotations), dtype=np.int64)
-    return VCOCOGroundTruth(source=annotations.source, file_names=list(annotations.file_names),
-                            image_ids=ids, person_boxes=persons, agent_labels=labels,
-                            role_boxes=roles, complete=False,
-                            notes=list(FREDZZHANG_VCOCO_NOTES))
-
-
-def load_vcoco_official(vcoco_file: str | Path, coco_file: str | Path,
-                        image_ids: list[int] | np.ndarray | None = None) -> VCOCOGroundTruth:
-    """Read the official V-COCO layout: ``vcoco_{split}.json`` (s-gupta/v-coco, one entry
-    per action with ``image_id``, ``ann_id``, ``label``, ``role_name``,
-    ``role_object_id``) and the COCO file ``instances_vcoco_all_2014.json``.
-
-    Follows ``vsrl_eval``: every COCO person of the split's images is a candidate agent
-    (-1 labels when V-COCO did not annotate it); COCO boxes ``[x, y, w, h]`` are cleaned as
-    the official code does (skip ``ignore``, inclusive ``x2 = x + max(0, w - 1)``, clipped
-    to the image, kept when ``area > 0`` and ``x2 > x1``, ``y2 > y1``) and stored in the
-    continuous convention (``x2 + 1``). Images: ``image_ids`` or those of the V-COCO file,
-    sorted. Only the 21 actions with roles and their 24 action-roles are kept (``point``,
-    ``stand``, ``walk``, ``run``, ``smile`` are dropped).
-    """
-    vsrl, coco = _read_json(vcoco_file), _read_json(coco_file)
-    src = str(vcoco_file)
-    if not isinstance(vsrl, list):
-        raise ValueError(f"{src}: expected a list of per-action entries")
-    for k in ("images", "annotations"):
-        _require(coco, k, str(coco_file))
-    images = {int(_require(im, "id", str(coco_file), "images: ")): im
-              for im in coco["images"]}
-    anns_of: dict[int, list[dict]] = {}
-    for a in coco["annotations"]:
-        anns_of.setdefault(int(_require(a, "image_id", str(coco_file), "annotations: ")),
-                           []).append(a)
-    person_cat = 1
-
-    # (ann_id) -> {action-role class: role object ann id (0 = none)}, and annotated ann ids
-    annotated: set[int] = set()
-    does: dict[int, set[int]] = {}
-    role_obj: dict[tuple[int, int], int] = {}
-    for entry in vsrl:
-        for k in ("action_name", "role_name", "image_id", "ann_id", "label", "role_object_id"):
-            _require(entry, k, src, f"action {entry.get('action_name', '?')}: ")
-        action, roles = entry["action_name"], entry["role_name"]
-        ann_ids = np.asarray(entry["ann_id"], np.int64).reshape(-1)
-        label = np.asarray(entry["label"], np.int64).reshape(-1)
-        role_ids = np.asarray(entry["role_object_id"], np.int64).reshape(len(roles), -1).T
-        if not len(ann_ids) == len(label) == len(role_ids):
-            raise ValueError(f"{src}: action {action}: fields 'ann_id', 'label', "
-                             f"'role_object_id' differ in length")
-        annotated.update(ann_ids.tolist())
-        if action not in VCOCO_AGENT_ACTIONS:
-            continue
-        a = VCOCO_AGENT_ACTIONS.index(action)
-        for j in np.flatnonzero(label == 1):
-            does.setdefault(int(ann_ids[j]), set()).add(a)
-            for r in range(1, len(roles)):
-                name = f"{action} {roles[r]}"
-                if name in metadata.VCOCO_ACTIONS:
-                    role_obj[(int(ann_ids[j]), metadata.VCOCO_ACTIONS.index(name))] = \
-                        int(role_ids[j, r])
-    if image_ids is None:
-        image_ids = sorted({int(i) for e in vsrl[:1] for i in np.reshape(e["image_id"], -1)})
-    ids = np.asarray(image_ids, dtype=np.int64)
-
-    names, persons, labels, role_boxes = [], [], [], []
-    for image_id in ids.tolist():
-        if image_id not in images:
-            raise ValueError(f"{coco_file}: image {image_id}: missing from 'images'")
-        im = images[image_id]
-        for key in ("width", "height"):
-            _require(im, key, str(coco_file), f"image {image_id}: ")
-        names.append(str(im.get("file_name", image_id)))
-        w, h = float(im["width"]), float(im["height"])
-        valid: dict[int, tuple[np.ndarray, int]] = {}
-        for a in anns_of.get(image_id, []):
-            if a.get("ignore", 0) == 1:
-                continue
-            for key in ("bbox", "area", "category_id", "id"):
-                _require(a, key, str(coco_file), f"image {image_id}: annotation: ")
-            x, y, bw, bh = (float(v) for v in a["bbox"])
-            x1, y1 = min(w - 1, max(0.0, x)), min(h - 1, max(0.0, y))
-            x2 = min(w - 1, max(0.0, x + max(0.0, bw - 1)))
-            y2 = min(h - 1, max(0.0, y + max(0.0, bh - 1)))
-            if a["area"] > 0 and x2 > x1 and y2 > y1:
-                valid[int(a["id"])] = (np.array([x1, y1, x2 + 1, y2 + 1]), int(a["category_id"]))
-        pids = [i for i, (_, c) in valid.items() if c == person_cat]
-        lab = np.zeros((len(pids), len(VCOCO_AGENT_ACTIONS)), dtype=np.int8)
-        rb = np.full((len(pids), NUM_VCOCO, 4), np.nan)
-        for p, pid in enumerate(pids):
-            if pid not in annotated:
-                lab[p] = -1
-                continue
-            for a in does.get(pid, ()):
-                lab[p, a] = 1
-            for k in range(NUM_VCOCO):
-                obj = role_obj.get((pid, k), 0)
-                if obj > 0:
-                    if obj not in valid:
-                        raise ValueError(f"{src}: image {image_id}: role object {obj} of "
-                                         f"person {pid} is not a valid COCO annotation")
-                    rb[p, k] = valid[obj][0]
-        persons.append(np.stack([valid[i][0] for i in pids]) if pids else np.zeros((0, 4)))
-        labels.append(lab)
-        role_boxes.append(rb)
-    return VCOCOGroundTruth(source=src, file_names=names, image_ids=ids, person_boxes=persons,
-                            agent_labels=labels, role_boxes=role_boxes, complete=True)
