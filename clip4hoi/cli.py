@@ -131,6 +131,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from clip4hoi.data.vcoco_official import PER_PAIR_WARNING
     from clip4hoi.evaluation import evaluate_files, format_table, result_to_json
     from clip4hoi.evaluation.vcoco import (
         evaluate_vcoco_files,
@@ -140,8 +141,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     if args.vcoco:
-        result = evaluate_vcoco_files(args.annotations, args.detections)
+        result = evaluate_vcoco_files(args.annotations, args.detections, split=args.split,
+                                      coco=args.coco_annotations, split_ids=args.split_ids)
         table, payload = format_vcoco_table(result), vcoco_result_to_json(result)
+        if not result.complete:
+            print(PER_PAIR_WARNING, file=sys.stderr)
     else:
         options: dict = {"preset": args.preset}
         if args.no_offset:
@@ -253,7 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("eval", help="score detections with the official protocols")
     p.add_argument("--annotations", required=True,
-                   help="instances_test2015.json, test_hico.json or instances_vcoco_test.json")
+                   help="HICO-DET: instances_test2015.json or test_hico.json; V-COCO: the "
+                   "official vcoco_test.json (COCO file and ids found beside it) or a folder "
+                   "holding the official layout, or a per-pair instances_vcoco_test.json "
+                   "(not the official protocol)")
     p.add_argument("--detections", required=True, help="DETS.json")
     p.add_argument("--zero-shot", help="rf_uc | nf_uc | uo | uv | uc0..uc4: adds Unseen/Seen")
     p.add_argument("--known-object", action="store_true", help="Known-Object setting")
@@ -265,6 +272,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-class", action="store_true", help="print every class")
     p.add_argument("--vcoco", action="store_true",
                    help="V-COCO role AP (scenarios 1 and 2) instead of HICO-DET mAP")
+    p.add_argument("--coco-annotations", metavar="FILE",
+                   help="V-COCO: instances_vcoco_all_2014.json (default: beside "
+                   "vcoco_SPLIT.json or one folder up)")
+    p.add_argument("--split-ids", metavar="FILE",
+                   help="V-COCO: vcoco_SPLIT.ids (default: beside vcoco_SPLIT.json, in "
+                   "splits/ or ../splits/)")
+    p.add_argument("--split", default="test", choices=["test", "val", "train", "trainval"],
+                   help="V-COCO split when --annotations is a folder (default: %(default)s)")
     p.add_argument("--json", help="write the results here")
     p.set_defaults(func=cmd_eval)
 

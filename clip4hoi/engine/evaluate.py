@@ -107,8 +107,9 @@ def evaluate_records(records: list[dict], dataset: HOIDataset, zero_shot: str | 
     """Evaluate ``DETS.json`` records against the dataset's annotations."""
     annotations = dataset.annotations
     detections = parse_records({"images": records}, annotations, source="test detections")
-    if annotations.dataset == "vcoco":
-        result = evaluate_vcoco(detections, annotations)
+    if annotations.dataset == "vcoco":   # official per-person ground truth when read
+        result = evaluate_vcoco(detections, getattr(dataset, "ground_truth", None)
+                                or annotations)
         report = vcoco_result_to_json(result)
         return Evaluation(report["map"], format_vcoco_table(result), report)
     result = evaluate_hicodet(detections, annotations, zero_shot=zero_shot)
