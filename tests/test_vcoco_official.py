@@ -355,11 +355,19 @@ def test_eval_cli_equals_vsrl_eval_rules(official: tuple[Path, Path, dict], tmp_
     assert 5 < m["role_scenario_1"] < m["role_scenario_2"] < 95
 
 
-def test_same_result_from_every_way_of_naming_the_files(official: tuple[Path, Path, dict]
-                                                        ) -> None:
+def test_same_result_from_every_way_of_naming_the_files(official: tuple[Path, Path, dict],
+                                                        tmp_path: Path) -> None:
     repo, dets, _ = official
     data = repo / "data"
     base = evaluate_vcoco_files(repo, dets)
+    out = tmp_path / "r.json"
+    assert main(["eval", "--vcoco", "--annotations", str(data / "vcoco/vcoco_test.json"),
+                 "--coco-annotations", str(data / "instances_vcoco_all_2014.json"),
+                 "--split-ids", str(data / "splits/vcoco_test.ids"), "--detections", str(dets),
+                 "--json", str(out)]) == 0
+    roles = json.loads(out.read_text())["roles"]
+    np.testing.assert_allclose([r["ap_scenario_1"] for r in roles], 100 * base.role_ap_s1,
+                               atol=1e-5)
     for kwargs in ({"annotations": data}, {"annotations": data / "vcoco/vcoco_test.json"},
                    {"annotations": data / "vcoco/vcoco_test.json",
                     "coco": data / "instances_vcoco_all_2014.json",

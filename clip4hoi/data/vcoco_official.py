@@ -50,8 +50,8 @@ PER_PAIR_WARNING = (
     "protocol and the numbers are not comparable with papers. These files drop agents whose "
     "role objects are all invisible, persons without actions and COCO persons V-COCO did "
     "not annotate: on the val split they hold 7,154 of the official 9,130 positives (-22 %; "
-    "hold 1,608 of 2,163, sit 551 of 1,054), which can move the mean role AP by several "
-    "points (-1.8 scenario 1, -4.8 scenario 2 on a synthetic set). For the official numbers "
+    "hold 1,608 of 2,163, sit 551 of 1,054), which moved the mean role AP by 2 to 5 points "
+    "in scenario 1 and 4 to 8 in scenario 2 on synthetic sets. For the official numbers "
     "pass the official files: --annotations v-coco/data/vcoco/vcoco_test.json "
     "(docs/evaluation.md)."
 )
