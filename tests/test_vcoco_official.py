@@ -493,3 +493,11 @@ def test_dataset_and_test_loop_on_official_files(official: tuple[Path, Path, dic
     assert result.maps["role_scenario_1"] == pytest.approx(100.0)
     assert result.maps["role_scenario_2"] == pytest.approx(100.0)
     assert result.report["protocol"] == "official"
+
+
+def test_vcoco_config_names_the_official_files() -> None:
+    from clip4hoi.engine.config import load_experiment
+
+    config = load_experiment(Path(__file__).parents[1] / "configs" / "vcoco.yaml")
+    assert config.data.train_annotations.endswith("v-coco/data/vcoco/vcoco_trainval.json")
+    assert config.data.test_annotations.endswith("v-coco/data/vcoco/vcoco_test.json")
