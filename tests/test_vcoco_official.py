@@ -386,6 +386,8 @@ def test_file_lookup_errors(official: tuple[Path, Path, dict], tmp_path: Path) -
         find_vcoco_files(lonely)
     found = find_vcoco_files(lonely, coco=repo / "data/instances_vcoco_all_2014.json")
     assert found.official and found.split_ids is None           # images from the json
+    with pytest.raises(InputError, match="the COCO file"):
+        find_vcoco_files(repo / "data" / "instances_vcoco_all_2014.json")
     with pytest.raises(InputError, match=r"no vcoco_val\.json"):
         find_vcoco_files(repo, split="val")
     wrong = tmp_path / "vcoco_wrong.ids"

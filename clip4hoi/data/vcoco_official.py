@@ -158,6 +158,9 @@ def find_vcoco_files(path: str | Path, split: str = "test", coco: str | Path | N
     elif not path.is_file():
         raise InputError(f"{path}: no such file or folder (V-COCO annotations)")
     if not _is_list_json(path):
+        if path.name == COCO_FILE:
+            raise InputError(f"{path}: the COCO file of the official layout; pass the V-COCO "
+                             f"labels, vcoco_{split}.json (it is found beside them)")
         if coco is not None or split_ids is not None:
             raise InputError(f"{path}: a per-pair (fredzzhang) file; --coco-annotations and "
                              f"--split-ids go with the official vcoco_{{split}}.json")
