@@ -15,11 +15,12 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from clip4hoi.config import ModelConfig
+from clip4hoi.config import ModelConfig, TrainingFreeConfig, apply_overrides
 from clip4hoi.data.images import load_image
-from clip4hoi.data.metadata import COCO_OBJECTS, HOIClassSet, load_classes
+from clip4hoi.data.metadata import HOIClassSet, load_classes
 from clip4hoi.data.transforms import HOITransform, TransformConfig
 from clip4hoi.models.model import build_model, load_checkpoint
+from clip4hoi.models.training_free import build_training_free
 
 ImageInput = Union[str, Path, Image.Image, Tensor]  # noqa: UP007 (a runtime alias)
 
@@ -73,10 +74,13 @@ class HOIDetector:
         return cls(model, model.classes, "trained", device)
 
     def resolve_classes(self, classes: str | HOIClassSet | None) -> HOIClassSet:
-        """``None`` → the detector's default; text, file or ``hicodet``/``vcoco`` → parsed."""
+        """``None`` → the detector's default; text, file or ``hicodet``/``vcoco`` → parsed
+        (with an open-vocabulary detector, any noun can be the object)."""
         if classes is None:
             return self.classes
-        return classes if isinstance(classes, HOIClassSet) else load_classes(classes)
+        if isinstance(classes, HOIClassSet):
+            return classes
+        return load_classes(classes, getattr(self.model, "open_vocabulary", False))
 
     @torch.no_grad()
     def __call__(self, images: ImageInput | list[ImageInput],
@@ -98,6 +102,19 @@ class HOIDetector:
             result["size"] = torch.tensor(original.shape[-2:])
             results.append(result)
         return results
+
+
+def build_training_free_detector(mode: str, device: str | torch.device = "cpu",
+                                 random_weights: bool = False,
+                                 overrides: list[str] | None = None) -> HOIDetector:
+    """The :class:`HOIDetector` of ``clip4hoi detect --mode crop|dense``: the public DETR and
+    CLIP weights, or — with ``random_weights`` — the full-size architectures (DETR-R50 with
+    91 classes, ViT-B-16) randomly initialised. ``overrides`` are ``--set KEY=VALUE`` items
+    of :class:`TrainingFreeConfig` (``margin=0.2``, ``detector.score_threshold=0.3``)."""
+    base = ["detector.weights=random", "clip.pretrained=null"] if random_weights else []
+    config = apply_overrides(TrainingFreeConfig(mode=mode), [*base, *(overrides or [])])
+    model = build_training_free(config)
+    return HOIDetector(model, model.classes, config.mode, device)
 
 
 def rescale_boxes(detections: dict[str, Tensor], size: tuple[int, int] | list[int],
@@ -123,7 +140,7 @@ def to_records(result: dict[str, Tensor], classes: HOIClassSet, top_k: int = 0,
         records.append({
             "human_box": _pixel_indices(result["human_boxes"][i]),
             "object_box": _pixel_indices(result["object_boxes"][i]),
-            "object": COCO_OBJECTS[int(result["objects"][i])],
+            "object": classes.object_vocabulary[int(result["objects"][i])],
             "verb": classes.verbs[k],
             "hoi": k,
             "score": round(float(result["scores"][i]), 6),

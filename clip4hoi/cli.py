@@ -58,7 +58,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
             raise SystemExit("clip4hoi detect: --mode trained needs --checkpoint "
                              "(or --random-weights for a smoke test)")
     else:
-        from clip4hoi.models.training_free import build_training_free_detector
+        from clip4hoi.api import build_training_free_detector
 
         detector = build_training_free_detector(mode, args.device, args.random_weights,
                                                 args.set)
@@ -104,8 +104,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    from clip4hoi.models.clip import download_clip
-    from clip4hoi.weights import DETR_WEIGHTS, cache_root, download_detr
+    from clip4hoi.weights import DETR_WEIGHTS, cache_root, download_clip, download_detr
 
     if args.list:
         for name, entry in DETR_WEIGHTS.items():

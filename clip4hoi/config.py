@@ -18,12 +18,22 @@ T = TypeVar("T")
 
 @dataclass
 class DetectorConfig:
-    """The frozen DETR and how its detections become proposals."""
+    """The frozen detector (DETR, or Grounding DINO for any object) and how its detections
+    become proposals."""
 
+    type: str = "detr"
+    """``detr`` (the 80 COCO objects) or ``grounding_dino`` (open vocabulary: any object
+    name; needs ``pip install 'clip4hoi[openvocab]'``, see ``docs/open_vocabulary.md``)."""
     weights: str = "detr-r50-hicodet"
-    """A registered name (``clip4hoi download --list``), a checkpoint path, or ``random``."""
+    """A registered name (``clip4hoi download --list``), a checkpoint path (a model folder
+    for Grounding DINO), or ``random``. With ``type: grounding_dino`` a DETR name (the
+    default) stands for ``grounding-dino-tiny``."""
     architecture: dict[str, Any] | None = None
-    """With ``weights: random``: ``clip4hoi.models.detr.DETR`` keyword arguments."""
+    """With ``weights: random``: ``clip4hoi.models.detr.DETR`` keyword arguments, or
+    ``transformers.GroundingDinoConfig`` ones (default: the Swin-T model's)."""
+    tokenizer: str | None = None
+    """Grounding DINO with ``weights: random``: a local tokenizer folder (default: the
+    tokenizer of ``grounding-dino-tiny``)."""
     num_heads: int = 8
     dilation: bool = False
     score_threshold: float = 0.2

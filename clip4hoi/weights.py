@@ -1,21 +1,38 @@
 """Where pretrained weights come from and where they are kept.
 
-DETR checkpoints are registered by name (:data:`DETR_WEIGHTS`) and cached under
-``$CLIP4HOI_HOME/detr`` (default ``~/.cache/clip4hoi``); CLIP weights are fetched by
-open_clip into ``$CLIP4HOI_HOME/clip`` (see :func:`clip4hoi.models.clip.build_clip`). A
-local file path is accepted wherever a name is. When a file is neither on disk nor
-downloadable, :class:`WeightsUnavailableError` says which file to fetch and where to put it.
+All lookup and download of the frozen networks' weights lives here; ``clip4hoi.models``
+only builds networks and loads given files.
+
+* DETR checkpoints are registered by name (:data:`DETR_WEIGHTS`) and cached under
+  ``$CLIP4HOI_HOME/detr`` (default ``~/.cache/clip4hoi``).
+* CLIP weights are open_clip pretrained tags, fetched by open_clip into
+  ``$CLIP4HOI_HOME/clip`` (:func:`resolve_clip`). Before any download the conventional file
+  ``<cache_dir>/<name>-<tag>.<ext>`` is looked up (``ext`` one of ``.safetensors``,
+  ``.bin``, ``.pt``, ``.pth``), then open_clip's own caches.
+* Open-vocabulary detectors (Grounding DINO) are Hugging Face model repositories, registered
+  by name (:data:`OPEN_VOCAB_WEIGHTS`) and fetched by ``huggingface_hub`` into
+  ``$CLIP4HOI_HOME/huggingface`` (:func:`resolve_open_vocab`).
+
+A local file (or, for Grounding DINO, a local model folder) is accepted wherever a name is.
+When weights are neither on disk nor downloadable, :class:`WeightsUnavailableError` says
+within seconds which file to fetch and where to put it.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import socket
+import threading
 import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import open_clip
 import torch
+from open_clip import pretrained as oc_pretrained
 
 from clip4hoi.errors import EXIT_WEIGHTS, UserError
 
@@ -137,3 +154,303 @@ def download_detr(name: str, timeout: float = 20.0) -> Path:
         raise _unavailable_detr(name, "the server returned a web page instead of the file; "
                                 "download it in a browser")
     return path
+
+
+# --------------------------------------------------------------------------------------
+# CLIP (open_clip pretrained tags)
+# --------------------------------------------------------------------------------------
+
+CLIP_WEIGHT_EXTENSIONS = (".safetensors", ".bin", ".pt", ".pth")
+PROBE_TIMEOUT_S = 5.0  # connectivity check before a download
+
+
+@dataclass(frozen=True)
+class CLIPWeights:
+    """A CLIP weights file and what its pretrained tag says about it."""
+
+    file: Path
+    quick_gelu: bool = False
+    """The tag was trained with QuickGELU (OpenAI's)."""
+    mean: tuple[float, ...] | None = None
+    """Pixel normalisation of the tag (None: OpenAI's)."""
+    std: tuple[float, ...] | None = None
+
+
+def clip_cache_dir() -> Path:
+    """``$CLIP4HOI_HOME/clip`` (default ``~/.cache/clip4hoi/clip``): where CLIP weights are
+    looked up and downloaded when no ``cache_dir`` is given."""
+    return cache_root() / "clip"
+
+
+def clip_architecture(name: str) -> str:
+    """open_clip's architecture name (``ViT-B/16`` -> ``ViT-B-16``); ValueError if unknown."""
+    known = open_clip.list_models()
+    canonical = name.replace("/", "-")
+    if canonical in known:
+        return canonical
+    close = difflib.get_close_matches(canonical, known, n=6, cutoff=0.6)
+    hint = f"close matches: {close}" if close else f"available: {known}"
+    raise ValueError(f"unknown CLIP model {name!r} ({hint})")
+
+
+def _tag_cfg(name: str, tag: str) -> tuple[str, dict[str, Any]]:
+    """(cleaned tag, open_clip pretrained config); ValueError naming the tags of ``name``."""
+    clean = tag.lower().replace("-", "_")
+    cfg = oc_pretrained.get_pretrained_cfg(name, clean)
+    if cfg:
+        return clean, cfg
+    tags = oc_pretrained.list_pretrained_tags_by_model(name)
+    close = difflib.get_close_matches(clean, tags, n=4, cutoff=0.5)
+    raise ValueError(
+        f"{tag!r} is neither a file nor a pretrained tag of {name} "
+        f"(close matches: {close}; tags of {name}: {tags})"
+    )
+
+
+def _hf_files(cfg: dict[str, Any]) -> tuple[str, list[str]] | None:
+    """(HF repo, candidate file names, safetensors first) of a tag, as open_clip fetches them."""
+    if not cfg.get("hf_hub"):
+        return None
+    repo, filename = os.path.split(cfg["hf_hub"])
+    filename = filename or "open_clip_pytorch_model.bin"
+    if filename == "open_clip_pytorch_model.bin":
+        return repo, ["open_clip_model.safetensors", filename]
+    if filename.endswith((".bin", ".pth")):
+        return repo, [filename[:-4] + ".safetensors", filename]
+    return repo, [filename]
+
+
+def _hf_url(repo: str, filename: str) -> str:
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    return f"{endpoint}/{repo}/resolve/main/{filename}"
+
+
+def _find_on_disk(
+    name: str, tag: str, cfg: dict[str, Any], cache_dir: Path, default_caches: bool
+) -> Path | None:
+    """The weights of ``name``/``tag`` if already on disk: the conventional file first, then
+    open_clip's download caches (in ``cache_dir``, and its default ones if ``default_caches``)."""
+    for ext in CLIP_WEIGHT_EXTENSIONS:
+        path = cache_dir / f"{name}-{tag}{ext}"
+        if path.is_file():
+            return path
+    hf_dirs: list[Path | None] = [cache_dir, *([None] if default_caches else [])]
+    url_dirs = [cache_dir, *([Path.home() / ".cache" / "clip"] if default_caches else [])]
+    hf = _hf_files(cfg)
+    if hf is not None:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError:
+            pass
+        else:
+            for hub_dir in hf_dirs:
+                for filename in hf[1]:
+                    found = try_to_load_from_cache(hf[0], filename, cache_dir=hub_dir)
+                    if isinstance(found, str):
+                        return Path(found)
+    if cfg.get("url"):
+        for url_dir in url_dirs:
+            path = url_dir / os.path.basename(cfg["url"])
+            if path.is_file():
+                return path
+    return None
+
+
+def _unreachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
+    """None if ``url`` answers a HEAD request within ``timeout`` seconds, else the reason.
+    Runs in a thread so that a hanging name resolution cannot exceed the timeout either."""
+    result: list[str | None] = ["timed out"]
+
+    def probe() -> None:
+        try:
+            urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout)
+            result[0] = None
+        except urllib.error.HTTPError as e:
+            result[0] = f"HTTP {e.code}"
+        except Exception as e:  # URLError, socket errors, timeouts
+            result[0] = str(getattr(e, "reason", e)) or type(e).__name__
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout + 1.0)
+    return result[0]
+
+
+def _unavailable_message(
+    name: str, tag: str, cfg: dict[str, Any], cache_dir: Path, reasons: list[str]
+) -> str:
+    hf = _hf_files(cfg)
+    sources = (
+        [f"  {_hf_url(hf[0], f)}   (Hugging Face repo {hf[0]}, file {f})" for f in hf[1]]
+        if hf
+        else []
+    )
+    if cfg.get("url"):
+        kind = "OpenAI TorchScript archive" if "openaipublic" in cfg["url"] else "checkpoint"
+        sources.append(f"  {cfg['url']}   ({kind})")
+    ext = ".safetensors" if hf else Path(cfg.get("url", "x.pt")).suffix
+    return "\n".join(
+        [
+            f"CLIP weights {name} / {tag} are not on disk and cannot be downloaded "
+            f"({'; '.join(reasons)}).",
+            "Download one of these files (any one is enough):",
+            *sources,
+            f"and save it as {cache_dir / f'{name}-{tag}{ext}'}",
+            f"(a .bin, .pt or .pth file keeps its extension: {name}-{tag}.pt in that folder), "
+            "where the next run looks first;",
+            "or pass the file's path as the CLIP `pretrained` setting instead of the tag.",
+            "`clip4hoi download` fetches the weights on a machine with internet access.",
+        ]
+    )
+
+
+def resolve_clip(
+    name: str, pretrained: str | Path, cache_dir: str | Path | None = None
+) -> CLIPWeights:
+    """The weights of CLIP ``name`` (``ViT-B-16``, ``ViT-B/16``) given by an open_clip
+    pretrained tag (``openai``, ``laion2b_s34b_b88k``, ...) or a local file; a tag's file
+    is looked up on disk, else downloaded through open_clip (Hugging Face hub first, then
+    the original URL) into ``cache_dir`` (default :func:`clip_cache_dir`).
+
+    Raises ``WeightsUnavailableError`` (what to download, where to put it) when offline,
+    ``ValueError`` for an unknown model name or tag.
+    """
+    if not oc_pretrained.is_pretrained_cfg(name, str(pretrained)) and Path(pretrained).is_file():
+        return CLIPWeights(Path(pretrained))
+    name = clip_architecture(name)
+    file, cfg = _clip_file(name, str(pretrained), cache_dir)
+    mean, std = cfg.get("mean"), cfg.get("std")
+    return CLIPWeights(file, bool(cfg.get("quick_gelu")), mean and tuple(mean),
+                       std and tuple(std))
+
+
+def _clip_file(name: str, pretrained: str, cache_dir: str | Path | None
+               ) -> tuple[Path, dict[str, Any]]:
+    """(weights file, tag config) of a pretrained tag; downloads if needed."""
+    tag, cfg = _tag_cfg(name, pretrained)
+    folder = Path(cache_dir).expanduser() if cache_dir is not None else clip_cache_dir()
+    found = _find_on_disk(name, tag, cfg, folder, default_caches=cache_dir is None)
+    if found is not None:
+        return found, cfg
+
+    reasons: list[str] = []
+    hf = _hf_files(cfg)
+    if hf is not None:
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+        reason = "HF_HUB_OFFLINE is set" if offline else _unreachable(_hf_url(hf[0], hf[1][-1]))
+        if reason is None:
+            try:
+                path = oc_pretrained.download_pretrained_from_hf(
+                    hf[0], filename=hf[1][-1], cache_dir=str(folder)
+                )
+                return Path(path), cfg
+            except Exception as e:
+                reason = str(e)
+        reasons.append(f"Hugging Face hub: {reason}")
+    if cfg.get("url"):
+        reason = _unreachable(cfg["url"])
+        if reason is None:
+            try:
+                return Path(
+                    oc_pretrained.download_pretrained_from_url(cfg["url"], str(folder))
+                ), cfg
+            except Exception as e:
+                reason = str(e)
+        reasons.append(f"{cfg['url'].split('/')[2]}: {reason}")
+    raise WeightsUnavailableError(_unavailable_message(name, tag, cfg, folder, reasons))
+
+
+def download_clip(
+    name: str = "ViT-B-16", pretrained: str = "openai", cache_dir: str | Path | None = None
+) -> Path:
+    """Make sure the weights of ``name``/``pretrained`` are on disk and return their file.
+
+    Looks up ``<cache_dir>/<name>-<tag>.<ext>`` and open_clip's caches, otherwise downloads
+    through open_clip (Hugging Face hub first, then the original URL) into ``cache_dir``
+    (default: ``clip_cache_dir()``). Raises ``WeightsUnavailableError`` (what to download,
+    where to put it) when offline, ``ValueError`` for an unknown model name or tag.
+    """
+    if not pretrained:
+        raise ValueError("nothing to download: `pretrained` is empty (random weights)")
+    return resolve_clip(name, pretrained, cache_dir).file
+
+
+
+# --------------------------------------------------------------------------------------
+# Open-vocabulary detectors (Hugging Face model repositories)
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HubWeights:
+    """A public model repository on the Hugging Face hub."""
+
+    repo: str
+    description: str
+
+
+OPEN_VOCAB_WEIGHTS: dict[str, HubWeights] = {
+    "grounding-dino-tiny": HubWeights(
+        "IDEA-Research/grounding-dino-tiny",
+        "Grounding DINO Swin-T (IDEA-Research), open vocabulary, ~690 MB"),
+    "grounding-dino-base": HubWeights(
+        "IDEA-Research/grounding-dino-base",
+        "Grounding DINO Swin-B (IDEA-Research), open vocabulary, ~930 MB"),
+}
+"""Registered open-vocabulary detectors (``detector.type: grounding_dino``)."""
+DEFAULT_OPEN_VOCAB = "grounding-dino-tiny"
+_HUB_FILES = ["*.json", "*.safetensors", "*.txt"]  # config, weights, tokenizer
+
+
+def hub_cache_dir() -> Path:
+    """``$CLIP4HOI_HOME/huggingface``: where Hugging Face repositories are downloaded."""
+    return cache_root() / "huggingface"
+
+
+def _unavailable_hub(name: str, reason: str) -> WeightsUnavailableError:
+    entry = OPEN_VOCAB_WEIGHTS[name]
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    return WeightsUnavailableError(
+        f"detector weights '{name}' ({entry.description}) are not on disk and could not be "
+        f"downloaded ({reason}).\n  repository: {endpoint}/{entry.repo}\n  on a machine "
+        f"with internet access: CLIP4HOI_HOME={cache_root()} clip4hoi download {name}\n"
+        f"  or: hf download {entry.repo} --cache-dir {hub_cache_dir()}\n"
+        f"  (or pass the path of a local copy of the repository instead of the name)")
+
+
+def resolve_open_vocab(name_or_path: str, download: bool = True) -> Path:
+    """The local folder (``config.json``, weights, tokenizer files) of an open-vocabulary
+    detector given by registered name (:data:`OPEN_VOCAB_WEIGHTS`) or local folder; a
+    registered one is downloaded by ``huggingface_hub`` into :func:`hub_cache_dir` when
+    missing (unless ``download`` is False)."""
+    if name_or_path not in OPEN_VOCAB_WEIGHTS:
+        path = Path(name_or_path).expanduser()
+        if (path / "config.json").is_file():
+            return path
+        raise FileNotFoundError(
+            f"detector weights {name_or_path!r}: not a model folder (with config.json) and "
+            f"not a registered name ({', '.join(OPEN_VOCAB_WEIGHTS)})")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as error:
+        raise UserError("open-vocabulary detectors need huggingface_hub and transformers: "
+                        "pip install 'clip4hoi[openvocab]'") from error
+    repo = OPEN_VOCAB_WEIGHTS[name_or_path].repo
+    try:
+        return Path(snapshot_download(repo, cache_dir=hub_cache_dir(),
+                                      allow_patterns=_HUB_FILES, local_files_only=True))
+    except Exception:  # not (completely) in the cache: huggingface_hub's own error types
+        pass
+    if not download:
+        raise _unavailable_hub(name_or_path, "downloads disabled")
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    reason = ("HF_HUB_OFFLINE is set" if offline
+              else _unreachable(f"{endpoint}/{repo}/resolve/main/config.json"))
+    if reason is None:
+        try:
+            return Path(snapshot_download(repo, cache_dir=hub_cache_dir(),
+                                          allow_patterns=_HUB_FILES))
+        except Exception as error:  # network and hub errors of huggingface_hub
+            reason = str(error)
+    raise _unavailable_hub(name_or_path, reason)

@@ -15,8 +15,8 @@ from open_clip.transformer import QuickGELU, Transformer
 from safetensors.torch import save_file
 from torch import nn
 
-from clip4hoi.models.clip import CLIPEncoder, build_clip, download_clip
-from clip4hoi.weights import WeightsUnavailableError
+from clip4hoi.models.clip import CLIPEncoder, build_clip
+from clip4hoi.weights import WeightsUnavailableError, download_clip, resolve_clip
 
 TINY = {
     "embed_dim": 32,
@@ -32,13 +32,13 @@ TOL = 1e-5
 @pytest.fixture(scope="module")
 def tiny() -> CLIPEncoder:
     torch.manual_seed(0)
-    return build_clip("tiny", pretrained=None, model_cfg=TINY)
+    return build_clip("tiny", None, model_cfg=TINY)
 
 
 @pytest.fixture(scope="module")
 def b16() -> CLIPEncoder:
     torch.manual_seed(0)
-    return build_clip("ViT-B-16", pretrained=None)
+    return build_clip("ViT-B-16", None)
 
 
 @pytest.fixture(params=["tiny", "b16"])
@@ -182,7 +182,7 @@ def test_avg_pool_and_eos_pool_variants(final_ln_after_pool: bool) -> None:
     vision["final_ln_after_pool"] = final_ln_after_pool
     text = {**TINY["text_cfg"], "pool_type": "eos", "eos_id": 49407, "proj_bias": True}
     enc = build_clip(
-        "variant", pretrained=None, model_cfg={**TINY, "vision_cfg": vision, "text_cfg": text}
+        "variant", None, model_cfg={**TINY, "vision_cfg": vision, "text_cfg": text}
     )
     pixels, texts = torch.randn(2, 3, 64, 64), ["ride bicycle", "a photo of a person", ""]
     assert (
@@ -236,7 +236,7 @@ def test_offline_error_then_local_file_is_found(tmp_path: Path, b16: CLIPEncoder
         pytest.skip("internet access: the offline behaviour cannot be tested (it would download)")
     start = time.monotonic()
     with pytest.raises(WeightsUnavailableError) as error:
-        build_clip("ViT-B-16", "openai", cache_dir=tmp_path)
+        resolve_clip("ViT-B-16", "openai", cache_dir=tmp_path)
     assert time.monotonic() - start < 30
     message = str(error.value)
     assert "https://huggingface.co/timm/vit_base_patch16_clip_224.openai" in message
@@ -250,7 +250,7 @@ def test_offline_error_then_local_file_is_found(tmp_path: Path, b16: CLIPEncoder
     state = {k: v.half().contiguous() for k, v in b16.model.state_dict().items()}
     save_file(state, destination)
     assert download_clip("ViT-B-16", "openai", cache_dir=tmp_path) == destination
-    loaded = build_clip("ViT-B-16", "openai", cache_dir=tmp_path)
+    loaded = build_clip("ViT-B-16", resolve_clip("ViT-B-16", "openai", cache_dir=tmp_path))
     key = "visual.transformer.resblocks.3.mlp.c_fc.weight"
     assert torch.equal(loaded.model.state_dict()[key], state[key].float())
     assert isinstance(
@@ -280,7 +280,7 @@ def test_torchscript_archive(tmp_path: Path, tiny: CLIPEncoder) -> None:
     )
     path = tmp_path / "tiny_openai.pt"
     traced.save(str(path))
-    loaded = build_clip("tiny", pretrained=str(path), model_cfg=TINY)
+    loaded = build_clip("tiny", str(path), model_cfg=TINY)
     key = "transformer.resblocks.1.attn.in_proj_weight"
     assert torch.equal(loaded.model.state_dict()[key], tiny.model.state_dict()[key])
     assert isinstance(loaded.model.transformer.resblocks[0].mlp.gelu, QuickGELU)
@@ -289,7 +289,7 @@ def test_torchscript_archive(tmp_path: Path, tiny: CLIPEncoder) -> None:
 def test_state_dict_file(tmp_path: Path, tiny: CLIPEncoder) -> None:
     path = tmp_path / "tiny.pt"
     torch.save(tiny.model.state_dict(), path)
-    loaded = build_clip("tiny", pretrained=path, model_cfg=TINY)
+    loaded = build_clip("tiny", path, model_cfg=TINY)
     with torch.no_grad():
         pixels = torch.randn(1, 3, 64, 64)
         assert torch.equal(
@@ -297,17 +297,17 @@ def test_state_dict_file(tmp_path: Path, tiny: CLIPEncoder) -> None:
         )
     small = {**TINY, "embed_dim": 16}
     with pytest.raises(ValueError, match="cannot load weights"):
-        build_clip("tiny", pretrained=path, model_cfg=small)
+        build_clip("tiny", path, model_cfg=small)
 
 
 def test_bad_names_and_tags() -> None:
     with pytest.raises(ValueError, match="ViT-B-16"):
-        build_clip("ViT-B-61", pretrained=None)
+        build_clip("ViT-B-61", None)
     with pytest.raises(ValueError, match="openai"):
-        build_clip("ViT-B-16", pretrained="opnai")
+        resolve_clip("ViT-B-16", "opnai")
     with pytest.raises(ValueError, match="ViT"):
-        build_clip("RN50", pretrained=None)
-    with pytest.raises(ValueError, match="custom architecture"):
-        build_clip("tiny", pretrained="openai", model_cfg=TINY)
+        build_clip("RN50", None)
+    with pytest.raises(FileNotFoundError, match="resolve_clip"):
+        build_clip("tiny", "openai", model_cfg=TINY)
     with pytest.raises(ValueError, match="multiple"):
-        build_clip("tiny", pretrained=None, model_cfg=TINY, image_size=70)
+        build_clip("tiny", None, model_cfg=TINY, image_size=70)

@@ -21,11 +21,11 @@ from conftest import (
 )
 from PIL import Image
 
+from clip4hoi import api
 from clip4hoi.api import HOIDetector
 from clip4hoi.cli import main
 from clip4hoi.config import TrainingFreeConfig
 from clip4hoi.data.metadata import hicodet_classes, load_classes, parse_class_text
-from clip4hoi.models import training_free
 from clip4hoi.models.training_free import (
     TrainingFreeHOI,
     build_training_free,
@@ -319,8 +319,8 @@ def test_random_weights_are_full_size(monkeypatch: pytest.MonkeyPatch) -> None:
         built.append(config)
         return build_training_free(tiny_config(config.mode))
 
-    monkeypatch.setattr(training_free, "build_training_free", fake_build)
-    detector = training_free.build_training_free_detector("dense", "cpu", True, ["margin=0.3"])
+    monkeypatch.setattr(api, "build_training_free", fake_build)
+    detector = api.build_training_free_detector("dense", "cpu", True, ["margin=0.3"])
     (config,) = built
     assert detector.mode == "dense" and config.margin == 0.3
     assert config.detector.weights == "random" and config.detector.architecture is None

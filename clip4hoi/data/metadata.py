@@ -3,7 +3,9 @@ the zero-shot splits, and user-defined class sets given as text.
 
 Index conventions used throughout the package:
 
-* object ids are **COCO-80** indices (``person`` = 0, ..., ``toothbrush`` = 79);
+* object ids are **COCO-80** indices (``person`` = 0, ..., ``toothbrush`` = 79); a class set
+  with other objects (for the open-vocabulary detector) numbers them from 80 on, in its
+  :attr:`HOIClassSet.object_vocabulary`;
 * HICO-DET HOI ids are the official 0-based ids (0 = "board airplane", ...);
 * verb ids index :data:`HICO_VERBS` (0-based, ``no_interaction`` = 57).
 
@@ -82,8 +84,10 @@ class HOIClassSet:
     """An ordered set of HOI classes, each a (verb phrase, object) pair.
 
     ``verbs[k]`` is the verb phrase of class ``k`` in plain words (``"brush with"``), used
-    in the learnable prompt ``[PREFIX] verb [CONJUN] object``; ``objects[k]`` its COCO-80
-    object id; ``verb_ids[k]`` the id of its verb in ``verb_vocabulary`` (reported in the
+    in the learnable prompt ``[PREFIX] verb [CONJUN] object``; ``objects[k]`` its object id,
+    an index of ``object_vocabulary`` — the 80 COCO objects in COCO-80 order, followed by
+    the set's other objects (any noun, for the open-vocabulary detector); ``verb_ids[k]``
+    the id of its verb in ``verb_vocabulary`` (reported in the
     detections); ``sentences[k]`` a hand-written sentence for training-free scoring.
     """
 
@@ -93,6 +97,7 @@ class HOIClassSet:
     verb_ids: tuple[int, ...]
     verb_vocabulary: tuple[str, ...]
     sentences: tuple[str, ...]
+    object_vocabulary: tuple[str, ...] = COCO_OBJECTS
 
     def __post_init__(self) -> None:
         n = len(self.verbs)
@@ -100,17 +105,26 @@ class HOIClassSet:
             raise ValueError(f"class set {self.name!r}: fields have different lengths")
         if n == 0:
             raise ValueError(f"class set {self.name!r} is empty")
-        bad = [o for o in self.objects if not 0 <= o < len(COCO_OBJECTS)]
+        if self.object_vocabulary[:len(COCO_OBJECTS)] != COCO_OBJECTS:
+            raise ValueError(f"class set {self.name!r}: the object vocabulary must start with "
+                             f"the 80 COCO objects in COCO-80 order")
+        bad = [o for o in self.objects if not 0 <= o < len(self.object_vocabulary)]
         if bad:
-            raise ValueError(f"class set {self.name!r}: object ids {bad} are not COCO-80 ids")
+            raise ValueError(f"class set {self.name!r}: object ids {bad} are not ids of its "
+                             f"object vocabulary ({len(self.object_vocabulary)} objects)")
 
     def __len__(self) -> int:
         return len(self.verbs)
 
     @property
     def object_names(self) -> tuple[str, ...]:
-        """COCO object name of each class."""
-        return tuple(COCO_OBJECTS[o] for o in self.objects)
+        """Object name of each class (words joined by ``_``)."""
+        return tuple(self.object_vocabulary[o] for o in self.objects)
+
+    @property
+    def used_objects(self) -> tuple[int, ...]:
+        """The object ids of the set's classes, sorted, without repeats."""
+        return tuple(sorted(set(self.objects)))
 
     def subset(self, indices: list[int] | tuple[int, ...], name: str | None = None
                ) -> HOIClassSet:
@@ -123,17 +137,20 @@ class HOIClassSet:
             verb_ids=tuple(self.verb_ids[i] for i in idx),
             verb_vocabulary=self.verb_vocabulary,
             sentences=tuple(self.sentences[i] for i in idx),
+            object_vocabulary=self.object_vocabulary,
         )
 
     def to_json(self) -> dict:
         """A JSON-serialisable form, read back by :meth:`from_json`."""
         return {"name": self.name, "classes": [
-            {"verb": v, "object": COCO_OBJECTS[o], "sentence": s}
+            {"verb": v, "object": self.object_vocabulary[o], "sentence": s}
             for v, o, s in zip(self.verbs, self.objects, self.sentences, strict=True)]}
 
     @classmethod
-    def from_json(cls, data: dict, source: str = "<json>") -> HOIClassSet:
-        """Build from ``{"name": ..., "classes": [{"verb", "object"[, "sentence"]}, ...]}``."""
+    def from_json(cls, data: dict, source: str = "<json>", open_vocabulary: bool = False
+                  ) -> HOIClassSet:
+        """Build from ``{"name": ..., "classes": [{"verb", "object"[, "sentence"]}, ...]}``
+        (objects outside COCO's 80 only with ``open_vocabulary``)."""
         try:
             entries = data["classes"]
             pairs = [(str(c["verb"]), str(c["object"])) for c in entries]
@@ -143,28 +160,37 @@ class HOIClassSet:
                 f"{source}: expected {{'classes': [{{'verb': ..., 'object': ...}}, ...]}}, "
                 f"missing or malformed field {error}") from error
         return from_pairs(pairs, name=data.get("name", source), sentences=sentences,
-                          source=source)
+                          source=source, open_vocabulary=open_vocabulary)
+
+
+def object_key(name: str) -> str:
+    """An object name as the vocabularies spell it: ``"Dining  table"`` -> ``"dining_table"``."""
+    return "_".join(name.replace("_", " ").lower().split())
 
 
 def object_id(name: str, source: str = "class list") -> int:
     """COCO-80 id of an object name (``"dining table"``, ``"dining_table"``, any case)."""
-    key = name.strip().lower().replace(" ", "_")
+    key = object_key(name)
     try:
         return COCO_OBJECTS.index(key)
     except ValueError:
         raise ValueError(
-            f"{source}: unknown object {name!r}; the detector finds the 80 COCO objects: "
+            f"{source}: unknown object {name!r}; the DETR detector finds the 80 COCO objects "
+            f"(detector.type grounding_dino finds any object): "
             + ", ".join(words(o) for o in COCO_OBJECTS)) from None
 
 
 def from_pairs(pairs: list[tuple[str, str]], name: str = "custom",
-               sentences: list[str | None] | None = None, source: str = "class list"
-               ) -> HOIClassSet:
+               sentences: list[str | None] | None = None, source: str = "class list",
+               open_vocabulary: bool = False) -> HOIClassSet:
     """A class set from (verb phrase, object name) pairs; verbs are numbered in order of
-    first appearance."""
+    first appearance. With ``open_vocabulary`` an object outside COCO's 80 is added to the
+    set's object vocabulary (ids from 80 on, in order of first appearance); otherwise it is
+    an error."""
     if not pairs:
         raise ValueError(f"{source}: no classes given")
     verb_vocabulary: list[str] = []
+    vocabulary = list(COCO_OBJECTS)
     verb_ids, verbs, objects, texts = [], [], [], []
     for k, (verb, obj) in enumerate(pairs):
         verb = " ".join(words(verb).split()).lower()
@@ -172,24 +198,38 @@ def from_pairs(pairs: list[tuple[str, str]], name: str = "custom",
             raise ValueError(f"{source}: class {k} has an empty verb")
         if verb not in verb_vocabulary:
             verb_vocabulary.append(verb)
-        oid = object_id(obj, source)
+        key = object_key(obj)
+        if not key:
+            raise ValueError(f"{source}: class {k} has an empty object")
+        if key not in vocabulary:
+            if not open_vocabulary:
+                object_id(obj, source)  # raises, naming the 80 objects
+            vocabulary.append(key)
+        oid = vocabulary.index(key)
         verbs.append(verb)
         objects.append(oid)
         verb_ids.append(verb_vocabulary.index(verb))
         given = sentences[k] if sentences else None
-        texts.append(given or describe(verb, COCO_OBJECTS[oid]))
+        texts.append(given or describe(verb, key))
     return HOIClassSet(name, tuple(verbs), tuple(objects), tuple(verb_ids),
-                       tuple(verb_vocabulary), tuple(texts))
+                       tuple(verb_vocabulary), tuple(texts), tuple(vocabulary))
 
 
-def parse_class_text(text: str) -> HOIClassSet:
+def parse_class_text(text: str, open_vocabulary: bool = False) -> HOIClassSet:
     """Classes from free text: ``"ride bicycle, hold cup, sit on dining table"``.
 
     Each comma- or semicolon-separated item is a verb phrase followed by a COCO object
     name; the longest object name that ends the item wins (``"sit on dining table"``).
+    With ``open_vocabulary`` an item that ends in no COCO name takes its last word as the
+    object (``"play guitar"``); a longer new name can be given as ``"VERB | OBJECT"``
+    (``"play | electric guitar"``), or in a JSON class file.
     """
     pairs = []
     for item in filter(None, (part.strip() for part in re.split(r"[,;\n]", text))):
+        verb, bar, obj = item.partition("|")
+        if bar and open_vocabulary and verb.strip() and obj.strip():
+            pairs.append((verb, obj))
+            continue
         tokens = item.lower().replace("_", " ").split()
         for start in range(1, len(tokens)):
             candidate = "_".join(tokens[start:])
@@ -197,10 +237,14 @@ def parse_class_text(text: str) -> HOIClassSet:
                 pairs.append((" ".join(tokens[:start]), candidate))
                 break
         else:
+            if open_vocabulary and len(tokens) >= 2:
+                pairs.append((" ".join(tokens[:-1]), tokens[-1]))
+                continue
             raise ValueError(
                 f"class {item!r}: expected 'VERB OBJECT' with OBJECT one of the 80 COCO "
                 f"objects (e.g. 'ride bicycle', 'sit on dining table')")
-    return from_pairs(pairs, name="custom", source=f"classes {text!r}")
+    return from_pairs(pairs, name="custom", source=f"classes {text!r}",
+                      open_vocabulary=open_vocabulary)
 
 
 @cache
@@ -259,10 +303,11 @@ def vcoco_classes() -> HOIClassSet:
     )
 
 
-def load_classes(spec: str) -> HOIClassSet:
+def load_classes(spec: str, open_vocabulary: bool = False) -> HOIClassSet:
     """Resolve a ``--classes`` argument: ``hicodet``, ``vcoco``, a file (JSON as written by
     :meth:`HOIClassSet.to_json`, or text with one ``VERB OBJECT`` per line), or free text
-    (``"ride bicycle, hold cup"``)."""
+    (``"ride bicycle, hold cup"``). Objects outside COCO's 80 only with ``open_vocabulary``
+    (for the open-vocabulary detector)."""
     if spec in ("hicodet", "hico", "hico-det"):
         return hicodet_classes()
     if spec == "vcoco":
@@ -277,6 +322,6 @@ def load_classes(spec: str) -> HOIClassSet:
                 data = json.loads(text)
             except json.JSONDecodeError as error:
                 raise ValueError(f"{spec}: not valid JSON ({error})") from error
-            return HOIClassSet.from_json(data, source=spec)
-        return parse_class_text(text)
-    return parse_class_text(spec)
+            return HOIClassSet.from_json(data, source=spec, open_vocabulary=open_vocabulary)
+        return parse_class_text(text, open_vocabulary)
+    return parse_class_text(spec, open_vocabulary)

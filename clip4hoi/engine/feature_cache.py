@@ -47,6 +47,9 @@ def frozen_fingerprint(model: CLIP4HOI, transform: TransformConfig, dtype: str) 
                 "detector_dilation": model.config.detector.dilation,
                 "clip_name": model.config.clip.name, "clip_layers": model.config.clip.layers,
                 "clip_image_size": model.config.clip.image_size}
+    if model.open_vocabulary:  # Grounding DINO's outputs depend on the prompted objects
+        settings["detector_objects"] = [model.classes.object_vocabulary[o]
+                                        for o in model.classes.used_objects]
     digest.update(json.dumps(settings, sort_keys=True).encode())
     for prefix, module in (("detector", model.detector), ("clip", model.clip)):
         for name, tensor in sorted(module.state_dict().items()):

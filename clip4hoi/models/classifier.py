@@ -67,7 +67,7 @@ class HOIClassifier(nn.Module):
         """Normalised class embeddings ``[K, E]``; cached unless gradients must flow to the
         prompts (cache entries are keyed by the prompt tensors' versions)."""
         trainable = torch.is_grad_enabled() and self.prefix.requires_grad
-        key = (classes.verbs, classes.objects, self.prefix.device,
+        key = (classes.verbs, classes.object_names, self.prefix.device,
                self.prefix.data_ptr(), self.prefix._version,
                self.conjunction.data_ptr(), self.conjunction._version)
         if not trainable and key in self._text_cache:

@@ -12,11 +12,8 @@ It reuses open_clip's modules and weights as they are and adds what CLIP4HOI nee
 
 Every parameter is frozen and the model stays in eval mode when a parent calls ``.train()``.
 
-Weights (``build_clip`` / ``download_clip``): an open_clip pretrained tag, downloaded by
-open_clip into the cache directory, or a local file. Before any download the conventional
-file ``<cache_dir>/<name>-<tag>.<ext>`` is looked up (``ext`` one of ``.safetensors``,
-``.bin``, ``.pt``, ``.pth``); when the weights are neither there nor downloadable,
-``WeightsUnavailableError`` says within seconds which file to fetch and where to put it.
+``build_clip`` builds the network and loads a given weights file; pretrained tags are
+looked up and downloaded by :func:`clip4hoi.weights.resolve_clip`.
 
 Shapes: ``B`` images, ``N = gh * gw`` patches (row-major), ``W`` ViT width, ``E`` joint
 embedding size, ``K`` texts or classes, ``L`` (trimmed) sequence length, ``Wt`` text width.
@@ -24,12 +21,7 @@ embedding size, ``K`` texts or classes, ``L`` (trimmed) sequence length, ``Wt`` 
 
 from __future__ import annotations
 
-import difflib
-import os
 import pickle
-import threading
-import urllib.error
-import urllib.request
 import warnings
 import zipfile
 from collections.abc import Sequence
@@ -41,13 +33,12 @@ from typing import Any
 import open_clip
 import torch
 import torch.nn.functional as F
-from open_clip import pretrained as oc_pretrained
 from open_clip.model import CLIP, CustomTextCLIP
 from open_clip.tokenizer import SimpleTokenizer
 from open_clip.transformer import VisionTransformer
 from torch import Tensor, nn
 
-from clip4hoi.weights import WeightsUnavailableError, cache_root
+from clip4hoi.weights import CLIPWeights, clip_architecture
 
 __all__ = [
     "OPENAI_MEAN",
@@ -55,202 +46,15 @@ __all__ = [
     "CLIPEncoder",
     "ImageFeatures",
     "build_clip",
-    "default_cache_dir",
-    "download_clip",
 ]
 
 OPENAI_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
-WEIGHT_EXTENSIONS = (".safetensors", ".bin", ".pt", ".pth")
-PROBE_TIMEOUT_S = 5.0  # connectivity check before a download
 
 
 # --------------------------------------------------------------------------------------
-# Weights: names, tags, files on disk, downloads
+# Building from a weights file
 # --------------------------------------------------------------------------------------
-
-
-def default_cache_dir() -> Path:
-    """``$CLIP4HOI_HOME/clip`` (default ``~/.cache/clip4hoi/clip``): where CLIP weights are
-    looked up and downloaded when no ``cache_dir`` is given."""
-    return cache_root() / "clip"
-
-
-def _model_name(name: str) -> str:
-    """open_clip's architecture name (``ViT-B/16`` -> ``ViT-B-16``); ValueError if unknown."""
-    known = open_clip.list_models()
-    canonical = name.replace("/", "-")
-    if canonical in known:
-        return canonical
-    close = difflib.get_close_matches(canonical, known, n=6, cutoff=0.6)
-    hint = f"close matches: {close}" if close else f"available: {known}"
-    raise ValueError(f"unknown CLIP model {name!r} ({hint})")
-
-
-def _tag_cfg(name: str, tag: str) -> tuple[str, dict[str, Any]]:
-    """(cleaned tag, open_clip pretrained config); ValueError naming the tags of ``name``."""
-    clean = tag.lower().replace("-", "_")
-    cfg = oc_pretrained.get_pretrained_cfg(name, clean)
-    if cfg:
-        return clean, cfg
-    tags = oc_pretrained.list_pretrained_tags_by_model(name)
-    close = difflib.get_close_matches(clean, tags, n=4, cutoff=0.5)
-    raise ValueError(
-        f"{tag!r} is neither a file nor a pretrained tag of {name} "
-        f"(close matches: {close}; tags of {name}: {tags})"
-    )
-
-
-def _hf_files(cfg: dict[str, Any]) -> tuple[str, list[str]] | None:
-    """(HF repo, candidate file names, safetensors first) of a tag, as open_clip fetches them."""
-    if not cfg.get("hf_hub"):
-        return None
-    repo, filename = os.path.split(cfg["hf_hub"])
-    filename = filename or "open_clip_pytorch_model.bin"
-    if filename == "open_clip_pytorch_model.bin":
-        return repo, ["open_clip_model.safetensors", filename]
-    if filename.endswith((".bin", ".pth")):
-        return repo, [filename[:-4] + ".safetensors", filename]
-    return repo, [filename]
-
-
-def _hf_url(repo: str, filename: str) -> str:
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
-    return f"{endpoint}/{repo}/resolve/main/{filename}"
-
-
-def _find_on_disk(
-    name: str, tag: str, cfg: dict[str, Any], cache_dir: Path, default_caches: bool
-) -> Path | None:
-    """The weights of ``name``/``tag`` if already on disk: the conventional file first, then
-    open_clip's download caches (in ``cache_dir``, and its default ones if ``default_caches``)."""
-    for ext in WEIGHT_EXTENSIONS:
-        path = cache_dir / f"{name}-{tag}{ext}"
-        if path.is_file():
-            return path
-    hf_dirs: list[Path | None] = [cache_dir, *([None] if default_caches else [])]
-    url_dirs = [cache_dir, *([Path.home() / ".cache" / "clip"] if default_caches else [])]
-    hf = _hf_files(cfg)
-    if hf is not None:
-        try:
-            from huggingface_hub import try_to_load_from_cache
-        except ImportError:
-            pass
-        else:
-            for hub_dir in hf_dirs:
-                for filename in hf[1]:
-                    found = try_to_load_from_cache(hf[0], filename, cache_dir=hub_dir)
-                    if isinstance(found, str):
-                        return Path(found)
-    if cfg.get("url"):
-        for url_dir in url_dirs:
-            path = url_dir / os.path.basename(cfg["url"])
-            if path.is_file():
-                return path
-    return None
-
-
-def _unreachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
-    """None if ``url`` answers a HEAD request within ``timeout`` seconds, else the reason.
-    Runs in a thread so that a hanging name resolution cannot exceed the timeout either."""
-    result: list[str | None] = ["timed out"]
-
-    def probe() -> None:
-        try:
-            urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout)
-            result[0] = None
-        except urllib.error.HTTPError as e:
-            result[0] = f"HTTP {e.code}"
-        except Exception as e:  # URLError, socket errors, timeouts
-            result[0] = str(getattr(e, "reason", e)) or type(e).__name__
-
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    thread.join(timeout + 1.0)
-    return result[0]
-
-
-def _unavailable_message(
-    name: str, tag: str, cfg: dict[str, Any], cache_dir: Path, reasons: list[str]
-) -> str:
-    hf = _hf_files(cfg)
-    sources = (
-        [f"  {_hf_url(hf[0], f)}   (Hugging Face repo {hf[0]}, file {f})" for f in hf[1]]
-        if hf
-        else []
-    )
-    if cfg.get("url"):
-        kind = "OpenAI TorchScript archive" if "openaipublic" in cfg["url"] else "checkpoint"
-        sources.append(f"  {cfg['url']}   ({kind})")
-    ext = ".safetensors" if hf else Path(cfg.get("url", "x.pt")).suffix
-    return "\n".join(
-        [
-            f"CLIP weights {name} / {tag} are not on disk and cannot be downloaded "
-            f"({'; '.join(reasons)}).",
-            "Download one of these files (any one is enough):",
-            *sources,
-            f"and save it as {cache_dir / f'{name}-{tag}{ext}'}",
-            f"(a .bin, .pt or .pth file keeps its extension: {name}-{tag}.pt in that folder), "
-            "where the next run looks first;",
-            "or pass the file's path as the CLIP `pretrained` setting instead of the tag.",
-            "`clip4hoi download` fetches the weights on a machine with internet access.",
-        ]
-    )
-
-
-def _resolve_weights(
-    name: str, pretrained: str | Path, cache_dir: str | Path | None
-) -> tuple[Path, dict[str, Any]]:
-    """(weights file, tag config or {}) of a pretrained tag or a local file; downloads if needed."""
-    if not oc_pretrained.is_pretrained_cfg(name, str(pretrained)) and Path(pretrained).is_file():
-        return Path(pretrained), {}
-    tag, cfg = _tag_cfg(name, str(pretrained))
-    folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    found = _find_on_disk(name, tag, cfg, folder, default_caches=cache_dir is None)
-    if found is not None:
-        return found, cfg
-
-    reasons: list[str] = []
-    hf = _hf_files(cfg)
-    if hf is not None:
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-        reason = "HF_HUB_OFFLINE is set" if offline else _unreachable(_hf_url(hf[0], hf[1][-1]))
-        if reason is None:
-            try:
-                path = oc_pretrained.download_pretrained_from_hf(
-                    hf[0], filename=hf[1][-1], cache_dir=str(folder)
-                )
-                return Path(path), cfg
-            except Exception as e:
-                reason = str(e)
-        reasons.append(f"Hugging Face hub: {reason}")
-    if cfg.get("url"):
-        reason = _unreachable(cfg["url"])
-        if reason is None:
-            try:
-                return Path(
-                    oc_pretrained.download_pretrained_from_url(cfg["url"], str(folder))
-                ), cfg
-            except Exception as e:
-                reason = str(e)
-        reasons.append(f"{cfg['url'].split('/')[2]}: {reason}")
-    raise WeightsUnavailableError(_unavailable_message(name, tag, cfg, folder, reasons))
-
-
-def download_clip(
-    name: str = "ViT-B-16", pretrained: str = "openai", cache_dir: str | Path | None = None
-) -> Path:
-    """Make sure the weights of ``name``/``pretrained`` are on disk and return their file.
-
-    Looks up ``<cache_dir>/<name>-<tag>.<ext>`` and open_clip's caches, otherwise downloads
-    through open_clip (Hugging Face hub first, then the original URL) into ``cache_dir``
-    (default: ``default_cache_dir()``). Raises ``WeightsUnavailableError`` (what to download,
-    where to put it) when offline, ``ValueError`` for an unknown model name or tag.
-    """
-    if not pretrained:
-        raise ValueError("nothing to download: `pretrained` is empty (random weights)")
-    return _resolve_weights(_model_name(name), pretrained, cache_dir)[0]
-
 
 def _is_torchscript(path: Path) -> bool:
     """OpenAI's ``.pt`` files are TorchScript archives (a zip with ``constants.pkl``)."""
@@ -283,38 +87,37 @@ def _load_weights(model: nn.Module, path: Path, torchscript: bool) -> None:
 
 def build_clip(
     name: str = "ViT-B-16",
-    pretrained: str | Path | None = "openai",
+    weights: CLIPWeights | str | Path | None = None,
     image_size: int | None = None,
-    cache_dir: str | Path | None = None,
     model_cfg: dict[str, Any] | None = None,
 ) -> CLIPEncoder:
-    """Build the frozen CLIP encoder.
+    """Build the frozen CLIP encoder and load its weights.
 
     Args:
         name: open_clip architecture (``ViT-B-16``, ``ViT-L-14``, ...); only a label when
             ``model_cfg`` is given.
-        pretrained: an open_clip pretrained tag of ``name`` (``openai``, ``laion2b_s34b_b88k``,
-            ...; see ``download_clip``), a local weights file (OpenAI TorchScript ``.pt``, or
-            an open_clip state dict ``.pt/.pth/.bin/.safetensors``), or None/"" for random
-            weights. Tags trained with QuickGELU (``openai``, ...) get QuickGELU, as does any
-            TorchScript archive; a local state dict gets the activation of ``name``'s config
-            (use a ``-quickgelu`` name for OpenAI weights saved as a state dict).
+        weights: a weights file — OpenAI TorchScript ``.pt``, or an open_clip state dict
+            ``.pt/.pth/.bin/.safetensors`` — as a path or as the :class:`CLIPWeights` of a
+            pretrained tag (:func:`clip4hoi.weights.resolve_clip` finds or downloads it);
+            None for random weights. Tags trained with QuickGELU (``openai``, ...) get
+            QuickGELU, as does any TorchScript archive; a plain path gets the activation of
+            ``name``'s config (use a ``-quickgelu`` name for OpenAI weights saved as a state
+            dict).
         image_size: resolution of ``preprocess`` (a multiple of the patch size); default the
             pretraining one.
-        cache_dir: where weights are looked up and downloaded; default ``default_cache_dir()``.
         model_cfg: an open_clip model config (``embed_dim``, ``vision_cfg``, ``text_cfg``) for a
-            custom architecture; ``pretrained`` must then be None or a local file.
+            custom architecture.
     """
+    if weights is not None and not isinstance(weights, CLIPWeights):
+        weights = CLIPWeights(Path(weights))
+    if weights is not None and not weights.file.is_file():
+        raise FileNotFoundError(f"CLIP weights {weights.file}: no such file (pretrained tags "
+                                f"are resolved by clip4hoi.weights.resolve_clip)")
     if model_cfg is None:
-        name = _model_name(name)
+        name = clip_architecture(name)
         cfg = open_clip.get_model_config(name)
     else:
         cfg = deepcopy(model_cfg)
-        if pretrained and not Path(pretrained).is_file():
-            raise ValueError(
-                f"model_cfg builds a custom architecture: `pretrained` must be None or a local "
-                f"file, not {pretrained!r}"
-            )
     vision_cfg, text_cfg = cfg["vision_cfg"], cfg["text_cfg"]
     if not isinstance(vision_cfg.get("layers", 12), int) or vision_cfg.get("timm_model_name"):
         raise ValueError(f"{name}: only open_clip ViT image towers are supported (not ResNet/timm)")
@@ -325,16 +128,13 @@ def build_clip(
     ):
         raise ValueError(f"{name}: only CLIP text towers with the CLIP BPE tokenizer are supported")
 
-    weights, tag_cfg = (
-        (None, {}) if not pretrained else _resolve_weights(name, pretrained, cache_dir)
-    )
-    torchscript = weights is not None and _is_torchscript(weights)
-    if tag_cfg.get("quick_gelu") or torchscript:
+    torchscript = weights is not None and _is_torchscript(weights.file)
+    if (weights is not None and weights.quick_gelu) or torchscript:
         cfg["quick_gelu"] = True
     model_class = CustomTextCLIP if cfg.pop("custom_text", False) else CLIP
     model = model_class(**cfg)
     if weights is not None:
-        _load_weights(model, weights, torchscript)
+        _load_weights(model, weights.file, torchscript)
     tokenizer = SimpleTokenizer(
         context_length=text_cfg.get("context_length", 77), **text_cfg.get("tokenizer_kwargs", {})
     )
@@ -342,8 +142,8 @@ def build_clip(
         model.float(),
         tokenizer,
         image_size=image_size,
-        mean=tuple(tag_cfg.get("mean", OPENAI_MEAN)),
-        std=tuple(tag_cfg.get("std", OPENAI_STD)),
+        mean=(weights and weights.mean) or OPENAI_MEAN,
+        std=(weights and weights.std) or OPENAI_STD,
     )
 
 

@@ -1,6 +1,6 @@
 """The assembled CLIP4HOI model, its factory and its checkpoints.
 
-    images ─┬─ DETR ─ proposals ─ HO interactor ─ pair tokens ─┐
+    images ─┬─ DETR ─ proposals ─ HO interactor ─ pair tokens ─┐  (or Grounding DINO)
             │                                              HOI decoder ─ pair features ─┐
             └─ CLIP image encoder ─┬─ patch tokens ────────┘                            │
                                    └─ global feature ─────────────── HOI classifier ────┴─ scores
@@ -8,6 +8,11 @@
 
 ``forward(images, targets=None)`` returns a dict of losses in training mode and a list of
 per-image detections otherwise (formats in ``docs/conventions.md``).
+
+The frozen detector is DETR (COCO's 80 objects) or, with ``detector.type: grounding_dino``,
+Grounding DINO prompted with the object names of the class set (any object); both hand the
+head the same :class:`FrozenFeatures`, whose labels are object ids of the class set's
+vocabulary (COCO-80 ids for COCO objects).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from clip4hoi.models.classifier import HOIClassifier
 from clip4hoi.models.clip import CLIPEncoder, build_clip
 from clip4hoi.models.decoder import HOIDecoder, normalised_union_boxes
 from clip4hoi.models.detr import DETR, normalize
+from clip4hoi.models.grounding_dino import GroundingDINO, build_grounding_dino
 from clip4hoi.models.interactor import (
     HOInteractor,
     Instances,
@@ -54,10 +60,19 @@ from clip4hoi.models.losses import (
     image_labels,
     pair_labels,
 )
-from clip4hoi.weights import DETR_WEIGHTS, WeightsUnavailableError, resolve_detr
+from clip4hoi.weights import (
+    DEFAULT_OPEN_VOCAB,
+    DETR_WEIGHTS,
+    WeightsUnavailableError,
+    resolve_clip,
+    resolve_detr,
+    resolve_open_vocab,
+)
 
 HEAD_FORMAT = "clip4hoi-head/1"
 FROZEN_PREFIXES = ("detector.", "clip.")
+DETECTOR_TYPES = ("detr", "grounding_dino")
+FrozenDetector = DETR | GroundingDINO
 
 
 @dataclass
@@ -65,9 +80,9 @@ class FrozenFeatures:
     """Outputs of the frozen DETR and CLIP for a batch: all the head needs from the image
     (and what the feature cache stores)."""
 
-    logits: Tensor              # [B, Q, C+1] DETR class logits (last = no object)
-    boxes: Tensor               # [B, Q, 4] DETR boxes, cxcywh normalised by the image size
-    hidden: Tensor              # [B, Q, D] DETR last decoder layer (after its final norm)
+    logits: Tensor              # [B, Q, C+1] detector class logits (last = no object)
+    boxes: Tensor               # [B, Q, 4] detector boxes, cxcywh normalised by the image size
+    hidden: Tensor              # [B, Q, D] last decoder layer (after its final norm)
     clip_global: Tensor         # [B, E] CLIP global image embedding
     clip_patches: list[Tensor]  # L × [B, N, W] CLIP patch tokens of the chosen blocks
     grid: tuple[int, int]       # (gh, gw) with N = gh * gw
@@ -123,10 +138,35 @@ def detector_label_map(num_classes: int) -> Tensor:
                      f"(COCO category ids)")
 
 
+def run_detector(detector: FrozenDetector, images: list[Tensor], classes: HOIClassSet
+                 ) -> dict[str, Tensor]:
+    """Raw outputs of the frozen detector on float ``[3, H, W]`` images in ``[0, 1]``:
+    DETR's, or Grounding DINO's prompted with the names of the objects of ``classes``."""
+    if isinstance(detector, GroundingDINO):
+        return detector(normalize(images), classes.object_vocabulary, classes.used_objects)
+    return detector(normalize(images))
+
+
+def label_map(detector: FrozenDetector) -> Tensor:
+    """Object id of each DETR class (:func:`detector_label_map`); empty for Grounding DINO,
+    whose labels are object ids already (see :func:`object_ids`)."""
+    if isinstance(detector, GroundingDINO):
+        return torch.zeros(0, dtype=torch.long)
+    return detector_label_map(detector.config["num_classes"])
+
+
+def object_ids(label_to_object: Tensor, logits: Tensor) -> Tensor:
+    """The label → object id table for detector ``logits [..., C+1]``: ``label_to_object``
+    (:func:`label_map`), or the identity when that is empty (Grounding DINO)."""
+    if len(label_to_object):
+        return label_to_object
+    return torch.arange(logits.shape[-1] - 1, device=logits.device)
+
+
 class CLIP4HOI(nn.Module):
     """Frozen DETR + frozen CLIP + trainable HO interactor, HOI decoder, HOI classifier."""
 
-    def __init__(self, config: ModelConfig, detector: DETR, clip: CLIPEncoder,
+    def __init__(self, config: ModelConfig, detector: FrozenDetector, clip: CLIPEncoder,
                  classes: HOIClassSet) -> None:
         super().__init__()
         self.config = config
@@ -141,16 +181,17 @@ class CLIP4HOI(nn.Module):
                                   head.decoder_dim, head.decoder_layers, head.decoder_heads,
                                   head.decoder_ffn, head.dropout, head.union_mask)
         self.classifier = HOIClassifier(clip, head)
-        self.register_buffer("label_to_object",
-                             detector_label_map(detector.config["num_classes"]),
-                             persistent=False)
+        self.open_vocabulary = isinstance(detector, GroundingDINO)
+        self.register_buffer("label_to_object", label_map(detector), persistent=False)
 
     # ---------------------------------------------------------------- frozen feature side
 
     @torch.no_grad()
-    def extract_features(self, images: list[Tensor]) -> FrozenFeatures:
-        """Run DETR and CLIP on float ``[3, H, W]`` images in ``[0, 1]``."""
-        detections = self.detector(normalize(images))
+    def extract_features(self, images: list[Tensor], classes: HOIClassSet | None = None
+                         ) -> FrozenFeatures:
+        """Run the detector and CLIP on float ``[3, H, W]`` images in ``[0, 1]`` (Grounding
+        DINO is prompted with the objects of ``classes``, default the model's)."""
+        detections = run_detector(self.detector, images, classes or self.classes)
         clip_out = self.clip.encode_image(self.clip.preprocess(images),
                                           layers=tuple(self.config.clip.layers))
         return FrozenFeatures(detections["pred_logits"], detections["pred_boxes"],
@@ -163,7 +204,8 @@ class CLIP4HOI(nn.Module):
         ``{"loss_pair", "loss_global"}``; otherwise one detection dict per image with boxes
         in the pixel frame of that image."""
         sizes = [(int(image.shape[-2]), int(image.shape[-1])) for image in images]
-        return self.forward_features(self.extract_features(images), sizes, targets, classes)
+        return self.forward_features(self.extract_features(images, classes), sizes, targets,
+                                     classes)
 
     # ---------------------------------------------------------------------- trainable head
 
@@ -216,8 +258,8 @@ class CLIP4HOI(nn.Module):
             none = torch.zeros(0, dtype=torch.long, device=boxes.device)
             inst = Instances(boxes[none], logits[none, 0], none, hidden[none])
             return self._add_ground_truth(inst, target, boxes, size, hidden)
-        inst = image_proposals(logits, boxes, hidden, self.label_to_object, size,
-                               self.config.detector)
+        inst = image_proposals(logits, boxes, hidden, object_ids(self.label_to_object, logits),
+                               size, self.config.detector)
         if self.training and self.config.loss.add_gt_boxes:
             inst = self._add_ground_truth(inst, target, boxes, size, hidden)
         return inst
@@ -288,8 +330,18 @@ class CLIP4HOI(nn.Module):
 # -------------------------------------------------------------------------- factories
 
 
-def build_detector(cfg: DetectorConfig, download: bool = True) -> DETR:
-    """The frozen DETR of ``cfg``: registered weights, a checkpoint file, or ``random``."""
+def build_detector(cfg: DetectorConfig, download: bool = True) -> FrozenDetector:
+    """The frozen detector of ``cfg``: registered weights, a checkpoint file (a model folder
+    for Grounding DINO), or ``random``."""
+    if cfg.type not in DETECTOR_TYPES:
+        raise ValueError(f"detector.type {cfg.type!r}: choose from {', '.join(DETECTOR_TYPES)}")
+    if cfg.type == "grounding_dino":
+        if cfg.weights == "random":
+            tokenizer = cfg.tokenizer or resolve_open_vocab(DEFAULT_OPEN_VOCAB, download)
+            return build_grounding_dino(None, cfg.architecture, tokenizer)
+        weights = DEFAULT_OPEN_VOCAB if cfg.weights in DETR_WEIGHTS else cfg.weights
+        return build_grounding_dino(resolve_open_vocab(weights, download),
+                                    tokenizer=cfg.tokenizer)
     if cfg.weights == "random":
         return DETR(**(cfg.architecture or {"num_classes": 91}))
     dilation = cfg.dilation or (cfg.weights in DETR_WEIGHTS and DETR_WEIGHTS[cfg.weights].dilation)
@@ -312,8 +364,8 @@ def build_frozen(detector: DetectorConfig, clip: CLIPConfig, download: bool = Tr
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(clip.random_seed)
-            encoder = build_clip(clip.name, clip.pretrained, clip.image_size,
-                                 model_cfg=clip.model_cfg)
+            weights = resolve_clip(clip.name, clip.pretrained) if clip.pretrained else None
+            encoder = build_clip(clip.name, weights, clip.image_size, model_cfg=clip.model_cfg)
     except WeightsUnavailableError as error:
         errors.append(str(error))
     if errors:
@@ -324,7 +376,8 @@ def build_frozen(detector: DetectorConfig, clip: CLIPConfig, download: bool = Tr
 def build_model(config: ModelConfig, download: bool = True) -> CLIP4HOI:
     """Build CLIP4HOI from its config (see :func:`build_frozen` for the frozen parts)."""
     detector, clip = build_frozen(config.detector, config.clip, download)
-    return CLIP4HOI(config, detector, clip, load_classes(config.classes))
+    return CLIP4HOI(config, detector, clip, load_classes(
+        config.classes, open_vocabulary=config.detector.type == "grounding_dino"))
 
 
 # ------------------------------------------------------------------------- checkpoints

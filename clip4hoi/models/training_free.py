@@ -1,12 +1,15 @@
 """Training-free HOI detection: the frozen DETR and CLIP of CLIP4HOI, without a trained head.
 
-    image ─ DETR ─ proposals ─ human–object pairs ─ union boxes ─┐
+    image ─ DETR (or Grounding DINO) ─ proposals ─ human–object pairs ─ union boxes ─┐
       └──────────── CLIP image encoder (crops, or one dense pass) ┴─ pair features ─┐
                     CLIP text encoder ─ class prompts (template ensemble) ─ text ───┴─ scores
 
 The proposals and pairs are those of the trained model (:func:`image_proposals`,
 :func:`enumerate_pairs`); only pairs whose detected object has a class in the class set are
-scored. Each pair's *union box* is grown by ``margin`` × its width and height on each side.
+scored. With Grounding DINO (``detector.type: grounding_dino``) the detector is prompted
+with the class set's object names, so any noun can be the object.
+
+Each pair's *union box* is grown by ``margin`` × its width and height on each side.
 Its feature in CLIP's joint space comes from one of two modes:
 
 * ``crop``: the union box, grown further to a square around its centre (CLIP was trained on
@@ -45,14 +48,18 @@ from torch import Tensor, nn
 from torchvision.ops import box_convert, roi_align
 from torchvision.transforms.v2 import functional as TF
 
-from clip4hoi.api import HOIDetector
-from clip4hoi.config import TrainingFreeConfig, apply_overrides
+from clip4hoi.config import TrainingFreeConfig
 from clip4hoi.data.metadata import HOIClassSet, describe, load_classes, words
 from clip4hoi.models.clip import CLIPEncoder
 from clip4hoi.models.decoder import normalised_union_boxes, union_box_mask
-from clip4hoi.models.detr import DETR, normalize
 from clip4hoi.models.interactor import enumerate_pairs, image_proposals
-from clip4hoi.models.model import build_frozen, detector_label_map
+from clip4hoi.models.model import (
+    FrozenDetector,
+    build_frozen,
+    label_map,
+    object_ids,
+    run_detector,
+)
 
 MODES = ("crop", "dense")
 POOLINGS = ("mean", "roi_align")
@@ -127,7 +134,7 @@ class TrainingFreeHOI(nn.Module):
     """Scores the frozen DETR's human–object pairs against class prompts with the frozen
     CLIP: no trainable parameter. Called like :class:`CLIP4HOI` in eval mode."""
 
-    def __init__(self, config: TrainingFreeConfig, detector: DETR, clip: CLIPEncoder,
+    def __init__(self, config: TrainingFreeConfig, detector: FrozenDetector, clip: CLIPEncoder,
                  classes: HOIClassSet) -> None:
         super().__init__()
         if config.mode not in MODES:
@@ -152,9 +159,8 @@ class TrainingFreeHOI(nn.Module):
         self.classes = classes
         self.detector = detector
         self.clip = clip
-        self.register_buffer("label_to_object",
-                             detector_label_map(detector.config["num_classes"]),
-                             persistent=False)
+        self.open_vocabulary = config.detector.type == "grounding_dino"
+        self.register_buffer("label_to_object", label_map(detector), persistent=False)
         self._text_cache: OrderedDict[tuple, Tensor] = OrderedDict()
 
     def train(self, mode: bool = True) -> TrainingFreeHOI:
@@ -164,7 +170,7 @@ class TrainingFreeHOI(nn.Module):
     def text_embeddings(self, classes: HOIClassSet) -> Tensor:
         """Normalised class embeddings ``[K, E]``: the template ensemble; cached."""
         templates = tuple(self.config.templates)
-        key = (classes.verbs, classes.objects, classes.sentences, templates,
+        key = (classes.verbs, classes.object_names, classes.sentences, templates,
                self.label_to_object.device)
         if key not in self._text_cache:
             text = self.clip.encode_text(class_prompts(classes, templates))     # [K * T, E]
@@ -202,16 +208,17 @@ class TrainingFreeHOI(nn.Module):
         text = self.text_embeddings(classes)                                     # [K, E]
         class_objects = torch.tensor(classes.objects, device=text.device)        # [K]
         verb_ids = torch.tensor(classes.verb_ids, device=text.device)            # [K]
-        detections = self.detector(normalize(images))
+        detections = run_detector(self.detector, images, classes)
         clip_out = (self.clip.encode_image(self.clip.preprocess(images), dense=True)
                     if cfg.mode == "dense" else None)
 
         results = []
         for i, image in enumerate(images):
             size = (int(image.shape[-2]), int(image.shape[-1]))
-            inst = image_proposals(detections["pred_logits"][i], detections["pred_boxes"][i],
-                                   detections["hidden_states"][i], self.label_to_object, size,
-                                   cfg.detector)
+            logits = detections["pred_logits"][i]
+            inst = image_proposals(logits, detections["pred_boxes"][i],
+                                   detections["hidden_states"][i],
+                                   object_ids(self.label_to_object, logits), size, cfg.detector)
             h, o = enumerate_pairs(inst.objects)                                 # [P] each
             valid = inst.objects[o][:, None] == class_objects[None, :]           # [P, K]
             scored = valid.any(dim=1)  # pairs whose object has no class are not scored
@@ -236,17 +243,6 @@ class TrainingFreeHOI(nn.Module):
 def build_training_free(config: TrainingFreeConfig, download: bool = True) -> TrainingFreeHOI:
     """Build the training-free model (see :func:`~clip4hoi.models.model.build_frozen`)."""
     detector, clip = build_frozen(config.detector, config.clip, download)
-    return TrainingFreeHOI(config, detector, clip, load_classes(config.classes))
+    return TrainingFreeHOI(config, detector, clip, load_classes(
+        config.classes, open_vocabulary=config.detector.type == "grounding_dino"))
 
-
-def build_training_free_detector(mode: str, device: str | torch.device = "cpu",
-                                 random_weights: bool = False,
-                                 overrides: list[str] | None = None) -> HOIDetector:
-    """The :class:`HOIDetector` of ``clip4hoi detect --mode crop|dense``: the public DETR and
-    CLIP weights, or — with ``random_weights`` — the full-size architectures (DETR-R50 with
-    91 classes, ViT-B-16) randomly initialised. ``overrides`` are ``--set KEY=VALUE`` items
-    of :class:`TrainingFreeConfig` (``margin=0.2``, ``detector.score_threshold=0.3``)."""
-    base = ["detector.weights=random", "clip.pretrained=null"] if random_weights else []
-    config = apply_overrides(TrainingFreeConfig(mode=mode), [*base, *(overrides or [])])
-    model = build_training_free(config)
-    return HOIDetector(model, model.classes, config.mode, device)
