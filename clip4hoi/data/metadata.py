@@ -242,7 +242,8 @@ def parse_class_text(text: str, open_vocabulary: bool = False) -> HOIClassSet:
                 continue
             raise ValueError(
                 f"class {item!r}: expected 'VERB OBJECT' with OBJECT one of the 80 COCO "
-                f"objects (e.g. 'ride bicycle', 'sit on dining table')")
+                f"objects (e.g. 'ride bicycle', 'sit on dining table'); with "
+                f"detector.type grounding_dino any noun can be the object")
     return from_pairs(pairs, name="custom", source=f"classes {text!r}",
                       open_vocabulary=open_vocabulary)
 

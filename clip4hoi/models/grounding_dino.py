@@ -159,7 +159,7 @@ class GroundingDINO(nn.Module):
         pixels, padding = pad_images(images)                          # [B, 3, H, W], [B, H, W]
         logits, boxes, hidden = [], [], []
         for prompt in self.prompts(vocabulary, objects):
-            ids = prompt.input_ids.to(pixels.device).expand(len(pixels), -1)       # [B, L]
+            ids = prompt.input_ids.to(pixels.device).repeat(len(pixels), 1)        # [B, L]
             out = self.model(pixel_values=pixels, pixel_mask=(~padding).long(),
                              input_ids=ids, attention_mask=torch.ones_like(ids),
                              token_type_ids=torch.zeros_like(ids))
