@@ -18,6 +18,12 @@ resized to the detector's test scale (800×1066) as :class:`HOIDetector` does.
 (c) Optionally (``--cli``): ``clip4hoi detect --random-weights --mode crop|dense`` on two
     copies of the image, as a subprocess: wall time and the per-image ``seconds`` of the
     JSONs (the first image includes the class prompts' encoding).
+(d) Optionally (``--open-vocab``, needs transformers): the open-vocabulary detector,
+    Grounding DINO Swin-T (the "grounding-dino-tiny" architecture, random weights, a
+    30522-token BERT vocabulary written on the fly), against DETR-R50 on the same image:
+    prompted with "person. guitar. camel.", then with 100 and 200 more object names (one
+    token each, as most COCO names; 200 more exceed the 256-token text length, so the
+    detector runs twice), giving the cost per extra 100 names within one prompt and beyond.
 
 Each timing is the median of ``--repeat`` runs after one warm-up, the functions compared
 run interleaved (a slow phase of a shared machine hits all of them alike); torch keeps its
@@ -27,8 +33,8 @@ times can grow tenfold (``--threads 1`` is then steadier).
 
 Usage::
 
-    python benchmarks/bench_inference.py [--repeat 3] [--crops 64] [--cli] [--threads N]
-        [--json OUT.json]
+    python benchmarks/bench_inference.py [--repeat 3] [--crops 64] [--cli] [--open-vocab]
+        [--threads N] [--json OUT.json]
 """
 
 from __future__ import annotations
@@ -258,6 +264,53 @@ def bench_training_free(model: CLIP4HOI, image: Tensor, repeat: int, n_crops: in
     }
 
 
+# ------------------------------------------------------------------- (d) open vocabulary
+
+
+def write_bert_vocabulary(folder: Path, words_: list[str]) -> Path:
+    """A 30522-token BERT WordPiece vocabulary (bert-base-uncased's size and special ids:
+    [CLS] 101, [SEP] 102, "." 1012) holding ``words_``, as a tokenizer folder."""
+    vocab = ["[PAD]", *(f"[unused{i}]" for i in range(1, 100)), "[UNK]", "[CLS]", "[SEP]",
+             "[MASK]"]
+    vocab += [f"[unused{i}]" for i in range(len(vocab), 1012)] + ["."]
+    vocab += [f"[unused{i}]" for i in range(len(vocab), 1029)] + ["?", *words_]
+    vocab += [f"##x{i}" for i in range(30522 - len(vocab))]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    (folder / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "BertTokenizer", "do_lower_case": True}))
+    return folder
+
+
+def bench_open_vocab(model: CLIP4HOI, image: Tensor, repeat: int) -> dict[str, Any]:
+    """Grounding DINO Swin-T vs DETR-R50 on ``image``; prompts of 3, 103 and 203 names."""
+    from clip4hoi.models.grounding_dino import build_grounding_dino
+
+    extra = [f"thing{i}" for i in range(200)]
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = write_bert_vocabulary(Path(tmp), ["person", "guitar", "camel", *extra])
+        gdino = build_grounding_dino(None, None, tokenizer)
+    base = ["person", "guitar", "camel"]
+    vocabularies = {n: base + extra[:n - 3] for n in (3, 103, 203)}
+    pixels = normalize([image])
+    times = median_times({
+        "detr": lambda: model.detector(pixels),
+        "gdino_3": lambda: gdino(pixels, vocabularies[3])}, repeat)
+    more = median_times({f"gdino_{n}": (lambda v=v: gdino(pixels, v))
+                         for n, v in vocabularies.items() if n > 3}, 1)
+    times.update(more)
+    prompts = {n: gdino.prompts(v) for n, v in vocabularies.items()}
+    return {
+        "image_size": [int(image.shape[1]), int(image.shape[2])],
+        "detr_s": times["detr"], "gdino_s": {n: times[f"gdino_{n}"] for n in vocabularies},
+        "tokens": {n: [len(p.input_ids) for p in ps] for n, ps in prompts.items()},
+        "ratio_to_detr": times["gdino_3"] / times["detr"],
+        "per_100_names_in_prompt_s": times["gdino_103"] - times["gdino_3"],
+        "per_100_names_new_chunk_s": times["gdino_203"] - times["gdino_103"],
+        "parameters": sum(p.numel() for p in gdino.parameters()),
+    }
+
+
 # -------------------------------------------------------------------------------- (c) CLI
 
 
@@ -291,6 +344,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="distinct union boxes timed in crop mode")
     parser.add_argument("--cli", action="store_true",
                         help="also time clip4hoi detect --random-weights in both modes")
+    parser.add_argument("--open-vocab", action="store_true",
+                        help="also time Grounding DINO Swin-T against DETR-R50 (transformers)")
     parser.add_argument("--threads", type=int,
                         help="torch threads (default: torch's; 1 is steadier on a busy machine)")
     parser.add_argument("--json", type=Path, help="write the results here")
@@ -308,6 +363,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results["trained"] = bench_trained(model, image, args.repeat)
         results["text"] = bench_text(model, args.repeat)
         results["training_free"] = bench_training_free(model, image, args.repeat, args.crops)
+        if args.open_vocab:
+            results["open_vocab"] = bench_open_vocab(model, image, args.repeat)
     if args.cli:
         results["cli"] = bench_cli(original)
     results["machine_after"] = machine()
@@ -347,6 +404,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows.append((f"(c) clip4hoi detect --mode {mode}, 2 images",
                      f"{c['wall_s']:.1f} s wall; JSON seconds {c['seconds'][0]:.2f}, "
                      f"{c['seconds'][1]:.2f} ({sum(c['detections'])} detections)"))
+    if "open_vocab" in results:
+        o = results["open_vocab"]
+        rows += [
+            ("(d) DETR-R50, same image", f"{o['detr_s'] * 1000:8.1f} ms"),
+            *((f"    Grounding DINO Swin-T, {n} names ({'+'.join(map(str, o['tokens'][n]))} "
+               f"tok)", f"{s * 1000:8.1f} ms") for n, s in o["gdino_s"].items()),
+            ("    Grounding DINO / DETR (3 names)", f"{o['ratio_to_detr']:8.2f}x"),
+            ("    +100 names, same prompt", f"{o['per_100_names_in_prompt_s'] * 1000:8.1f} ms"),
+            ("    +100 names, one more prompt", f"{o['per_100_names_new_chunk_s'] * 1000:8.1f} ms"),
+        ]
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")

@@ -104,19 +104,30 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    from clip4hoi.weights import DETR_WEIGHTS, cache_root, download_clip, download_detr
+    from clip4hoi.weights import (
+        DETR_WEIGHTS,
+        OPEN_VOCAB_WEIGHTS,
+        cache_root,
+        download_clip,
+        download_detr,
+        resolve_open_vocab,
+    )
 
     if args.list:
         for name, entry in DETR_WEIGHTS.items():
             print(f"{name:24s} {entry.description}\n{'':24s} {entry.url}")
+        for name, hub in OPEN_VOCAB_WEIGHTS.items():
+            print(f"{name:24s} {hub.description}\n{'':24s} https://huggingface.co/{hub.repo}")
         return 0
     failures = []
     for name in args.detr:
-        if name not in DETR_WEIGHTS:
-            raise SystemExit(f"clip4hoi download: unknown DETR weights {name!r}; "
-                             f"choose from {', '.join(DETR_WEIGHTS)}")
+        if name not in DETR_WEIGHTS and name not in OPEN_VOCAB_WEIGHTS:
+            raise SystemExit(f"clip4hoi download: unknown detector weights {name!r}; "
+                             f"choose from {', '.join([*DETR_WEIGHTS, *OPEN_VOCAB_WEIGHTS])}")
         try:
-            print(f"{name}: {download_detr(name)}")
+            path = (download_detr(name) if name in DETR_WEIGHTS
+                    else resolve_open_vocab(name))
+            print(f"{name}: {path}")
         except RuntimeError as error:
             failures.append(str(error))
     try:
@@ -247,11 +258,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_detect)
 
     p = commands.add_parser("download", help="fetch pretrained DETR and CLIP weights")
-    p.add_argument("detr", nargs="*", default=["detr-r50"], metavar="DETR_NAME",
-                   help="registered DETR weights (default: detr-r50; see --list)")
+    p.add_argument("detr", nargs="*", default=["detr-r50"], metavar="DETECTOR_NAME",
+                   help="registered DETR or Grounding DINO weights (default: detr-r50; see "
+                   "--list)")
     p.add_argument("--clip", default="ViT-B-16")
     p.add_argument("--clip-pretrained", default="openai")
-    p.add_argument("--list", action="store_true", help="list the registered DETR weights")
+    p.add_argument("--list", action="store_true", help="list the registered detector weights")
     p.set_defaults(func=cmd_download)
 
     p = commands.add_parser("eval", help="score detections with the official protocols")
