@@ -233,7 +233,6 @@ def test_training_free_modes_with_new_objects(mode: str, tokenizer_dir: Path) ->
     assert len(out["scores"]) > 0
     names = {free.classes.object_vocabulary[o] for o in out["objects"].tolist()}
     assert names <= {"guitar", "camel", "llama", "bicycle"}
-    # Pairs' scores sum to their detector prior over their object's classes.
     assert (out["scores"] > 0).all()
 
 
