@@ -150,6 +150,22 @@ def test_prompts_are_chunked_to_the_text_length(gdino: GroundingDINO) -> None:
         ((1, 2), (3, 5))                                                 # lla ##ma
 
 
+@torch.no_grad()
+def test_long_vocabularies_run_in_chunks(gdino: GroundingDINO) -> None:
+    """More names than the text length holds: one pass per prompt, queries concatenated,
+    each query labelled with a name of its own prompt."""
+    vocabulary = list(COCO_OBJECTS)
+    prompts = gdino.prompts(vocabulary)
+    assert len(prompts) == 3                                   # 80 names, 64 tokens a prompt
+    out = gdino([torch.rand(3, 64, 80)], vocabulary)
+    queries = gdino.config["num_queries"]
+    assert out["pred_logits"].shape == (1, queries * len(prompts), 81)
+    assert out["hidden_states"].shape == (1, queries * len(prompts), 32)
+    labels = out["pred_logits"][0].softmax(-1)[:, :-1].argmax(-1)
+    for i, prompt in enumerate(prompts):
+        assert set(labels[i * queries:(i + 1) * queries].tolist()) <= set(prompt.objects.tolist())
+
+
 # --------------------------------------------------------------------------- parity
 
 
