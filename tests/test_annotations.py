@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -98,10 +97,7 @@ def check_synthetic(ann: HOIAnnotations) -> None:
 
 def test_real_hicodet_test_file(shared_dir: Path) -> None:
     path = shared_dir / "data" / "hicodet" / "instances_test2015.json"
-    t0 = time.perf_counter()
-    ann = load_hicodet_annotations(path)
-    elapsed = time.perf_counter() - t0
-    assert elapsed < 2.0, f"parsing took {elapsed:.2f} s"
+    ann = load_hicodet_annotations(path)  # parsing speed: benchmarks/bench_eval.py
     assert len(ann) == 9658 and ann.num_pairs == 33405
     assert len(ann.empty) == 112 and all(len(ann.hoi[i]) == 0 for i in ann.empty)
     assert ann.rare is not None and len(ann.rare) == 138
