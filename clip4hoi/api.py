@@ -19,10 +19,16 @@ from clip4hoi.config import ModelConfig, TrainingFreeConfig, apply_overrides
 from clip4hoi.data.images import load_image
 from clip4hoi.data.metadata import HOIClassSet, load_classes
 from clip4hoi.data.transforms import HOITransform, TransformConfig
+from clip4hoi.errors import InputError
+from clip4hoi.hub import HEAD_FILE, download_head, resolve_checkpoint
 from clip4hoi.models.model import build_model, load_checkpoint
 from clip4hoi.models.training_free import build_training_free
 
 ImageInput = Union[str, Path, Image.Image, Tensor]  # noqa: UP007 (a runtime alias)
+
+RANDOM_WEIGHTS_WARNING = ("--random-weights: the networks are randomly initialised; the "
+                          "detections are MEANINGLESS (smoke test only).")
+"""What ``detect`` and ``demo`` say loudly when run with ``--random-weights``."""
 
 
 def as_uint8_tensor(image: ImageInput) -> Tensor:
@@ -62,9 +68,21 @@ class HOIDetector:
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu",
                         overrides: list[str] | None = None) -> HOIDetector:
-        """A trained CLIP4HOI head (its config names the frozen DETR and CLIP weights)."""
-        model = load_checkpoint(path, overrides)
+        """A trained CLIP4HOI head (its config names the frozen DETR and CLIP weights):
+        a local ``.safetensors`` file or ``hf://ORG/NAME[@REVISION]`` (:mod:`clip4hoi.hub`)."""
+        model = load_checkpoint(resolve_checkpoint(path), overrides)
         return cls(model, model.classes, "trained", device)
+
+    @classmethod
+    def from_pretrained(cls, repo_id: str, revision: str | None = None,
+                        device: str | torch.device = "cpu", overrides: list[str] | None = None,
+                        filename: str = HEAD_FILE) -> HOIDetector:
+        """A trained head from the Hugging Face Hub repository ``repo_id`` (``"org/name"``)
+        at ``revision`` (branch, tag or commit; default ``main``), downloaded into the
+        ``huggingface_hub`` cache or read from it offline. Raises
+        :class:`~clip4hoi.weights.WeightsUnavailableError` when neither works."""
+        return cls.from_checkpoint(download_head(repo_id, filename, revision), device,
+                                   overrides)
 
     @classmethod
     def from_config(cls, config: ModelConfig, device: str | torch.device = "cpu"
@@ -115,6 +133,28 @@ def build_training_free_detector(mode: str, device: str | torch.device = "cpu",
     config = apply_overrides(TrainingFreeConfig(mode=mode), [*base, *(overrides or [])])
     model = build_training_free(config)
     return HOIDetector(model, model.classes, config.mode, device)
+
+
+def load_detector(mode: str | None = None, checkpoint: str | Path | None = None,
+                  device: str | torch.device = "cpu", random_weights: bool = False,
+                  overrides: list[str] | None = None) -> HOIDetector:
+    """The detector of ``clip4hoi detect`` and ``clip4hoi demo``. ``mode`` ``trained``
+    (the default with a ``checkpoint``: a path or ``hf://`` URI; without one, all-random
+    weights if ``random_weights``) or ``crop``/``dense`` (training-free, the default
+    ``crop`` without a checkpoint). ``overrides``: ``--set KEY=VALUE`` items of
+    :class:`ModelConfig` (trained) or :class:`TrainingFreeConfig` (crop, dense)."""
+    mode = mode or ("trained" if checkpoint else "crop")
+    overrides = list(overrides or [])
+    if mode != "trained":
+        return build_training_free_detector(mode, device, random_weights, overrides)
+    if checkpoint:
+        return HOIDetector.from_checkpoint(checkpoint, device, overrides)
+    if not random_weights:
+        raise InputError("--mode trained needs --checkpoint (or --random-weights for a "
+                         "smoke test)")
+    config = apply_overrides(ModelConfig(), [
+        "detector.weights=random", "clip.pretrained=null", *overrides])
+    return HOIDetector.from_config(config, device)
 
 
 def rescale_boxes(detections: dict[str, Tensor], size: tuple[int, int] | list[int],

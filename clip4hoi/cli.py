@@ -40,34 +40,18 @@ def cmd_detect(args: argparse.Namespace) -> int:
     from PIL import Image
     from tqdm import tqdm
 
-    from clip4hoi.api import HOIDetector, to_records
-    from clip4hoi.config import ModelConfig, apply_overrides
+    from clip4hoi.api import RANDOM_WEIGHTS_WARNING, load_detector, to_records
     from clip4hoi.data.images import ImageError, load_image
     from clip4hoi.visualize import draw_detections
 
     images = _collect_images(args.inputs)
-    mode = args.mode or ("trained" if args.checkpoint else "crop")
-    if mode == "trained":
-        if args.checkpoint:
-            detector = HOIDetector.from_checkpoint(args.checkpoint, args.device, args.set)
-        elif args.random_weights:
-            config = apply_overrides(ModelConfig(), [
-                "detector.weights=random", "clip.pretrained=null", *args.set])
-            detector = HOIDetector.from_config(config, args.device)
-        else:
-            raise SystemExit("clip4hoi detect: --mode trained needs --checkpoint "
-                             "(or --random-weights for a smoke test)")
-    else:
-        from clip4hoi.api import build_training_free_detector
-
-        detector = build_training_free_detector(mode, args.device, args.random_weights,
-                                                args.set)
+    detector = load_detector(args.mode, args.checkpoint, args.device, args.random_weights,
+                             args.set)
     classes = detector.resolve_classes(args.classes)
     print(f"clip4hoi detect: mode {detector.mode}, {len(classes)} classes "
           f"({classes.name}), {len(images)} image(s) -> {args.out}", file=sys.stderr)
     if args.random_weights:
-        print("WARNING: --random-weights: the networks are randomly initialised; the "
-              "detections are MEANINGLESS (smoke test only).", file=sys.stderr)
+        print(f"WARNING: {RANDOM_WEIGHTS_WARNING}", file=sys.stderr)
 
     out = Path(args.out)
     done = skipped = failed = 0
@@ -101,6 +85,41 @@ def cmd_detect(args: argparse.Namespace) -> int:
     print(f"clip4hoi detect: {done} done, {skipped} skipped (already done; --overwrite to "
           f"redo), {failed} failed", file=sys.stderr)
     return 1 if failed and not done else 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise SystemExit('clip4hoi demo: Gradio is not installed; pip install -e ".[demo]"'
+                         ) from None
+    from functools import partial
+
+    from clip4hoi.api import RANDOM_WEIGHTS_WARNING, load_detector
+    from clip4hoi.demo import DemoBackend, launch
+
+    mode = args.mode or ("trained" if args.checkpoint or args.random_weights else "crop")
+    modes = (["trained"] if args.checkpoint or args.random_weights else []) + ["crop", "dense"]
+    loader = partial(load_detector, checkpoint=args.checkpoint, device=args.device,
+                     random_weights=args.random_weights, overrides=args.set)
+    backend = DemoBackend(loader, modes, mode, args.random_weights)
+    backend.detector(mode)  # load now: missing weights stop here, the first request is fast
+    if args.random_weights:
+        print(f"WARNING: {RANDOM_WEIGHTS_WARNING}", file=sys.stderr)
+    print(f"clip4hoi demo: mode {mode} on {args.device}; serving http://{args.host}:"
+          f"{args.port or 7860} (Ctrl-C stops)", file=sys.stderr)
+    launch(backend, args.host, args.port)
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from clip4hoi.hub import push
+
+    url = push(args.checkpoint, args.repo_id, revision=args.revision, private=args.private,
+               run_dir=args.run_dir, message=args.message)
+    print(f"clip4hoi push: {args.checkpoint} -> {url}", file=sys.stderr)
+    return 0
 
 
 def cmd_download(args: argparse.Namespace) -> int:
@@ -214,13 +233,15 @@ def cmd_test(args: argparse.Namespace) -> int:
     from clip4hoi.engine.config import load_experiment
     from clip4hoi.engine.distributed import shutdown
     from clip4hoi.engine.evaluate import run_test
+    from clip4hoi.hub import resolve_checkpoint
 
     config = load_experiment(args.config, args.set)
     _set_cpu_threads(config.train.cpu_threads)
     model_overrides = [item.removeprefix("model.") for item in args.set
                        if item.startswith("model.")]
+    checkpoint = resolve_checkpoint(args.checkpoint) if args.checkpoint else None
     try:
-        result = run_test(config, args.checkpoint, args.mode, args.output, model_overrides)
+        result = run_test(config, checkpoint, args.mode, args.output, model_overrides)
     finally:
         shutdown()
     if result is not None:
@@ -238,7 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("detect", help="find interactions in images")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
-    p.add_argument("--checkpoint", help="trained CLIP4HOI head (.safetensors)")
+    p.add_argument("--checkpoint", help="trained CLIP4HOI head: .safetensors or "
+                   "hf://ORG/NAME[@REVISION] (Hugging Face Hub)")
     p.add_argument("--mode", choices=["trained", "crop", "dense"],
                    help="default: trained with --checkpoint, else training-free crop")
     p.add_argument("--classes", help="hicodet | vcoco | FILE | 'ride bicycle, hold cup' "
@@ -256,6 +278,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help="config overrides: ModelConfig keys in trained mode, TrainingFreeConfig "
                    "keys in crop/dense mode (e.g. margin=0.2, detector.score_threshold=0.3)")
     p.set_defaults(func=cmd_detect)
+
+    p = commands.add_parser("demo", help="web demo in the browser (needs the demo extra)")
+    p.add_argument("--checkpoint", help="trained head: .safetensors or hf://ORG/NAME[@REV]")
+    p.add_argument("--mode", choices=["trained", "crop", "dense"],
+                   help="mode at startup (the page can switch); default: trained with "
+                   "--checkpoint or --random-weights, else crop")
+    p.add_argument("--random-weights", action="store_true",
+                   help="random networks, meaningless output: smoke tests only")
+    p.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to serve on (0.0.0.0: every interface; default: %(default)s)")
+    p.add_argument("--port", type=int, help="default: the first free port from 7860")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="config overrides for every mode's detector (as for detect)")
+    p.set_defaults(func=cmd_demo)
+
+    p = commands.add_parser("push", help="upload a trained head to the Hugging Face Hub")
+    p.add_argument("checkpoint", help="head checkpoint (.safetensors), e.g. "
+                   "outputs/RUN/checkpoints/best.safetensors")
+    p.add_argument("repo_id", metavar="ORG/NAME", help="Hub model repository (created if "
+                   "missing)")
+    p.add_argument("--revision", help="branch to commit to (created if missing; default main)")
+    p.add_argument("--private", action="store_true", help="create the repository private")
+    p.add_argument("--run-dir", help="training run with config.yaml and metrics.jsonl for "
+                   "the model card (default: found beside the checkpoint)")
+    p.add_argument("--message", help="commit message")
+    p.set_defaults(func=cmd_push)
 
     p = commands.add_parser("download", help="fetch pretrained DETR and CLIP weights")
     p.add_argument("detr", nargs="*", default=["detr-r50"], metavar="DETECTOR_NAME",
@@ -334,13 +383,17 @@ def _cuda() -> bool:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``clip4hoi`` console script."""
     args = build_parser().parse_args(argv)
+    from clip4hoi.errors import UserError
     from clip4hoi.weights import WeightsUnavailableError
 
     try:
         return args.func(args)
     except WeightsUnavailableError as error:
         print(f"clip4hoi {args.command}: missing weights\n{error}", file=sys.stderr)
-        return 2
+        return error.exit_code
+    except UserError as error:
+        print(f"clip4hoi {args.command}: error: {error}", file=sys.stderr)
+        return error.exit_code
     except (FileNotFoundError, ValueError) as error:
         print(f"clip4hoi {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -1,0 +1,191 @@
+"""``clip4hoi demo``: a web page to try a detector in the browser (Gradio).
+
+Upload images, type the classes (``ride bicycle, hold cup``) or pick a preset, choose the
+mode and thresholds, and get the drawn images, a sortable table of the interactions and a
+JSON download: the same results as ``clip4hoi detect`` on the same files, made by the same
+functions (:class:`~clip4hoi.api.HOIDetector`, :func:`~clip4hoi.api.to_records`,
+:func:`~clip4hoi.visualize.draw_detections`). A file that cannot be read, a class list
+that cannot be parsed or missing weights give a message in the page; the server goes on.
+
+The app is built by :func:`build_demo` from a :class:`DemoBackend`, which holds one
+detector per mode, each built on first use (the startup mode at once). Gradio is an
+optional dependency (``pip install -e ".[demo]"``); its usage analytics are off.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from clip4hoi.api import RANDOM_WEIGHTS_WARNING, HOIDetector, to_records
+from clip4hoi.data.images import ImageError, load_image
+from clip4hoi.data.metadata import HOIClassSet, load_classes, parse_class_text
+from clip4hoi.errors import UserError
+from clip4hoi.visualize import draw_detections
+
+PRESETS = {"HICO-DET (600 classes)": "hicodet", "V-COCO": "vcoco"}
+CUSTOM = "custom (the text below)"
+TABLE_HEADERS = ["image", "score", "verb", "object", "human box", "object box", "hoi"]
+
+
+class DemoBackend:
+    """Runs detection for the page: ``modes`` are offered in the page and each detector
+    is made by ``loader(mode)`` on first use (one at a time; requests run one at a
+    time)."""
+
+    def __init__(self, loader: Callable[[str], HOIDetector], modes: Sequence[str],
+                 default_mode: str, random_weights: bool = False) -> None:
+        if default_mode not in modes:
+            raise ValueError(f"mode {default_mode!r} is not one of {list(modes)}")
+        self.loader = loader
+        self.modes = list(modes)
+        self.default_mode = default_mode
+        self.random_weights = random_weights
+        self.detectors: dict[str, HOIDetector] = {}
+        self.lock = threading.Lock()
+        self.output_dir = Path(tempfile.mkdtemp(prefix="clip4hoi-demo-"))
+
+    def detector(self, mode: str) -> HOIDetector:
+        """The detector of ``mode``, built on first use."""
+        if mode not in self.modes:
+            raise UserError(f"mode {mode!r}: choose from {', '.join(self.modes)}")
+        with self.lock:
+            if mode not in self.detectors:
+                self.detectors[mode] = self.loader(mode)
+            return self.detectors[mode]
+
+    def classes(self, detector: HOIDetector, preset: str, text: str) -> HOIClassSet:
+        """The class set chosen in the page: a preset or the free text (never a file on
+        the server), or the detector's own classes when both are empty."""
+        if preset in PRESETS:
+            return load_classes(PRESETS[preset])
+        if text.strip():
+            return parse_class_text(text)
+        return detector.classes
+
+    def detect(self, files: Sequence[str], mode: str, preset: str, text: str,
+               min_score: float, top_k: int, draw: int
+               ) -> tuple[list[tuple[Any, str]], list[list], list[dict], list[str]]:
+        """Detect in the uploaded ``files``: drawn images with captions, table rows, the
+        ``clip4hoi detect`` payload of each image that could be read, and one error message
+        per file that could not."""
+        from PIL import Image
+
+        detector = self.detector(mode)
+        classes = self.classes(detector, preset, text)
+        pictures, rows, payloads, errors = [], [], [], []
+        for file in files:
+            path = Path(file)
+            try:
+                image = load_image(path)
+            except ImageError as error:
+                errors.append(f"{path.name}: {str(error).removeprefix(f'{path}: ')}")
+                continue
+            start = time.perf_counter()
+            result = detector(image, classes)[0]
+            records = to_records(result, classes, int(top_k), float(min_score))
+            payloads.append({"file_name": path.name, "width": int(image.shape[2]),
+                             "height": int(image.shape[1]), "mode": detector.mode,
+                             "seconds": round(time.perf_counter() - start, 3),
+                             "detections": records})
+            picture = Image.fromarray(image.permute(1, 2, 0).numpy())
+            pictures.append((draw_detections(picture, records, max_pairs=int(draw)),
+                             f"{path.name}: {len(records)} detections"))
+            rows += [[path.name, d["score"], d["verb"], d["object"].replace("_", " "),
+                      _box_text(d["human_box"]), _box_text(d["object_box"]), d["hoi"]]
+                     for d in records]
+        return pictures, rows, payloads, errors
+
+    def write_json(self, payloads: list[dict]) -> Path:
+        """The payloads as one downloadable JSON file (a list, one entry per image)."""
+        folder = Path(tempfile.mkdtemp(dir=self.output_dir))
+        path = folder / "detections.json"
+        path.write_text(json.dumps(payloads, indent=1))
+        return path
+
+
+def _box_text(box: list[float]) -> str:
+    return ", ".join(f"{v:g}" for v in box)
+
+
+def build_demo(backend: DemoBackend) -> Any:
+    """The Gradio app (``gr.Blocks``) of ``backend``; its API endpoint is ``/detect``."""
+    import gradio as gr
+
+    def run(files: list[str] | None, mode: str, preset: str, text: str, min_score: float,
+            top_k: float, draw: float) -> tuple:
+        if not files:
+            raise gr.Error("Upload at least one image first.")
+        try:
+            pictures, rows, payloads, errors = backend.detect(
+                files, mode, preset, text or "", min_score, int(top_k or 0), int(draw or 0))
+        except (UserError, ValueError, FileNotFoundError) as error:
+            raise gr.Error(str(error), print_exception=False) from None
+        if not payloads:
+            raise gr.Error("No image could be read:\n" + "\n".join(errors),
+                           print_exception=False)
+        for message in errors:
+            gr.Warning(f"skipped {message}")
+        total = sum(len(p["detections"]) for p in payloads)
+        seconds = sum(p["seconds"] for p in payloads)
+        status = (f"**{len(payloads)} image(s), {total} detections, mode {mode}, "
+                  f"{seconds:.2f} s**" + (f"; skipped: {'; '.join(errors)}" if errors else ""))
+        if backend.random_weights:
+            status = f"⚠️ {RANDOM_WEIGHTS_WARNING}\n\n{status}"
+        return pictures, rows, str(backend.write_json(payloads)), status
+
+    with gr.Blocks(title="CLIP4HOI demo", analytics_enabled=False) as demo:
+        gr.Markdown("# CLIP4HOI: human–object interactions from text\nUpload images, "
+                    "name the interactions (`VERB OBJECT`, the object one of the 80 COCO "
+                    "categories) and press **Detect**.")
+        if backend.random_weights:
+            gr.Markdown(f"⚠️ **{RANDOM_WEIGHTS_WARNING}**")
+        with gr.Row():
+            with gr.Column(scale=1):
+                files = gr.File(label="Images", file_count="multiple", file_types=["image"],
+                                elem_id="images")
+                preset = gr.Dropdown([CUSTOM, *PRESETS], value=CUSTOM, label="Classes")
+                text = gr.Textbox(label="Custom classes (comma separated; empty: the "
+                                  "detector's own)", placeholder="ride bicycle, hold cup",
+                                  elem_id="classes")
+                mode = gr.Radio(backend.modes, value=backend.default_mode, label="Mode")
+                min_score = gr.Slider(0, 1, value=0, step=0.01, label="Minimum score")
+                top_k = gr.Number(100, precision=0, minimum=0,
+                                  label="Detections kept per image (0: all)")
+                draw = gr.Slider(0, 50, value=10, step=1, label="Pairs drawn per image")
+                button = gr.Button("Detect", variant="primary", elem_id="detect")
+            with gr.Column(scale=2):
+                status = gr.Markdown(elem_id="status")
+                gallery = gr.Gallery(label="Drawn detections", columns=1, format="jpeg",
+                                     elem_id="drawn")
+                table = gr.Dataframe(headers=TABLE_HEADERS, interactive=False,
+                                     datatype=["str", "number", "str", "str", "str", "str",
+                                               "number"],
+                                     label="Interactions (click a header to sort)",
+                                     elem_id="table")
+                download = gr.File(label="JSON (the clip4hoi detect schema)",
+                                   elem_id="json")
+        button.click(run, [files, mode, preset, text, min_score, top_k, draw],
+                     [gallery, table, download, status], api_name="detect",
+                     concurrency_limit=1)
+    return demo
+
+
+def launch(backend: DemoBackend, host: str = "127.0.0.1", port: int | None = None,
+           block: bool = True, max_file_size: str = "50mb") -> Any:
+    """Serve the demo on ``host:port`` (``port`` None: the first free from 7860). With
+    ``block`` False the server runs in a thread and the app is returned (``app.close()``
+    stops it)."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    demo = build_demo(backend)
+    demo.queue(default_concurrency_limit=1)
+    demo.launch(server_name=host, server_port=port, prevent_thread_lock=not block,
+                share=False, inbrowser=False, show_error=True, max_file_size=max_file_size,
+                ssr_mode=False, quiet=not block, footer_links=["api"])
+    return demo

@@ -1,0 +1,286 @@
+"""Trained CLIP4HOI heads on the Hugging Face Hub: download, push, model cards.
+
+A Hub model repository of clip4hoi holds
+
+* ``model.safetensors`` — the head checkpoint exactly as ``clip4hoi train`` writes it (head
+  weights, model config in the metadata); the frozen DETR and CLIP come from their own
+  sources (:mod:`clip4hoi.weights`), as for a local checkpoint;
+* ``config.json`` — the model config, readable on the Hub's page;
+* ``README.md`` — the model card written by :func:`model_card`.
+
+``hf://ORG/NAME[@REVISION]`` (optionally ``hf://ORG/NAME/FILE.safetensors@REVISION``) works
+wherever a checkpoint path does. Files go through ``huggingface_hub`` into its cache
+(``$HF_HOME/hub``, or ``$HF_HUB_CACHE``) and are read from there afterwards, also offline
+(``HF_HUB_OFFLINE=1``). A head that is neither cached nor downloadable raises
+:class:`~clip4hoi.weights.WeightsUnavailableError` (exit code 3), as other weights do.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from clip4hoi.errors import EnvironmentFault, InputError, UserError
+from clip4hoi.weights import WeightsUnavailableError
+
+SCHEME = "hf://"
+HEAD_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+CARD_FILE = "README.md"
+
+
+def parse_hub_uri(uri: str) -> tuple[str, str, str | None]:
+    """``hf://org/name[/file.safetensors][@revision]`` → ``(repo_id, filename, revision)``."""
+    rest, _, revision = uri.removeprefix(SCHEME).partition("@")
+    parts = [part for part in rest.split("/") if part]
+    if len(parts) < 2 or (revision == "" and "@" in uri):
+        raise InputError(f"checkpoint {uri!r}: expected hf://ORG/NAME, hf://ORG/NAME@REVISION "
+                         f"or hf://ORG/NAME/FILE.safetensors@REVISION")
+    filename = "/".join(parts[2:]) or HEAD_FILE
+    return f"{parts[0]}/{parts[1]}", filename, revision or None
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A local checkpoint path as is; an ``hf://`` one downloaded (or found in the cache)."""
+    if isinstance(path, str) and path.startswith(SCHEME):
+        return download_head(*parse_hub_uri(path))
+    return Path(path)
+
+
+def download_head(repo_id: str, filename: str = HEAD_FILE, revision: str | None = None) -> Path:
+    """Path of ``filename`` of the Hub repository ``repo_id`` at ``revision`` (a branch, tag
+    or commit; default ``main``) in the ``huggingface_hub`` cache, downloaded if missing."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    where = f"hf://{repo_id}/{filename}" + (f"@{revision}" if revision else "")
+    try:
+        return Path(hf_hub_download(repo_id, filename, revision=revision,
+                                    library_name="clip4hoi"))
+    except LocalEntryNotFoundError as error:  # (an EntryNotFoundError: catch it first)
+        from huggingface_hub import constants
+
+        raise WeightsUnavailableError(
+            f"checkpoint {where} is not in the Hugging Face cache and could not be "
+            f"downloaded (offline, or HF_HUB_OFFLINE is set).\n"
+            f"  download on a machine with internet:  hf download {repo_id} {filename}"
+            + (f" --revision {revision}" if revision else "") +
+            f"\n  then copy the cache folder to:        {constants.HF_HUB_CACHE}"
+            f"\n  (or pass the path of a local .safetensors file as --checkpoint)") from error
+    except GatedRepoError as error:
+        raise UserError(f"checkpoint {where}: the repository is gated; accept its terms on "
+                        f"https://huggingface.co/{repo_id} and log in (hf auth login, or "
+                        f"set HF_TOKEN)") from error
+    except RepositoryNotFoundError as error:
+        raise InputError(f"checkpoint {where}: no such model repository on the Hub (or it "
+                         f"is private: log in with hf auth login, or set HF_TOKEN)") from error
+    except RevisionNotFoundError as error:
+        raise InputError(f"checkpoint {where}: the repository has no revision "
+                         f"{revision!r}") from error
+    except (EntryNotFoundError, HFValidationError) as error:
+        raise InputError(f"checkpoint {where}: {error}") from error
+
+
+# ----------------------------------------------------------------------------- push
+
+
+def push(checkpoint: str | Path, repo_id: str, revision: str | None = None,
+         private: bool = False, run_dir: str | Path | None = None,
+         message: str | None = None, token: str | None = None) -> str:
+    """Upload a head checkpoint as ``model.safetensors`` of the Hub model repository
+    ``repo_id`` (created if missing), with ``config.json`` and a model card (one commit,
+    on branch ``revision`` if given, created from ``main`` if missing). ``run_dir``: the
+    training run whose ``config.yaml`` and ``metrics.jsonl`` describe it (default: found
+    beside the checkpoint). Returns the commit's URL."""
+    import httpx
+    from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError, OfflineModeIsEnabled
+
+    from clip4hoi.models.model import read_checkpoint
+
+    checkpoint = Path(checkpoint)
+    config, _, _ = read_checkpoint(checkpoint)
+    card = model_card(checkpoint, repo_id, run_dir)
+    operations = [
+        CommitOperationAdd(HEAD_FILE, str(checkpoint)),
+        CommitOperationAdd(CONFIG_FILE, json.dumps(_config_dict(config), indent=1).encode()),
+        CommitOperationAdd(CARD_FILE, card.encode()),
+    ]
+    api = HfApi(token=token, library_name="clip4hoi")
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        if revision:
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        info = api.create_commit(repo_id, operations, revision=revision,
+                                 commit_message=message or f"Upload {checkpoint.name}")
+    except LocalTokenNotFoundError as error:
+        raise UserError("clip4hoi push: not logged in to the Hugging Face Hub; run "
+                        "`hf auth login` or set HF_TOKEN") from error
+    except OfflineModeIsEnabled as error:
+        raise EnvironmentFault("clip4hoi push: HF_HUB_OFFLINE is set; unset it to upload"
+                               ) from error
+    except HfHubHTTPError as error:
+        status = error.response.status_code if error.response is not None else None
+        hint = ("; check that your token may write to it (hf auth login)"
+                if status in (401, 403) else "")
+        raise UserError(f"clip4hoi push: the Hub refused the upload to {repo_id}: "
+                        f"{error}{hint}") from error
+    except (httpx.TransportError, OSError) as error:
+        raise EnvironmentFault(f"clip4hoi push: cannot reach the Hugging Face Hub "
+                               f"({error})") from error
+    return str(info.commit_url)
+
+
+def _config_dict(config: Any) -> dict:
+    from clip4hoi.config import to_dict
+
+    return to_dict(config)
+
+
+# ----------------------------------------------------------------------- model card
+
+
+def find_run_dir(checkpoint: Path) -> Path | None:
+    """The training run a checkpoint belongs to: the nearest of its folder and that
+    folder's parent (``RUN/checkpoints/step_N.safetensors``) with a ``metrics.jsonl`` or
+    ``config.yaml``."""
+    for folder in (checkpoint.parent, checkpoint.parent.parent):
+        if (folder / "metrics.jsonl").is_file() or (folder / "config.yaml").is_file():
+            return folder
+    return None
+
+
+def read_metrics(path: Path, step: int | None = None) -> dict[str, Any] | None:
+    """The evaluation line (one with ``map_*`` keys) of a ``metrics.jsonl`` that belongs to
+    the checkpoint of optimiser step ``step`` (the last one at or before it), or the last
+    evaluation when ``step`` is None."""
+    if not path.is_file():
+        return None
+    evaluations = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise InputError(f"{path}, line {number}: not JSON ({error.msg})") from None
+        if any(key.startswith("map_") for key in entry):
+            evaluations.append(entry)
+    if step is not None:
+        evaluations = [entry for entry in evaluations if entry.get("step", 0) <= step]
+    return evaluations[-1] if evaluations else None
+
+
+def model_card(checkpoint: str | Path, repo_id: str, run_dir: str | Path | None = None) -> str:
+    """The ``README.md`` of a pushed head: Hub metadata, how to load it, the model config,
+    its class set, the training data and the evaluation from the run's ``metrics.jsonl``."""
+    from huggingface_hub import ModelCardData
+
+    from clip4hoi.data.metadata import load_classes
+    from clip4hoi.models.model import read_checkpoint
+
+    checkpoint = Path(checkpoint)
+    config, tensors, metadata = read_checkpoint(checkpoint)
+    run = Path(run_dir) if run_dir is not None else find_run_dir(checkpoint)
+    experiment = _read_yaml(run / "config.yaml") if run else {}
+    step = int(metadata["step"]) if metadata.get("step", "").isdigit() else None
+    metrics = read_metrics(run / "metrics.jsonl", step) if run else None
+    classes = load_classes(config.classes)
+    data = experiment.get("data", {})
+    dataset = data.get("dataset", "hicodet")
+    card_data = ModelCardData(
+        library_name="clip4hoi", license="mit", pipeline_tag="object-detection",
+        tags=["clip4hoi", "human-object-interaction", "hoi-detection", "zero-shot", "clip",
+              dataset])
+    parameters = sum(tensor.numel() for tensor in tensors.values())
+    lines = [
+        "---", card_data.to_yaml(), "---", "",
+        f"# CLIP4HOI head: {repo_id}", "",
+        "The trained head (HO interactor, HOI decoder, HOI classifier; "
+        f"{parameters / 1e6:.2f} M parameters) of [CLIP4HOI](https://arxiv.org/abs/2311.16475) "
+        "(NeurIPS 2023), a zero-shot human–object interaction detector, for the "
+        "`clip4hoi` package. The frozen DETR "
+        f"(`{config.detector.weights}`) and CLIP (`{config.clip.name}` / "
+        f"`{config.clip.pretrained}`) are fetched from their own sources on first use.", "",
+        "## How to load", "",
+        "```python", "from clip4hoi import HOIDetector", "",
+        f'detector = HOIDetector.from_pretrained("{repo_id}")',
+        '[result] = detector("photo.jpg", classes="ride bicycle, hold cup")', "```", "",
+        "```bash",
+        f"clip4hoi detect photos/ --checkpoint hf://{repo_id}",
+        f"clip4hoi demo --checkpoint hf://{repo_id}        # web demo in the browser",
+        "```", "",
+        f"Pin a revision with `hf://{repo_id}@REVISION` or `from_pretrained(..., "
+        "revision=...)`. Offline, the copy in the Hugging Face cache is used.", "",
+        "## Class set", "",
+        f"Default classes: `{config.classes}` ({len(classes)} classes, "
+        f"{len(set(classes.verbs))} verbs); any class set given as text works at inference "
+        "(`classes=\"ride bicycle, hold cup\"`).", "",
+        "## Training data", "",
+        *_training_lines(data, experiment.get("train", {}), metadata), "",
+        "## Evaluation", "",
+        *_metric_lines(metrics, run), "",
+        "## Config", "",
+        "```yaml", yaml.safe_dump(_config_dict(config), sort_keys=False).rstrip(), "```", "",
+        "## Citation", "",
+        "```bibtex",
+        "@inproceedings{mao2023clip4hoi,",
+        "  title     = {CLIP4HOI: Towards Adapting CLIP for Practical Zero-Shot HOI Detection},",
+        "  author    = {Mao, Yunyao and Deng, Jiajun and Zhou, Wengang and Li, Li and Fang, Yao "
+        "and Li, Houqiang},",
+        "  booktitle = {Advances in Neural Information Processing Systems (NeurIPS)},",
+        "  year      = {2023}", "}", "```", "",
+    ]
+    return "\n".join(lines)
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise InputError(f"{path}: not valid YAML ({error})") from None
+
+
+def _training_lines(data: dict, train: dict, metadata: dict[str, str]) -> list[str]:
+    if not data:
+        return ["Not recorded (no `config.yaml` of the training run was found beside the "
+                "checkpoint; `clip4hoi push --run-dir RUN` names it)."]
+    names = {"hicodet": "HICO-DET", "vcoco": "V-COCO"}
+    split = data.get("zero_shot")
+    lines = [f"* dataset: {names.get(data.get('dataset'), data.get('dataset'))}, training "
+             f"annotations `{data.get('train_annotations')}`",
+             f"* zero-shot setting: {split} (unseen classes removed by "
+             f"`{data.get('zero_shot_rule')}`)" if split else
+             "* setting: fully supervised (all classes seen)"]
+    if train:
+        lines.append(f"* schedule: {train.get('epochs')} epochs, batch size "
+                     f"{train.get('batch_size')}, lr {train.get('lr')}")
+    if "epoch" in metadata or "step" in metadata:
+        lines.append(f"* this checkpoint: epoch {metadata.get('epoch')}, step "
+                     f"{metadata.get('step')}")
+    return lines
+
+
+def _metric_lines(metrics: dict[str, Any] | None, run: Path | None) -> list[str]:
+    if metrics is None:
+        return ["No evaluation recorded" + (f" in {run / 'metrics.jsonl'}" if run else
+                " (no `metrics.jsonl` of the training run was found)") + "."]
+    rows = [(key.removeprefix("map_"), value) for key, value in metrics.items()
+            if key.startswith("map_")]
+    return [f"mAP (%) on the test set after epoch {metrics.get('epoch')} "
+            f"(step {metrics.get('step')}), from the run's `metrics.jsonl`:", "",
+            "| split | mAP |", "|---|---|",
+            *(f"| {name} | {'n/a' if value is None else f'{value:.2f}'} |"
+              for name, value in rows)]
