@@ -163,7 +163,7 @@ def build_demo(backend: DemoBackend) -> Any:
             with gr.Column(scale=2):
                 status = gr.Markdown(elem_id="status")
                 gallery = gr.Gallery(label="Drawn detections", columns=1, format="jpeg",
-                                     elem_id="drawn")
+                                     height=420, object_fit="contain", elem_id="drawn")
                 table = gr.Dataframe(headers=TABLE_HEADERS, interactive=False,
                                      datatype=["str", "number", "str", "str", "str", "str",
                                                "number"],

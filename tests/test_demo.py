@@ -1,0 +1,205 @@
+"""``clip4hoi demo``: the real Gradio server on localhost, driven through its HTTP API
+(``gradio_client``) and in a headless Chromium (selenium); one server for the module."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import SCENE, crafted_detr_outputs, tiny_model_config
+from PIL import Image, ImageDraw
+
+from clip4hoi.api import RANDOM_WEIGHTS_WARNING, load_detector
+from clip4hoi.cli import main
+from clip4hoi.models.detr import DETR
+from clip4hoi.models.model import build_model, save_checkpoint
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+gradio_client = pytest.importorskip("gradio_client")
+pytest.importorskip("gradio")
+
+from clip4hoi.demo import CUSTOM, TABLE_HEADERS, DemoBackend, launch  # noqa: E402
+
+# gradio's queue on pandas 3 (not ours)
+pytestmark = [pytest.mark.filterwarnings("ignore:.*no_silent_downcasting"),
+              pytest.mark.filterwarnings("ignore:The copy keyword is deprecated")]
+CLASSES = "ride bicycle, hug person, hold cup"
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+SCREENSHOT = os.environ.get("CLIP4HOI_DEMO_SCREENSHOT")  # also save it there (docs/)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny head, a photo-like image (a bike rider and a cup) and a corrupt file."""
+    folder = tmp_path_factory.mktemp("demo")
+    torch.manual_seed(0)
+    save_checkpoint(build_model(tiny_model_config()), folder / "head.safetensors")
+    # Drawn where SCENE's boxes are (SCENE is in 160x120 pixels; this image is twice that).
+    y = np.mgrid[0:240, 0:320][0]
+    sky = np.stack([120 + y // 3, 170 + y // 4, 230 + 0 * y], axis=-1).clip(0, 255)
+    image = Image.fromarray(sky.astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    draw.rectangle([0, 200, 319, 239], fill=(96, 150, 72))                     # grass
+    for x0 in (44, 124):                                                       # bicycle
+        draw.ellipse([x0, 160, x0 + 52, 212], outline=(40, 40, 40), width=5)
+    draw.line([(70, 186), (100, 150), (150, 186), (70, 186)], fill=(200, 30, 30), width=5)
+    for x0, top, shirt in ((40, 24, (40, 90, 200)), (190, 14, (230, 150, 40))):  # people
+        draw.ellipse([x0 + 22, top, x0 + 58, top + 36], fill=(236, 196, 164))
+        draw.rectangle([x0 + 20, top + 38, x0 + 60, top + 120], fill=shirt)
+        draw.line([(x0 + 30, top + 120), (x0 + 24, top + 180)], fill=(50, 50, 90), width=9)
+        draw.line([(x0 + 50, top + 120), (x0 + 60, top + 180)], fill=(50, 50, 90), width=9)
+    draw.rectangle([112, 84, 136, 108], fill=(250, 250, 250), outline=(90, 90, 90))  # cup
+    image.save(folder / "rider.png")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    return {"checkpoint": folder / "head.safetensors", "image": folder / "rider.png",
+            "broken": folder / "broken.jpg"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def scene_detector() -> Iterator[None]:
+    """The random DETR finds nothing useful: make it see SCENE in every image (in the
+    server's threads too)."""
+    def forward(self: DETR, images: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        with torch.random.fork_rng(devices=[]):  # the same random DETR features every call
+            torch.manual_seed(0)
+            return crafted_detr_outputs(self.config, [SCENE] * len(images))
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(DETR, "forward", forward)
+        yield
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(files: dict[str, Path]) -> Iterator[str]:
+    """The demo of the tiny head, served on 127.0.0.1 until the module ends."""
+    loader = partial(load_detector, checkpoint=str(files["checkpoint"]), device="cpu")
+    backend = DemoBackend(loader, ["trained"], "trained", random_weights=True)
+    backend.detector("trained")
+    port = _free_port()
+    app = launch(backend, "127.0.0.1", port, block=False)
+    yield f"http://127.0.0.1:{port}/"
+    app.close()
+
+
+@pytest.fixture(scope="module")
+def client(server: str) -> gradio_client.Client:
+    return gradio_client.Client(server, verbose=False, download_files=False)
+
+
+def _detect(client: gradio_client.Client, *paths: Path) -> tuple:
+    return client.predict([gradio_client.handle_file(str(p)) for p in paths], "trained",
+                          CUSTOM, CLASSES, 0.0, 5, 10, api_name="/detect")
+
+
+def _json(output: object) -> list[dict]:
+    path = output["path"] if isinstance(output, dict) else output
+    return json.loads(Path(path).read_text())
+
+
+def test_demo_gives_the_detections_of_detect(client: gradio_client.Client,
+                                             files: dict[str, Path], tmp_path: Path) -> None:
+    gallery, table, download, status = _detect(client, files["image"])
+    [payload] = _json(download)
+    assert main(["detect", str(files["image"]), "--checkpoint", str(files["checkpoint"]),
+                 "--out", str(tmp_path), "--device", "cpu", "--classes", CLASSES,
+                 "--top-k", "5"]) == 0
+    expected = json.loads((tmp_path / "rider.json").read_text())
+    assert payload["detections"] == expected["detections"] != []
+    assert {k: payload[k] for k in ("file_name", "width", "height", "mode")} == {
+        k: expected[k] for k in ("file_name", "width", "height", "mode")}
+    assert table["headers"] == TABLE_HEADERS
+    assert [row[1] for row in table["data"]] == [d["score"] for d in expected["detections"]]
+    assert len(gallery) == 1 and "rider.png: 5 detections" in gallery[0]["caption"]
+    assert "1 image(s), 5 detections" in status and RANDOM_WEIGHTS_WARNING in status
+
+
+def test_bad_uploads_get_a_clear_message_and_the_server_goes_on(
+        client: gradio_client.Client, files: dict[str, Path]) -> None:
+    with pytest.raises(gradio_client.exceptions.AppError,
+                       match=r"No image could be read:\s+broken.jpg: cannot decode"):
+        _detect(client, files["broken"])
+    with pytest.raises(gradio_client.exceptions.AppError, match="Upload at least one image"):
+        client.predict([], "trained", CUSTOM, CLASSES, 0.0, 5, 10, api_name="/detect")
+    with pytest.raises(gradio_client.exceptions.AppError, match="expected 'VERB OBJECT'"):
+        client.predict([gradio_client.handle_file(str(files["image"]))], "trained", CUSTOM,
+                       "ride unicorn", 0.0, 5, 10, api_name="/detect")
+    gallery, _, download, status = _detect(client, files["broken"], files["image"])
+    assert [p["file_name"] for p in _json(download)] == ["rider.png"]
+    assert len(gallery) == 1 and "skipped: broken.jpg: cannot decode" in status
+
+
+def test_demo_cli_loads_the_detector_before_serving(monkeypatch: pytest.MonkeyPatch,
+                                                    files: dict[str, Path],
+                                                    capsys: pytest.CaptureFixture) -> None:
+    served = []
+    monkeypatch.setattr("clip4hoi.demo.launch", lambda backend, host, port: served.append(
+        (backend, host, port)))
+    assert main(["demo", "--checkpoint", str(files["checkpoint"]), "--device", "cpu",
+                 "--port", "7999"]) == 0
+    [(backend, host, port)] = served
+    assert (host, port, backend.modes, backend.default_mode) == (
+        "127.0.0.1", 7999, ["trained", "crop", "dense"], "trained")
+    assert "trained" in backend.detectors  # built before the server starts
+    assert "serving http://127.0.0.1:7999" in capsys.readouterr().err
+    assert main(["demo", "--mode", "trained", "--device", "cpu"]) == 2  # no checkpoint
+
+
+@pytest.mark.skipif(not (CHROMIUM.is_file() and CHROMEDRIVER.exists()),
+                    reason=f"needs Debian's chromium and chromium-driver ({CHROMIUM}, "
+                    f"{CHROMEDRIVER}; apt-get install chromium chromium-driver)")
+def test_page_in_a_headless_browser(server: str, files: dict[str, Path], tmp_path: Path
+                                    ) -> None:
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", "--window-size=1200,1000",
+                 f"--user-data-dir={tmp_path / 'profile'}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options,
+                              service=webdriver.ChromeService(str(CHROMEDRIVER)))
+    try:
+        driver.set_page_load_timeout(60)
+        driver.get(server)
+        wait = WebDriverWait(driver, 60)
+        upload = wait.until(ec.presence_of_element_located(
+            (By.CSS_SELECTOR, "#images input[type=file]")))
+        upload.send_keys(str(files["image"]))
+        wait.until(ec.presence_of_element_located(  # uploaded: the server's copy is linked
+            (By.CSS_SELECTOR, "#images a[href*='rider.png']")))
+        driver.find_element(By.CSS_SELECTOR, "#classes textarea, #classes input").send_keys(
+            CLASSES)
+        driver.find_element(By.CSS_SELECTOR, "#detect").click()
+        drawn = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#drawn img")))
+        assert drawn.get_attribute("src") and "rider.png" in drawn.get_attribute("alt")
+        wait.until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, "#status"),
+                                                    "1 image(s)"))
+        assert "ride" in driver.find_element(By.CSS_SELECTOR, "#table").text
+        driver.execute_script("window.scrollTo(0, 0)")
+        screenshot = tmp_path / "demo.png"
+        driver.save_screenshot(str(screenshot))
+        assert Image.open(screenshot).size[0] > 0
+        if SCREENSHOT:
+            shutil.copy(screenshot, SCREENSHOT)
+    finally:
+        driver.quit()
