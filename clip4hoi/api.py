@@ -2,6 +2,7 @@
 
     from clip4hoi import HOIDetector
     detector = HOIDetector.from_checkpoint("clip4hoi_hicodet.safetensors")
+    # or HOIDetector.from_pretrained("org/name") from the Hugging Face Hub
     results = detector(["photo.jpg"], classes="ride bicycle, hold cup")
 """
 

@@ -195,7 +195,11 @@ def model_card(checkpoint: str | Path, repo_id: str, run_dir: str | Path | None 
     experiment = _read_yaml(run / "config.yaml") if run else {}
     step = int(metadata["step"]) if metadata.get("step", "").isdigit() else None
     metrics = read_metrics(run / "metrics.jsonl", step) if run else None
-    classes = load_classes(config.classes)
+    try:
+        classes = load_classes(config.classes)
+        class_text = f"({len(classes)} classes, {len(set(classes.verbs))} verbs)"
+    except (OSError, ValueError):  # a class file of the training machine
+        class_text = "(a class file of the training machine, not included)"
     data = experiment.get("data", {})
     dataset = data.get("dataset", "hicodet")
     card_data = ModelCardData(
@@ -223,8 +227,8 @@ def model_card(checkpoint: str | Path, repo_id: str, run_dir: str | Path | None 
         f"Pin a revision with `hf://{repo_id}@REVISION` or `from_pretrained(..., "
         "revision=...)`. Offline, the copy in the Hugging Face cache is used.", "",
         "## Class set", "",
-        f"Default classes: `{config.classes}` ({len(classes)} classes, "
-        f"{len(set(classes.verbs))} verbs); any class set given as text works at inference "
+        f"Default classes: `{config.classes}` {class_text}; any class set given as text "
+        "works at inference "
         "(`classes=\"ride bicycle, hold cup\"`).", "",
         "## Training data", "",
         *_training_lines(data, experiment.get("train", {}), metadata), "",
