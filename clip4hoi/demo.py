@@ -167,7 +167,7 @@ def build_demo(backend: DemoBackend) -> Any:
                 table = gr.Dataframe(headers=TABLE_HEADERS, interactive=False,
                                      datatype=["str", "number", "str", "str", "str", "str",
                                                "number"],
-                                     label="Interactions (click a header to sort)",
+                                     label="Interactions (sort or filter from a column's ⋮ menu)",
                                      elem_id="table")
                 download = gr.File(label="JSON (the clip4hoi detect schema)",
                                    elem_id="json")

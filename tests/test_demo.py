@@ -195,11 +195,23 @@ def test_page_in_a_headless_browser(server: str, files: dict[str, Path], tmp_pat
         wait.until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, "#status"),
                                                     "1 image(s)"))
         assert "ride" in driver.find_element(By.CSS_SELECTOR, "#table").text
+
         driver.execute_script("window.scrollTo(0, 0)")
         screenshot = tmp_path / "demo.png"
         driver.save_screenshot(str(screenshot))
         assert Image.open(screenshot).size[0] > 0
         if SCREENSHOT:
             shutil.copy(screenshot, SCREENSHOT)
+
+        def scores() -> list[float]:  # the score column top to bottom (rows are placed)
+            cells = driver.find_elements(By.CSS_SELECTOR, "#table [role=gridcell][data-col='1']")
+            return [float(c.text) for c in sorted(cells, key=lambda c: c.location["y"])]
+
+        assert scores() == sorted(scores(), reverse=True) and len(set(scores())) > 1
+        menu = driver.find_elements(By.CSS_SELECTOR, "#table th button")[1]  # score's ⋮
+        driver.execute_script("arguments[0].click()", menu)
+        wait.until(ec.element_to_be_clickable(
+            (By.XPATH, "//*[@role='menu']//button[contains(., 'Sort ascending')]"))).click()
+        wait.until(lambda _: scores() == sorted(scores()))
     finally:
         driver.quit()
