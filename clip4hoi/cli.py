@@ -1,4 +1,5 @@
-"""The ``clip4hoi`` command line: detect, download, eval, make-synthetic, train, test."""
+"""The ``clip4hoi`` command line: detect, demo, push, download, eval, make-synthetic, train,
+test."""
 
 from __future__ import annotations
 
