@@ -66,7 +66,7 @@ class DemoBackend:
         if preset in PRESETS:
             return load_classes(PRESETS[preset])
         if text.strip():
-            return parse_class_text(text)
+            return parse_class_text(text, getattr(detector.model, "open_vocabulary", False))
         return detector.classes
 
     def detect(self, files: Sequence[str], mode: str, preset: str, text: str,
@@ -142,8 +142,8 @@ def build_demo(backend: DemoBackend) -> Any:
 
     with gr.Blocks(title="CLIP4HOI demo", analytics_enabled=False) as demo:
         gr.Markdown("# CLIP4HOI: human–object interactions from text\nUpload images, "
-                    "name the interactions (`VERB OBJECT`, the object one of the 80 COCO "
-                    "categories) and press **Detect**.")
+                    "name the interactions (`VERB OBJECT`; with DETR, the object one of the 80 "
+                    "COCO categories) and press **Detect**.")
         if backend.random_weights:
             gr.Markdown(f"⚠️ **{RANDOM_WEIGHTS_WARNING}**")
         with gr.Row():
