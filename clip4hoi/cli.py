@@ -124,9 +124,11 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
+    from clip4hoi.errors import EXIT_WEIGHTS, InputError
     from clip4hoi.weights import (
         DETR_WEIGHTS,
         OPEN_VOCAB_WEIGHTS,
+        WeightsUnavailableError,
         cache_root,
         download_clip,
         download_detr,
@@ -139,36 +141,50 @@ def cmd_download(args: argparse.Namespace) -> int:
         for name, hub in OPEN_VOCAB_WEIGHTS.items():
             print(f"{name:24s} {hub.description}\n{'':24s} https://huggingface.co/{hub.repo}")
         return 0
+    unknown = [n for n in args.detr if n not in DETR_WEIGHTS and n not in OPEN_VOCAB_WEIGHTS]
+    if unknown:
+        raise InputError(f"unknown detector weights {', '.join(map(repr, unknown))}; choose "
+                         f"from {', '.join([*DETR_WEIGHTS, *OPEN_VOCAB_WEIGHTS])} (--list "
+                         f"describes them)")
     failures = []
     for name in args.detr:
-        if name not in DETR_WEIGHTS and name not in OPEN_VOCAB_WEIGHTS:
-            raise SystemExit(f"clip4hoi download: unknown detector weights {name!r}; "
-                             f"choose from {', '.join([*DETR_WEIGHTS, *OPEN_VOCAB_WEIGHTS])}")
         try:
             path = (download_detr(name) if name in DETR_WEIGHTS
                     else resolve_open_vocab(name))
             print(f"{name}: {path}")
-        except RuntimeError as error:
+        except WeightsUnavailableError as error:
             failures.append(str(error))
     try:
         path = download_clip(args.clip, args.clip_pretrained, cache_root() / "clip")
         print(f"CLIP {args.clip}/{args.clip_pretrained}: {path}")
-    except RuntimeError as error:
+    except WeightsUnavailableError as error:
         failures.append(str(error))
     for message in failures:
         print(f"\n{message}", file=sys.stderr)
-    return 1 if failures else 0
+    return EXIT_WEIGHTS if failures else 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from clip4hoi.data.vcoco_official import PER_PAIR_WARNING
+    from clip4hoi.errors import InputError
     from clip4hoi.evaluation import evaluate_files, format_table, result_to_json
     from clip4hoi.evaluation.vcoco import (
         evaluate_vcoco_files,
         format_vcoco_table,
         vcoco_result_to_json,
     )
+    from clip4hoi.fileio import check_output_path, write_atomic
 
+    if args.top_k < 0:
+        raise InputError(f"--top-k {args.top_k}: must be >= 0 (0 keeps every detection)")
+    inputs = [args.annotations, args.detections,
+              *(p for p in (args.coco_annotations, args.split_ids) if p)]
+    for flag, path in (("--annotations", args.annotations), ("--detections", args.detections)):
+        if not Path(path).is_file():
+            raise InputError(f"{flag} {path}: " + ("is a folder, not a file" if
+                             Path(path).is_dir() else "no such file"))
+    if args.json:   # checked before the evaluation, which can take minutes
+        check_output_path(args.json, inputs, what="--json")
     start = time.perf_counter()
     if args.vcoco:
         result = evaluate_vcoco_files(args.annotations, args.detections, split=args.split,
@@ -188,7 +204,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(table)
     print(f"({time.perf_counter() - start:.1f} s)", file=sys.stderr)
     if args.json:
-        Path(args.json).write_text(json.dumps(payload, indent=1))
+        write_atomic(args.json, json.dumps(payload, indent=1), inputs=inputs)
     return 0
 
 
@@ -196,7 +212,7 @@ def cmd_make_synthetic(args: argparse.Namespace) -> int:
     from clip4hoi.data.synthetic import make_synthetic
 
     summary = make_synthetic(args.out_dir, n_train=args.train, n_test=args.test,
-                             seed=args.seed)
+                             seed=args.seed, overwrite=args.overwrite)
     print(json.dumps(summary, indent=1, default=str))
     return 0
 
@@ -222,6 +238,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     except TrainingError as error:
         print(f"clip4hoi train: stopped: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"the checkpoints written so far are kept in "
+                                f"{config.output_dir / 'checkpoints'}; continue with "
+                                f"--resume") from None
     finally:
         shutdown()
     if os.environ.get("RANK", "0") == "0":
@@ -234,20 +254,24 @@ def cmd_test(args: argparse.Namespace) -> int:
     from clip4hoi.engine.config import load_experiment
     from clip4hoi.engine.distributed import shutdown
     from clip4hoi.engine.evaluate import run_test
+    from clip4hoi.fileio import check_output_path
     from clip4hoi.hub import resolve_checkpoint
 
     config = load_experiment(args.config, args.set)
     _set_cpu_threads(config.train.cpu_threads)
     model_overrides = [item.removeprefix("model.") for item in args.set
                        if item.startswith("model.")]
+    output = Path(args.output or config.output_dir / "detections.json")
+    inputs = [args.config, config.data.path(config.data.test_annotations),
+              *([args.checkpoint] if args.checkpoint else [])]
+    check_output_path(output, inputs, what="--output")   # before the model runs
     checkpoint = resolve_checkpoint(args.checkpoint) if args.checkpoint else None
     try:
-        result = run_test(config, checkpoint, args.mode, args.output, model_overrides)
+        result = run_test(config, checkpoint, args.mode, output, model_overrides)
     finally:
         shutdown()
     if result is not None:
         print(result.table)
-        output = args.output or config.output_dir / "detections.json"
         print(f"clip4hoi test: detections in {output}", file=sys.stderr)
     return 0
 
@@ -256,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``clip4hoi`` command."""
     parser = argparse.ArgumentParser(
         prog="clip4hoi", description="CLIP4HOI: zero-shot human-object interaction detection")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error (also after the command)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser("detect", help="find interactions in images")
@@ -349,6 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", type=int, default=64)
     p.add_argument("--test", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a synthetic dataset already in OUT_DIR")
     p.set_defaults(func=cmd_make_synthetic)
 
     p = commands.add_parser("train", help="train on an experiment config (see configs/; "
@@ -381,20 +409,62 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``clip4hoi`` console script."""
-    args = build_parser().parse_args(argv)
-    from clip4hoi.errors import UserError
+def _exit_code(error: BaseException) -> int | None:
+    """The exit code of an error that is the user's or the machine's, None for a bug."""
+    from clip4hoi.errors import EXIT_ENVIRONMENT, EXIT_INTERRUPTED, EXIT_USAGE, UserError
+    from clip4hoi.fileio import ENVIRONMENT_ERRNOS
+
+    if isinstance(error, UserError):
+        return error.exit_code
+    if isinstance(error, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":
+        return EXIT_ENVIRONMENT
+    if isinstance(error, OSError) and error.errno in ENVIRONMENT_ERRNOS:
+        return EXIT_ENVIRONMENT
+    if isinstance(error, FileNotFoundError | IsADirectoryError | NotADirectoryError):
+        return EXIT_USAGE
+    if isinstance(error, ValueError):   # library code reports bad values as ValueError
+        return EXIT_USAGE
+    return None
+
+
+def _message(error: BaseException) -> str:
     from clip4hoi.weights import WeightsUnavailableError
 
+    if isinstance(error, WeightsUnavailableError):   # says how to get them, over a few lines
+        return f"missing weights\n{error}"
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted (Ctrl-C)" + (f"; {error}" if str(error) else "")
+    if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":
+        return (f"error: out of memory ({error or 'MemoryError'}); use smaller images, "
+                f"batches or a smaller model")
+    if isinstance(error, OSError) and error.strerror and error.filename:
+        return f"error: {error.filename}: {error.strerror}"
+    return f"error: {error}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``clip4hoi`` console script.
+
+    Errors of the user or the machine (:mod:`clip4hoi.errors`, a missing file, a full disk,
+    Ctrl-C) print one line ``clip4hoi COMMAND: error: MESSAGE`` and give their exit code;
+    ``--debug`` (anywhere on the line) shows the traceback instead. Other exceptions are bugs
+    and keep their traceback.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [item for item in argv if item != "--debug"]
+    args = build_parser().parse_args(argv)
     try:
+        if isinstance(getattr(args, "device", None), str):
+            from clip4hoi.devices import parse_device
+
+            parse_device(args.device)   # before any model is built
         return args.func(args)
-    except WeightsUnavailableError as error:
-        print(f"clip4hoi {args.command}: missing weights\n{error}", file=sys.stderr)
-        return error.exit_code
-    except UserError as error:
-        print(f"clip4hoi {args.command}: error: {error}", file=sys.stderr)
-        return error.exit_code
-    except (FileNotFoundError, ValueError) as error:
-        print(f"clip4hoi {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    except BaseException as error:
+        code = None if debug else _exit_code(error)
+        if code is None:
+            raise
+        print(f"clip4hoi {args.command}: {_message(error)}", file=sys.stderr)
+        return code

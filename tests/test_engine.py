@@ -235,7 +235,7 @@ def test_feature_cache_is_keyed_and_matches_the_uncached_head(small_data: Path, 
     for name, tensor in direct.tensors().items():
         assert torch.equal(tensor, features.tensors()[name]), name
     with pytest.raises(ValueError, match="computed on"):
-        cache.load(target["file_name"], (1, 1))
+        cache.load(dataset.image_paths[target["index"]], (1, 1))
     with pytest.raises(FileNotFoundError, match="no entry"):
         cache.load("unknown.jpg", (1, 1))
 

@@ -46,6 +46,8 @@ from clip4hoi.data.metadata import (
     hicodet_classes,
     hicodet_rare,
 )
+from clip4hoi.errors import InputError
+from clip4hoi.fileio import write_atomic
 
 Point = tuple[float, float]
 
@@ -340,13 +342,11 @@ def _write_split(out_dir: Path, split: str, count: int, seed: int, image_size: i
         rare = set(hicodet_rare())
         data["rare"] = sorted(rare)
         data["non_rare"] = [k for k in range(len(classes)) if k not in rare]
-    path = out_dir / f"instances_{split}.json"
-    path.write_text(json.dumps(data))
-    return path
+    return write_atomic(out_dir / f"instances_{split}.json", json.dumps(data))
 
 
 def make_synthetic(out_dir: str | Path, n_train: int = 96, n_test: int = 32, seed: int = 0,
-                   image_size: int = 256) -> dict:
+                   image_size: int = 256, overwrite: bool = True) -> dict:
     """Write a synthetic HICO-DET dataset to ``out_dir`` and describe it.
 
     Layout (that of fredzzhang/hicodet, objects in COCO-80 order)::
@@ -361,14 +361,23 @@ def make_synthetic(out_dir: str | Path, n_train: int = 96, n_test: int = 32, see
     Deterministic given ``seed``. Returns ``{"root", "train_images", "test_images",
     "train_annotations", "test_annotations"}`` (paths) plus ``"classes"``, the HOI ids
     used (see :func:`synthetic_classes`), and the image counts ``"n_train"`` /
-    ``"n_test"``.
+    ``"n_test"``. With ``overwrite`` False, a folder that already holds a dataset is
+    refused; a path that is a file always is (:class:`~clip4hoi.errors.InputError`).
     """
     if n_train < 1 or n_test < 1:
-        raise ValueError(f"need at least one image per split, got n_train={n_train}, "
+        raise InputError(f"need at least one image per split, got n_train={n_train}, "
                          f"n_test={n_test}")
     if image_size < 64:
-        raise ValueError(f"image_size must be at least 64 pixels, got {image_size}")
+        raise InputError(f"image_size must be at least 64 pixels, got {image_size}")
     root = Path(out_dir)
+    if root.exists() and not root.is_dir():
+        raise InputError(f"{root} is a file; give a folder to write the dataset to")
+    existing = [p.name for p in (root / "instances_train2015.json",
+                                 root / "instances_test2015.json", root / "images")
+                if p.exists()]
+    if existing and not overwrite:
+        raise InputError(f"{root} already holds a dataset ({', '.join(existing)}); pass "
+                         f"--overwrite to replace it, or choose another folder")
     return {
         "root": root,
         "train_images": root / "images" / "train2015",

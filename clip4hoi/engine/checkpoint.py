@@ -9,14 +9,14 @@ A checkpoint at optimiser step ``s`` is two files in ``OUTPUT_DIR/checkpoints/``
   batches of the epoch done, step), best metric so far and the RNG states of every rank,
   as plain tensors and lists readable with ``torch.load(..., weights_only=True)``.
 
-Both are written atomically (temporary file, then ``os.replace``), the state last: a
+Both are written atomically (:func:`clip4hoi.fileio.write_atomic`), the state last: a
 checkpoint counts only once its state file exists. The last ``keep`` checkpoints are
 kept, and ``best.safetensors`` — the model with the best evaluation so far — apart.
 """
 
 from __future__ import annotations
 
-import os
+import io
 import random
 import re
 from pathlib import Path
@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from clip4hoi.fileio import write_atomic
 from clip4hoi.models.model import CLIP4HOI, save_checkpoint
 
 STATE_SUFFIX = ".state.pt"
@@ -66,9 +67,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_atomic(path, buffer.getvalue())
 
 
 def state_path(weights: Path) -> Path:

@@ -18,6 +18,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from clip4hoi.devices import parse_device
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -39,14 +41,9 @@ class DistInfo:
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` → this process's GPU when there is one, else the CPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("train.device=cuda but no CUDA device is available")
-        return torch.device("cuda", local_rank)
-    return torch.device(name)
+    """``train.device``: ``auto`` → this process's GPU when there is one, else the CPU
+    (see :func:`clip4hoi.devices.parse_device`)."""
+    return parse_device(name, "train.device", local_rank)
 
 
 def init_distributed(device: str = "auto") -> DistInfo:

@@ -35,6 +35,7 @@ from clip4hoi.evaluation import (
     vcoco_result_to_json,
     write_detections,
 )
+from clip4hoi.fileio import write_atomic
 from clip4hoi.models.model import CLIP4HOI, FrozenFeatures, load_checkpoint
 from clip4hoi.models.training_free import build_training_free
 
@@ -166,6 +167,6 @@ def run_test(config: ExperimentConfig, checkpoint: str | Path | None = None,
                             amp=amp_enabled(config.train.amp, info.device),
                             detections_path=output)
     if result is not None:
-        output.with_name(output.name.removesuffix(".json") + ".results.json").write_text(
-            json.dumps(result.report, indent=1))
+        write_atomic(output.with_name(output.name.removesuffix(".json") + ".results.json"),
+                     json.dumps(result.report, indent=1))
     return result

@@ -4,24 +4,26 @@ DETR and CLIP never change during training, so for an image that is not augmente
 the test transform, or training with ``data.transform.augment: false`` — their outputs
 are computed once and the head is trained on them (``CLIP4HOI.forward_features``).
 
-Layout: ``DIR/<fingerprint>/<image file name>.safetensors``, one file per image. The
-fingerprint hashes everything the stored values depend on — the frozen weights
+Layout: ``DIR/<fingerprint>/<folder hash>/<image file name>.safetensors``, one file per
+image. The fingerprint hashes everything the stored values depend on — the frozen weights
 themselves, the settings of the frozen models that are not weights, the resize settings
 and the storage type — so a cache made by other weights or another resolution is never
-read. Each entry also records the size of the image it was computed on, checked on
-every read. Entries are computed one image at a time (no padding), written atomically,
-and several processes may fill one cache at once.
+read. The folder hash names the image's folder (so two data roots with the same file names
+do not share entries); each entry records the image file's path, size and modification
+time — an image replaced or edited since is computed again — and the pixel size it was
+computed on, checked on every read. Entries are computed one image at a time (no
+padding), written atomically, and several processes may fill one cache at once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
@@ -31,6 +33,8 @@ from clip4hoi.data.transforms import TransformConfig
 from clip4hoi.engine.config import FeatureCacheConfig
 from clip4hoi.engine.data import collate
 from clip4hoi.engine.distributed import DistInfo, barrier, broadcast_object
+from clip4hoi.errors import InputError
+from clip4hoi.fileio import write_atomic
 from clip4hoi.models.model import CLIP4HOI, FrozenFeatures
 
 CACHE_FORMAT = "clip4hoi-features/1"
@@ -60,43 +64,69 @@ def frozen_fingerprint(model: CLIP4HOI, transform: TransformConfig, dtype: str) 
 
 
 class FeatureCache:
-    """The entries of one fingerprint under ``root``."""
+    """The entries of one fingerprint under ``root``, one per image file.
+
+    An entry is keyed by the image's folder and name, and records the file's size and
+    modification time: an image that was replaced or edited (even with the same name and
+    pixel size), or one of the same name in another data root, never reads another
+    image's features.
+    """
 
     def __init__(self, root: str | Path, fingerprint: str, dtype: str = "float32") -> None:
         if dtype not in DTYPES:
-            raise ValueError(f"feature cache dtype {dtype!r}: choose from {list(DTYPES)}")
+            raise InputError(f"feature cache dtype {dtype!r}: choose from {list(DTYPES)}")
         self.dir = Path(root) / fingerprint
         self.dtype = DTYPES[dtype]
 
-    def path(self, file_name: str) -> Path:
-        return self.dir / f"{file_name}.safetensors"
+    def path(self, image: str | Path) -> Path:
+        """The entry file of the image file ``image``."""
+        image = Path(image).absolute()
+        folder = hashlib.blake2b(str(image.parent).encode(), digest_size=8).hexdigest()
+        return self.dir / folder / f"{image.name}.safetensors"
 
-    def __contains__(self, file_name: str) -> bool:
-        return self.path(file_name).is_file()
+    @staticmethod
+    def stamp(image: str | Path) -> dict[str, str]:
+        """What identifies the content of an image file: its path, size and mtime."""
+        stat = Path(image).stat()
+        return {"image": str(Path(image).absolute()), "bytes": str(stat.st_size),
+                "mtime_ns": str(stat.st_mtime_ns)}
 
-    def store(self, file_name: str, features: FrozenFeatures, size: tuple[int, int]) -> None:
-        """Write one image's features (batch of one) computed on an image of ``size``
-        ``(h, w)``."""
-        path = self.path(file_name)
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def _stored_stamp(self, path: Path) -> dict[str, str] | None:
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                metadata = handle.metadata() or {}
+        except Exception:  # a missing, torn or foreign file: no usable entry
+            return None
+        return {k: metadata.get(k, "") for k in ("image", "bytes", "mtime_ns")}
+
+    def __contains__(self, image: str | Path) -> bool:
+        """Whether ``image`` has an entry computed on its current content."""
+        return self._stored_stamp(self.path(image)) == self.stamp(image)
+
+    def store(self, image: str | Path, features: FrozenFeatures, size: tuple[int, int]
+              ) -> None:
+        """Write the features (batch of one) of the image file ``image``, computed on the
+        transformed image of ``size`` ``(h, w)``."""
         tensors = {k: (v.to(self.dtype) if v.is_floating_point() else v).contiguous().cpu()
                    for k, v in features.tensors().items()}
         tensors["image_size"] = torch.tensor(size)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        save_file(tensors, str(tmp), metadata={"format": CACHE_FORMAT})
-        os.replace(tmp, path)
+        write_atomic(self.path(image), save(tensors, metadata={"format": CACHE_FORMAT,
+                                                               **self.stamp(image)}))
 
-    def load(self, file_name: str, size: tuple[int, int] | Tensor) -> FrozenFeatures:
-        """One image's features as float32; ``size`` ``(h, w)`` must be that of the
-        image they were computed on."""
-        path = self.path(file_name)
+    def load(self, image: str | Path, size: tuple[int, int] | Tensor) -> FrozenFeatures:
+        """The features of the image file ``image`` as float32; ``size`` ``(h, w)`` must be
+        that of the transformed image they were computed on."""
+        path = self.path(image)
         if not path.is_file():
-            raise FileNotFoundError(f"feature cache {self.dir}: no entry for {file_name} "
+            raise FileNotFoundError(f"feature cache {self.dir}: no entry for {image} "
                                     f"(the cache must be filled first)")
+        if self._stored_stamp(path) != self.stamp(image):
+            raise InputError(f"feature cache entry {path} was computed on another version "
+                             f"of {image} (the file changed since); rerun to refresh it")
         tensors = load_file(str(path))
         stored = tuple(int(v) for v in tensors.pop("image_size"))
         if stored != tuple(int(v) for v in size):
-            raise ValueError(f"feature cache entry {path} was computed on a {stored} image, "
+            raise InputError(f"feature cache entry {path} was computed on a {stored} image, "
                              f"the transform now gives {tuple(int(v) for v in size)}")
         return FrozenFeatures.from_tensors(
             {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
@@ -111,9 +141,9 @@ def build_cache(config: FeatureCacheConfig, model: CLIP4HOI, transform: Transfor
                         config.dtype)
 
 
-def image_file_name(dataset: HOIDataset, i: int) -> str:
-    """File name of item ``i`` without loading it."""
-    return dataset.annotations.file_names[dataset.image_indices[i]]
+def image_path(dataset: HOIDataset, i: int) -> Path:
+    """Image file of item ``i`` without loading it."""
+    return dataset.image_paths[dataset.image_indices[i]]
 
 
 @torch.no_grad()
@@ -123,14 +153,15 @@ def fill_cache(model: CLIP4HOI, dataset: HOIDataset, cache: FeatureCache, info: 
     all ranks wait for the others). Returns how many this rank computed."""
     # Rank 0's list: the others could see entries that rank 0 is already writing.
     missing = broadcast_object([i for i in range(len(dataset))
-                                if image_file_name(dataset, i) not in cache])
+                                if image_path(dataset, i) not in cache])
     share = missing[info.rank::info.world_size]
     loader = DataLoader(Subset(dataset, share), batch_size=1, num_workers=num_workers,
                         collate_fn=collate)
     for images, targets in tqdm(loader, desc=desc, unit="img", disable=not info.is_main,
                                 leave=False):
         features = model.extract_features([images[0].to(info.device)])
-        cache.store(targets[0]["file_name"], features, tuple(images[0].shape[-2:]))
+        cache.store(dataset.image_paths[targets[0]["index"]], features,
+                    tuple(images[0].shape[-2:]))
     barrier()
     return len(share)
 
@@ -139,7 +170,7 @@ class CachedFeatures(Dataset):
     """``dataset``'s items with the image replaced by its cached :class:`FrozenFeatures`
     (the target, transformed like the image, is kept)."""
 
-    def __init__(self, dataset: Dataset, cache: FeatureCache) -> None:
+    def __init__(self, dataset: HOIDataset, cache: FeatureCache) -> None:
         self.dataset = dataset
         self.cache = cache
 
@@ -148,4 +179,5 @@ class CachedFeatures(Dataset):
 
     def __getitem__(self, i: int) -> tuple[FrozenFeatures, dict]:
         _, target = self.dataset[i]
-        return self.cache.load(target["file_name"], target["size"]), target
+        features = self.cache.load(self.dataset.image_paths[target["index"]], target["size"])
+        return features, target

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from clip4hoi.data.annotations import NUM_HOI, NUM_VCOCO, HOIAnnotations
+from clip4hoi.fileio import write_atomic
 
 
 @dataclass
@@ -154,7 +155,9 @@ def write_detections(path: str | Path, records: list[dict] | HOIDetections,
                      annotations: HOIAnnotations | None = None) -> Path:
     """Write ``DETS.json``. ``records`` as made by :func:`records_from_outputs`, or a
     :class:`HOIDetections` (then ``annotations`` gives the file names). When ``annotations``
-    is given the records are validated against it first."""
+    is given the records are validated against it first. The file is written atomically
+    (:func:`clip4hoi.fileio.write_atomic`): an existing ``path`` is replaced whole or not at
+    all."""
     path = Path(path)
     if isinstance(records, HOIDetections):
         if annotations is None:
@@ -162,9 +165,8 @@ def write_detections(path: str | Path, records: list[dict] | HOIDetections,
         records = detections_to_records(records, annotations)
     elif annotations is not None:
         parse_records({"images": records}, annotations, source=str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"images": records}, allow_nan=False))
-    return path
+    inputs = [annotations.source] if annotations is not None else []
+    return write_atomic(path, json.dumps({"images": records}, allow_nan=False), inputs)
 
 
 # ----------------------------------------------------------------------------- reading

@@ -36,8 +36,10 @@ import torch.nn.functional as F
 from open_clip.model import CLIP, CustomTextCLIP
 from open_clip.tokenizer import SimpleTokenizer
 from open_clip.transformer import VisionTransformer
+from safetensors import SafetensorError
 from torch import Tensor, nn
 
+from clip4hoi.errors import InputError
 from clip4hoi.weights import CLIPWeights, clip_architecture
 
 __all__ = [
@@ -81,8 +83,9 @@ def _load_weights(model: nn.Module, path: Path, torchscript: bool) -> None:
         skip |= {n for n, _ in model.named_buffers()} - model.state_dict().keys()
         state = {k: v for k, v in state.items() if k not in skip}
         model.load_state_dict(state, strict=True)
-    except (RuntimeError, KeyError, pickle.UnpicklingError) as e:
-        raise ValueError(f"cannot load weights of this CLIP architecture from {path}: {e}") from e
+    except (RuntimeError, KeyError, EOFError, pickle.UnpicklingError, SafetensorError) as e:
+        raise InputError(f"cannot load weights of this CLIP architecture from {path}: {e}"
+                         ) from e
 
 
 def build_clip(

@@ -18,13 +18,12 @@ vocabulary (COCO-80 ids for COCO objects).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as save_safetensors
 from torch import Tensor, nn
 from torchvision.ops import box_convert, box_iou
 
@@ -42,6 +41,8 @@ from clip4hoi.data.metadata import (
     HOIClassSet,
     load_classes,
 )
+from clip4hoi.errors import InputError
+from clip4hoi.fileio import write_atomic
 from clip4hoi.models.classifier import HOIClassifier
 from clip4hoi.models.clip import CLIPEncoder, build_clip
 from clip4hoi.models.decoder import HOIDecoder, normalised_union_boxes
@@ -397,27 +398,37 @@ def save_checkpoint(model: CLIP4HOI, path: str | Path, extra: dict[str, str] | N
     metadata = {"format": HEAD_FORMAT, "config": json.dumps(to_dict(model.config)),
                 **(extra or {})}
     tensors = {k: v.detach().contiguous().cpu() for k, v in head_state_dict(model).items()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    write_atomic(path, save_safetensors(tensors, metadata=metadata))
 
 
 def read_checkpoint(path: str | Path) -> tuple[ModelConfig, dict[str, Tensor], dict[str, str]]:
     """Config, head weights and metadata of a checkpoint written by :func:`save_checkpoint`."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+        raise InputError(f"checkpoint {path} " + ("is a folder, not a file" if path.is_dir()
+                                                   else "does not exist"))
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
             tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
     except Exception as error:  # safetensors raises its own error types
-        raise ValueError(f"checkpoint {path} is not a safetensors file ({error}); CLIP4HOI "
+        raise InputError(f"checkpoint {path} is not a safetensors file ({error}); CLIP4HOI "
                          f"checkpoints are written by clip4hoi train") from error
     if metadata.get("format") != HEAD_FORMAT:
-        raise ValueError(f"checkpoint {path} is not a CLIP4HOI head checkpoint (format "
+        raise InputError(f"checkpoint {path} is not a CLIP4HOI head checkpoint (format "
                          f"{metadata.get('format')!r}, expected {HEAD_FORMAT!r})")
-    config = from_dict(ModelConfig, json.loads(metadata["config"]), where=f"{path} config")
+    try:
+        stored = json.loads(metadata["config"])
+    except KeyError:
+        raise InputError(f"checkpoint {path}: its metadata has no model 'config'; it was not "
+                         f"written by clip4hoi train") from None
+    except (TypeError, ValueError) as error:
+        raise InputError(f"checkpoint {path}: its model 'config' metadata is not valid JSON "
+                         f"({error})") from None
+    if not isinstance(stored, dict):
+        raise InputError(f"checkpoint {path}: its model 'config' metadata is "
+                         f"{type(stored).__name__}, expected a mapping")
+    config = from_dict(ModelConfig, stored, where=f"{path} config")
     return config, tensors, metadata
 
 
@@ -431,13 +442,20 @@ def load_checkpoint(path: str | Path, overrides: list[str] | None = None,
 
 
 def load_head(model: CLIP4HOI, tensors: dict[str, Tensor], source: str) -> None:
-    """Load head weights strictly (the frozen parts are not in ``tensors``)."""
+    """Load head weights strictly (the frozen parts are not in ``tensors``); weights that
+    are not finite are refused (:class:`~clip4hoi.errors.InputError`)."""
     expected = head_state_dict(model)
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     mismatched = sorted(k for k in set(expected) & set(tensors)
                         if expected[k].shape != tensors[k].shape)
     if missing or unexpected or mismatched:
-        raise ValueError(f"{source} does not fit this model: missing {missing}, unexpected "
+        raise InputError(f"{source} does not fit this model: missing {missing}, unexpected "
                          f"{unexpected}, shape mismatch {mismatched}")
+    broken = sorted(k for k, v in tensors.items()
+                    if v.is_floating_point() and not bool(torch.isfinite(v).all()))
+    if broken:
+        raise InputError(f"{source} has non-finite weights (NaN or inf) in {broken[:3]}"
+                         f"{' ...' if len(broken) > 3 else ''}: the run that wrote it "
+                         f"diverged; use an earlier checkpoint")
     model.load_state_dict(tensors, strict=False)
