@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from clip4hoi.errors import InputError
 from clip4hoi.fileio import write_atomic
 from clip4hoi.models.model import CLIP4HOI, save_checkpoint
 
@@ -143,6 +144,26 @@ def resolve_resume(resume: str | Path, output_dir: Path) -> tuple[Path, Path]:
     return weights, state
 
 
+STATE_KEYS = ("epoch", "batches_done", "step", "optimizer", "scheduler", "best_value", "rng",
+              "world_size", "micro_batch", "seed")
+
+
 def load_state(path: str | Path) -> dict[str, Any]:
-    """A training state file (plain tensors and containers only)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """A training state file (plain tensors and containers only: ``weights_only``, so a
+    pickle that would run code is refused). Raises :class:`InputError` naming the file when
+    it is corrupt, foreign or incomplete."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise
+    except Exception as error:  # UnpicklingError, RuntimeError (bad zip), EOFError, ...
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else \
+            type(error).__name__
+        raise InputError(f"--resume: training state {path} cannot be read ({reason}); it is "
+                         f"corrupt or not written by clip4hoi train: resume from an earlier "
+                         f"checkpoint") from error
+    missing = [k for k in STATE_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise InputError(f"--resume: training state {path} lacks {missing}; it is not "
+                         f"written by clip4hoi train")
+    return state

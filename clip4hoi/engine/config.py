@@ -14,6 +14,7 @@ model.head.alpha=0.3``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from clip4hoi.config import (
     to_dict,
 )
 from clip4hoi.data.transforms import TransformConfig
+from clip4hoi.errors import InputError
 
 DATASETS = ("hicodet", "vcoco")
 SCHEDULES = ("step", "cosine", "constant")
@@ -199,12 +201,23 @@ def validate(config: ExperimentConfig) -> None:
         (train.epochs >= 1 and train.batch_size >= 1 and train.accumulation_steps >= 1
          and train.test_batch_size >= 1, "train: epochs and batch sizes must be >= 1"),
         (train.log_every >= 1, "train.log_every must be >= 1"),
+        (math.isfinite(train.lr) and train.lr > 0,
+         f"train.lr must be a positive number, not {train.lr}"),
+        (math.isfinite(train.weight_decay) and train.weight_decay >= 0,
+         f"train.weight_decay must be >= 0, not {train.weight_decay}"),
+        (math.isfinite(train.clip_grad_norm) and train.clip_grad_norm >= 0,
+         f"train.clip_grad_norm must be >= 0 (0: off), not {train.clip_grad_norm}"),
+        (math.isfinite(train.lr_gamma) and train.lr_gamma > 0,
+         f"train.lr_gamma must be positive, not {train.lr_gamma}"),
+        (train.max_steps >= 0 and train.warmup_steps >= 0 and train.checkpoint_every >= 0
+         and train.eval_every >= 0,
+         "train.max_steps, warmup_steps, checkpoint_every and eval_every must be >= 0"),
         (train.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1"),
         (data.num_workers >= 0, "data.num_workers must be >= 0"),
     ]
     for ok, message in checks:
         if not ok:
-            raise ValueError(f"{message} (experiment {config.name!r})")
+            raise InputError(f"{message} (experiment {config.name!r})")
 
 
 def dump_experiment(config: ExperimentConfig) -> str:

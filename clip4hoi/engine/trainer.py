@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim import AdamW
@@ -56,6 +57,8 @@ from clip4hoi.engine.distributed import (
 )
 from clip4hoi.engine.evaluate import amp_enabled, autocast, evaluate_model, forward_batch
 from clip4hoi.engine.feature_cache import CachedFeatures, build_cache, fill_cache
+from clip4hoi.errors import InputError
+from clip4hoi.fileio import write_atomic
 from clip4hoi.models.model import (
     CLIP4HOI,
     FrozenFeatures,
@@ -116,6 +119,11 @@ class Trainer:
         self.checkpoints = CheckpointManager(self.output_dir / "checkpoints",
                                              cfg.keep_checkpoints)
         resume_from = self._resume_files(resume)
+        if resume_from is not None:   # a corrupt checkpoint fails before the model is built
+            weights, state_file = resume_from
+            head = read_checkpoint(weights)[1]
+            state = load_state(state_file)
+            self._check_resumed_config(state, state_file)
 
         self.train_set = build_dataset(config.data, train=True)
         self.test_set = build_dataset(config.data, train=False)
@@ -157,7 +165,7 @@ class Trainer:
         self.best_value: float | None = None
         seed_everything(cfg.seed + 7919 * info.rank)  # the training RNG (dropout), per rank
         if resume_from is not None:
-            self._load(*resume_from)
+            self._load(weights, head, state_file, state)
         self._start_logs(resumed=resume_from is not None)
 
     # ----------------------------------------------------------------------- set-up
@@ -178,18 +186,21 @@ class Trainer:
                              f"continue that run, or choose another --output-dir")
         return None
 
-    def _load(self, weights: Path, state_file: Path) -> None:
-        _, tensors, _ = read_checkpoint(weights)
+    def _load(self, weights: Path, tensors: dict[str, Tensor], state_file: Path,
+              state: dict[str, Any]) -> None:
         load_head(self.model, tensors, source=str(weights))
-        state = load_state(state_file)
         expected = {"world_size": self.info.world_size, "micro_batch": self.micro_batch,
                     "seed": self.config.train.seed}
         changed = {k: (state[k], v) for k, v in expected.items() if state[k] != v}
         if changed:
-            raise ValueError(f"cannot resume {state_file} exactly: (checkpoint, now) differ "
+            raise InputError(f"cannot resume {state_file} exactly: (checkpoint, now) differ "
                              f"for {changed}")
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+        except (KeyError, ValueError, TypeError, IndexError) as error:
+            raise InputError(f"--resume: the optimiser state in {state_file} does not fit "
+                             f"this model ({error})") from error
         self.epoch, self.batches_done, self.step = (state["epoch"], state["batches_done"],
                                                     state["step"])
         self.best_value = state["best_value"]
@@ -197,18 +208,51 @@ class Trainer:
         if self.info.is_main:
             print(f"resumed from {weights} (epoch {self.epoch}, step {self.step})")
 
+    def _check_resumed_config(self, state: dict[str, Any], state_file: Path) -> None:
+        """Refuse to resume with settings that change the training (``--set train.lr=...``);
+        apply the ones that only change its length, logging or resources, and say so."""
+        stored = state.get("config")
+        if stored is None:      # checkpoints of older versions: the run's config.yaml
+            run_config = state_file.parent.parent / "config.yaml"
+            stored = run_config.read_text() if run_config.is_file() else None
+        if stored is None:
+            return
+        before, now = _flatten(yaml.safe_load(stored)), _flatten(yaml.safe_load(
+            dump_experiment(self.config)))
+        changes = {k: (before.get(k), now.get(k)) for k in sorted(before.keys() | now.keys())
+                   if before.get(k) != now.get(k) and k not in RESUME_IGNORED}
+        refused = {k: v for k, v in changes.items() if k not in RESUME_APPLIED}
+        if refused:
+            listed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in refused.items())
+            raise InputError(f"--resume: {state_file} was trained with other settings "
+                             f"({listed}); resuming would mix two runs: drop these "
+                             f"overrides, or start a new run in another --output-dir")
+        if changes and self.info.is_main:
+            listed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
+            print(f"--resume: applying the changed settings {listed}")
+
     def _start_logs(self, resumed: bool) -> None:
         self.metrics_file = self.output_dir / "metrics.jsonl"
         self.writer = None
         if not self.info.is_main:
             return
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        (self.output_dir / "config.yaml").write_text(dump_experiment(self.config))
-        lines = self.metrics_file.read_text().splitlines() if resumed and \
+        write_atomic(self.output_dir / "config.yaml", dump_experiment(self.config))
+        lines = self.metrics_file.read_text(errors="replace").splitlines() if resumed and \
             self.metrics_file.is_file() else []
-        # Lines logged after the checkpoint by an interrupted run are dropped.
-        kept = [line for line in lines if json.loads(line)["step"] <= self.step]
-        self.metrics_file.write_text("".join(line + "\n" for line in kept))
+        # Lines logged after the checkpoint by an interrupted run are dropped, and so is a
+        # line torn by a kill.
+        kept = []
+        for number, line in enumerate(lines, 1):
+            try:
+                entry = json.loads(line)
+                step = int(entry["step"])
+            except (ValueError, TypeError, KeyError):
+                print(f"--resume: {self.metrics_file} line {number} is not a complete "
+                      f"entry (torn by a kill?); dropped")
+                continue
+            if step <= self.step:
+                kept.append(line)
+        write_atomic(self.metrics_file, "".join(line + "\n" for line in kept))
         if self.config.train.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -299,7 +343,20 @@ class Trainer:
         norm = torch.nn.utils.clip_grad_norm_(self.parameters, cfg.clip_grad_norm or math.inf)
         if not torch.isfinite(norm):
             raise self._stop("gradient norm", total)
-        self.optimizer.step()
+        try:
+            self.optimizer.step()
+        except RuntimeError as error:   # AdamW's step size overflows float32 (lr ~1e37)
+            if "overflow" not in str(error):
+                raise
+            raise TrainingError(f"the optimiser step overflowed at epoch {self.epoch + 1}, "
+                                f"step {self.step + 1}: train.lr={cfg.lr:g} is too large; the "
+                                f"checkpoints in {self.checkpoints.dir} are intact") from None
+        # A finite gradient can still blow the weights up (a huge learning rate): stop
+        # before such weights reach a checkpoint.
+        finite = bool(torch.stack([torch.isfinite(p).all() for p in self.parameters]).all())
+        if not all_true(finite, info.device):
+            raise self._stop("weights after the optimiser step (is train.lr too large?)",
+                             total)
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.step += 1
@@ -361,11 +418,30 @@ class Trainer:
                  "scheduler": self.scheduler.state_dict(), "best_metric": self.best_metric,
                  "best_value": self.best_value, "rng": rngs,
                  "world_size": self.info.world_size, "micro_batch": self.micro_batch,
-                 "seed": self.config.train.seed}
+                 "seed": self.config.train.seed, "config": dump_experiment(self.config)}
         self.checkpoints.save(self.model, state, self.step)
         if improved:
             self.checkpoints.save_best(self.model, self.best_metric, float(self.best_value),
                                        self.step)
+
+
+RESUME_APPLIED = frozenset({
+    "train.epochs", "train.max_steps", "train.log_every", "train.checkpoint_every",
+    "train.keep_checkpoints", "train.eval_every", "train.tensorboard", "train.device",
+    "train.cpu_threads", "train.test_batch_size", "data.num_workers", "feature_cache.enabled",
+    "feature_cache.dir"})
+"""Settings a resumed run may change: its length, logging, evaluation and resources."""
+RESUME_IGNORED = frozenset({"name", "train.output_dir"})
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"lr": 1}}`` -> ``{"train.lr": 1}``."""
+    if not isinstance(data, dict):
+        return {prefix.rstrip("."): data}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        out.update(_flatten(value, f"{prefix}{key}."))
+    return out
 
 
 def train(config: ExperimentConfig, resume: str | Path | bool | None = None) -> Path:
