@@ -171,7 +171,12 @@ def rescale_boxes(detections: dict[str, Tensor], size: tuple[int, int] | list[in
 def to_records(result: dict[str, Tensor], classes: HOIClassSet, top_k: int = 0,
                min_score: float = 0.0) -> list[dict]:
     """JSON records of one image's detections (``clip4hoi detect`` schema): boxes as
-    0-based inclusive pixel indices of the original image, best first."""
+    0-based inclusive pixel indices of the original image, best first. ``top_k`` 0 keeps
+    every detection; a negative one is refused."""
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+        raise InputError(f"--top-k {top_k!r}: must be an integer >= 0 (0 keeps all)")
+    if min_score != min_score:
+        raise InputError("--min-score nan: must be a number")
     keep = torch.nonzero(result["scores"] >= min_score).squeeze(1)
     if top_k:
         keep = keep[:top_k]

@@ -17,7 +17,9 @@ Readers:
   The official V-COCO layout (``vcoco_{split}.json`` + COCO) and the per-person ground
   truth the evaluator needs are in :mod:`clip4hoi.data.vcoco_official`.
 
-Every malformed input raises ``ValueError`` naming the file, the image and the field.
+Every malformed input raises :class:`~clip4hoi.errors.InputError` (a ``ValueError``) naming
+the file, the image and the field; booleans are not numbers, and an image name appears
+at most once.
 Fields that a format does not store are filled as documented on :class:`HOIAnnotations`
 (``sizes`` = 0 when unknown).
 """
@@ -33,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from clip4hoi.data import metadata
+from clip4hoi.errors import InputError
 
 NUM_HOI = 600
 NUM_VERBS = len(metadata.HICO_VERBS)
@@ -87,17 +90,66 @@ class HOIAnnotations:
 
 def _read_json(path: str | Path) -> Any:
     path = Path(path)
-    try:
-        return json.loads(path.read_text())
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, expected an annotation file")
+    try:   # utf-8-sig: a byte-order mark is not part of the JSON
+        return json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from error
+        raise InputError(f"{path}: not valid JSON ({error})") from error
     except UnicodeDecodeError as error:
-        raise ValueError(f"{path}: not a UTF-8 text file ({error})") from error
+        raise InputError(f"{path}: not a UTF-8 text file ({error})") from error
+
+
+def has_bool(values: list) -> bool:
+    """Whether a list of numbers (or of lists of numbers) holds a boolean: numpy would take
+    ``true`` for 1."""
+    return any(type(v) is bool or (isinstance(v, list) and any(type(x) is bool for x in v))
+               for v in values)
+
+
+def _index_list(value: Any, upper: int, name: str, source: str) -> np.ndarray:
+    """A list of integer indices in ``[0, upper)``, as int64."""
+    if not isinstance(value, list) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise InputError(f"{source}: field {name!r} must be a list of integer indices")
+    array = np.asarray(value, dtype=np.int64).reshape(-1)
+    if ((array < 0) | (array >= upper)).any():
+        raise InputError(f"{source}: field {name!r} has indices out of [0, {upper})")
+    return array
+
+
+def _check_names(names: list[Any], source: str) -> list[str]:
+    """Image file names: strings, each once (a repeated name would be matched twice)."""
+    for i, name in enumerate(names):
+        if not isinstance(name, str) or not name:
+            raise InputError(f"{source}: image {i}: file name {name!r} is not a non-empty "
+                             f"string")
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in seen:
+            raise InputError(f"{source}: image {i}: file name {name!r} repeats image "
+                             f"{seen[name]}; each image must appear once")
+        seen[name] = i
+    return names
+
+
+def _safety_net(load: Any) -> Any:
+    """Report a structure the checks did not foresee (a number where a list belongs, ...) as
+    an :class:`InputError` naming the file, not as a traceback."""
+    def wrapper(path: str | Path, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return load(path, *args, **kwargs)
+        except (TypeError, AttributeError, KeyError, IndexError, OverflowError) as error:
+            raise InputError(f"{path}: malformed annotation file ({type(error).__name__}: "
+                             f"{error})") from error
+    wrapper.__doc__, wrapper.__name__ = load.__doc__, load.__name__
+    wrapper.__wrapped__ = load  # type: ignore[attr-defined]
+    return wrapper
 
 
 def _require(data: Any, key: str, source: str, where: str = "") -> Any:
     if not isinstance(data, dict) or key not in data:
-        raise ValueError(f"{source}: {where}missing field {key!r}")
+        raise InputError(f"{source}: {where}missing field {key!r}")
     return data[key]
 
 
@@ -111,7 +163,7 @@ def _flat_array(per_image: list[list], counts: np.ndarray, tail: tuple[int, ...]
     ragged or non-numeric entry, raise naming the offending image."""
     def numeric(values: list) -> np.ndarray:   # numbers only: no strings, None, booleans
         arr = np.asarray(values)
-        if arr.size and arr.dtype.kind not in "fiu":
+        if (arr.size and arr.dtype.kind not in "fiu") or has_bool(values):
             raise ValueError
         return arr.astype(np.float64)
 
@@ -131,9 +183,9 @@ def _flat_array(per_image: list[list], counts: np.ndarray, tail: tuple[int, ...]
                 ok = False
             if not ok:
                 shape = "a list of [x1, y1, x2, y2]" if tail else "a list of numbers"
-                raise ValueError(f"{source}: image {i} ({names[i]}): field {name!r} must be "
+                raise InputError(f"{source}: image {i} ({names[i]}): field {name!r} must be "
                                  f"{shape}") from None
-        raise ValueError(f"{source}: field {name!r} has values that are not numbers"
+        raise InputError(f"{source}: field {name!r} has values that are not numbers"
                          ) from None
 
 
@@ -142,7 +194,7 @@ def _check_ids(values: np.ndarray, upper: int, name: str, source: str,
     bad = np.flatnonzero((values != np.floor(values)) | (values < 0) | (values >= upper))
     if bad.size:
         i = _image_of_row(int(bad[0]), counts)
-        raise ValueError(f"{source}: image {i} ({names[i]}): field {name!r} has id "
+        raise InputError(f"{source}: image {i} ({names[i]}): field {name!r} has id "
                          f"{values[bad[0]]!r}, expected an integer in [0, {upper})")
     return values.astype(np.int64)
 
@@ -153,7 +205,7 @@ def _check_boxes(boxes: np.ndarray, name: str, source: str, counts: np.ndarray,
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         i = _image_of_row(row, counts)
-        raise ValueError(f"{source}: image {i} ({names[i]}): field {name!r} has box "
+        raise InputError(f"{source}: image {i} ({names[i]}): field {name!r} has box "
                          f"{boxes[row].tolist()} (not finite or x2 < x1 / y2 < y1)")
 
 
@@ -172,7 +224,7 @@ def _check_classes(hoi: np.ndarray, objects: np.ndarray, verbs: np.ndarray, sour
         if bad.size:
             row = int(bad[0])
             i = _image_of_row(row, counts)
-            raise ValueError(f"{source}: image {i} ({names[i]}): field {name!r} is "
+            raise InputError(f"{source}: image {i} ({names[i]}): field {name!r} is "
                              f"{values[row]} but HOI {hoi[row]} has {name} {expected[row]}")
 
 
@@ -182,6 +234,7 @@ def _name_key(name: str) -> str:
 
 # ----------------------------------------------------------------------------- HICO-DET
 
+@_safety_net
 def load_hicodet_annotations(path: str | Path) -> HOIAnnotations:
     """Read a HICO-DET annotation file: fredzzhang ``instances_*2015.json`` (COCO-80 or
     alphabetical object order, detected from ``objects[0]``) or QPIC/GEN-VLKT
@@ -192,18 +245,18 @@ def load_hicodet_annotations(path: str | Path) -> HOIAnnotations:
         return _load_qpic(data, source)
     if isinstance(data, dict) and "annotation" in data:
         return _load_fredzzhang(data, source)
-    raise ValueError(f"{source}: not a HICO-DET annotation file (expected a fredzzhang dict "
+    raise InputError(f"{source}: not a HICO-DET annotation file (expected a fredzzhang dict "
                      f"with 'annotation' or a QPIC/GEN-VLKT list of images)")
 
 
 def _object_map(file_objects: Any, source: str) -> np.ndarray:
     """File object index -> COCO-80 id, by name (both orders of fredzzhang/hicodet)."""
     if not isinstance(file_objects, list) or len(file_objects) != NUM_OBJECTS:
-        raise ValueError(f"{source}: field 'objects' must list the {NUM_OBJECTS} object names")
+        raise InputError(f"{source}: field 'objects' must list the {NUM_OBJECTS} object names")
     keys = [_name_key(o) for o in file_objects]
     unknown = [o for o in keys if o not in metadata.COCO_OBJECTS]
     if unknown or len(set(keys)) != NUM_OBJECTS:
-        raise ValueError(f"{source}: field 'objects' has unknown or repeated names "
+        raise InputError(f"{source}: field 'objects' has unknown or repeated names "
                          f"{unknown or keys}")
     return np.asarray([metadata.COCO_OBJECTS.index(k) for k in keys], dtype=np.int64)
 
@@ -213,14 +266,15 @@ def _load_fredzzhang(data: dict, source: str) -> HOIAnnotations:
     anns = _require(data, "annotation", source)
     sizes = _require(data, "size", source)
     if not (isinstance(names, list) and isinstance(anns, list) and isinstance(sizes, list)):
-        raise ValueError(f"{source}: fields 'filenames', 'annotation', 'size' must be lists")
+        raise InputError(f"{source}: fields 'filenames', 'annotation', 'size' must be lists")
     if not len(names) == len(anns) == len(sizes):
-        raise ValueError(f"{source}: fields 'filenames' ({len(names)}), 'annotation' "
+        raise InputError(f"{source}: fields 'filenames' ({len(names)}), 'annotation' "
                          f"({len(anns)}) and 'size' ({len(sizes)}) differ in length")
-    names = [str(n) for n in names]
+    names = _check_names(names, source)
     obj_map = _object_map(_require(data, "objects", source), source)
-    if "verbs" in data and [_name_key(v) for v in data["verbs"]] != list(metadata.HICO_VERBS):
-        raise ValueError(f"{source}: field 'verbs' differs from the 117 HICO-DET verbs")
+    if "verbs" in data and (not isinstance(data["verbs"], list) or [
+            _name_key(v) for v in data["verbs"]] != list(metadata.HICO_VERBS)):
+        raise InputError(f"{source}: field 'verbs' must list the 117 HICO-DET verbs")
 
     keys = ("boxes_h", "boxes_o", "hoi", "object", "verb")
     fields: dict[str, list[list]] = {k: [] for k in keys}
@@ -229,9 +283,9 @@ def _load_fredzzhang(data: dict, source: str) -> HOIAnnotations:
         where = f"image {i} ({names[i]}): "
         values = [_require(ann, k, source, where) for k in keys]
         if not all(isinstance(v, list) for v in values):
-            raise ValueError(f"{source}: {where}fields {keys} must be lists")
+            raise InputError(f"{source}: {where}fields {keys} must be lists")
         if len({len(v) for v in values}) != 1:
-            raise ValueError(f"{source}: {where}fields {keys} differ in length "
+            raise InputError(f"{source}: {where}fields {keys} differ in length "
                              f"{[len(v) for v in values]}")
         counts[i] = len(values[0])
         for k, v in zip(keys, values, strict=True):
@@ -255,7 +309,7 @@ def _load_fredzzhang(data: dict, source: str) -> HOIAnnotations:
         except (ValueError, TypeError, IndexError):
             ok = False
         if not ok:
-            raise ValueError(f"{source}: field 'correspondence' does not match the 600 "
+            raise InputError(f"{source}: field 'correspondence' does not match the 600 "
                              f"HICO-DET classes")
 
     size_arr = _flat_array([[s] for s in sizes], np.ones(len(sizes), np.int64), (2,),
@@ -267,14 +321,10 @@ def _load_fredzzhang(data: dict, source: str) -> HOIAnnotations:
     if empty is None:
         empty = np.flatnonzero(counts == 0)
     else:
-        empty = np.asarray(empty, dtype=np.int64).reshape(-1)
-        if ((empty < 0) | (empty >= len(names))).any():
-            raise ValueError(f"{source}: field 'empty' has image indices out of range")
+        empty = _index_list(empty, len(names), "empty", source)
     rare = data.get("rare")
     if rare is not None:
-        rare = np.asarray(rare, dtype=np.int64).reshape(-1)
-        if ((rare < 0) | (rare >= NUM_HOI)).any():
-            raise ValueError(f"{source}: field 'rare' has HOI ids out of [0, {NUM_HOI})")
+        rare = _index_list(rare, NUM_HOI, "rare", source)
     return HOIAnnotations(
         source=source, file_names=names, sizes=size_arr.astype(np.int64),
         boxes_h=_split(flat["boxes_h"], counts), boxes_o=_split(flat["boxes_o"], counts),
@@ -292,15 +342,20 @@ def _load_qpic(data: list, source: str) -> HOIAnnotations:
     rows: dict[str, list] = {k: [] for k in ("boxes_h", "boxes_o", "hoi", "object", "verb")}
     counts = np.zeros(len(data), dtype=np.int64)
     for i, image in enumerate(data):
-        name = str(_require(image, "file_name", source, f"image {i}: "))
+        name = _require(image, "file_name", source, f"image {i}: ")
         names.append(name)
+        _check_names(names[-1:], source)
         where = f"image {i} ({name}): "
         if "width" in image and "height" in image:
-            sizes[i] = (int(image["width"]), int(image["height"]))
+            size = (image["width"], image["height"])
+            if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size):
+                raise InputError(f"{source}: {where}fields 'width', 'height' are {size}, "
+                                 f"expected positive integers")
+            sizes[i] = size
         boxes = _require(image, "annotations", source, where)
         pairs = _require(image, "hoi_annotation", source, where)
         if not isinstance(boxes, list) or not isinstance(pairs, list):
-            raise ValueError(f"{source}: {where}fields 'annotations' and 'hoi_annotation' "
+            raise InputError(f"{source}: {where}fields 'annotations' and 'hoi_annotation' "
                              f"must be lists")
         bbox, cats = [], []
         for b in boxes:
@@ -310,7 +365,7 @@ def _load_qpic(data: list, source: str) -> HOIAnnotations:
             except (TypeError, ValueError):
                 box = []
             if len(box) != 4:
-                raise ValueError(f"{source}: {where}field 'annotations[*].bbox' must be "
+                raise InputError(f"{source}: {where}field 'annotations[*].bbox' must be "
                                  f"[x1, y1, x2, y2]")
             bbox.append(box)
             cats.append(_require(b, "category_id", source, where))
@@ -320,32 +375,33 @@ def _load_qpic(data: list, source: str) -> HOIAnnotations:
             v = _require(pair, "category_id", source, where)
             for value, fname in ((s, "subject_id"), (o, "object_id")):
                 if not isinstance(value, int) or not 0 <= value < len(boxes):
-                    raise ValueError(f"{source}: {where}field 'hoi_annotation[*].{fname}' is "
+                    raise InputError(f"{source}: {where}field 'hoi_annotation[*].{fname}' is "
                                      f"{value!r}, expected an index into its "
                                      f"{len(boxes)} annotations")
-            if cats[o] not in coco_to_80:
-                raise ValueError(f"{source}: {where}field 'annotations[{o}].category_id' is "
+            if not isinstance(cats[o], int) or cats[o] not in coco_to_80:
+                raise InputError(f"{source}: {where}field 'annotations[{o}].category_id' is "
                                  f"{cats[o]!r}, not a COCO category id")
             if not isinstance(v, int) or not 1 <= v <= NUM_VERBS:
-                raise ValueError(f"{source}: {where}field 'hoi_annotation[*].category_id' is "
+                raise InputError(f"{source}: {where}field 'hoi_annotation[*].category_id' is "
                                  f"{v!r}, expected a verb id in 1..{NUM_VERBS}")
             obj = coco_to_80[cats[o]]
             if "hoi_category_id" in pair:
                 h = pair["hoi_category_id"]
                 if not isinstance(h, int) or not 1 <= h <= NUM_HOI:
-                    raise ValueError(f"{source}: {where}field 'hoi_category_id' is {h!r}, "
+                    raise InputError(f"{source}: {where}field 'hoi_category_id' is {h!r}, "
                                      f"expected 1..{NUM_HOI}")
                 h -= 1
             elif (v - 1, obj) in hoi_of:
                 h = hoi_of[(v - 1, obj)]
             else:
-                raise ValueError(f"{source}: {where}verb {v} with object "
+                raise InputError(f"{source}: {where}verb {v} with object "
                                  f"{metadata.COCO_OBJECTS[obj]!r} is not a HICO-DET class")
             for key, value in (("boxes_h", bbox[s]), ("boxes_o", bbox[o]), ("hoi", h),
                                ("object", obj), ("verb", v - 1)):
                 rows[key].append(value)
             counts[i] += 1
 
+    _check_names(names, source)
     flat = {k: np.asarray(v, dtype=np.float64) for k, v in rows.items()}
     for k in ("boxes_h", "boxes_o"):
         flat[k] = flat[k].reshape(-1, 4)
@@ -365,6 +421,7 @@ def _load_qpic(data: list, source: str) -> HOIAnnotations:
 
 # ----------------------------------------------------------------------------- V-COCO
 
+@_safety_net
 def load_vcoco_annotations(path: str | Path) -> HOIAnnotations:
     """Read a fredzzhang/vcoco ``instances_vcoco_*.json`` file.
 
@@ -374,21 +431,21 @@ def load_vcoco_annotations(path: str | Path) -> HOIAnnotations:
     data = _read_json(path)
     source = str(path)
     if not isinstance(data, dict):
-        raise ValueError(f"{source}: not a fredzzhang V-COCO file (expected a dict)")
+        raise InputError(f"{source}: not a fredzzhang V-COCO file (expected a dict)")
     anns = _require(data, "annotations", source)
     image_ids = _require(data, "images", source)
     if not isinstance(anns, list) or not isinstance(image_ids, list) \
             or len(anns) != len(image_ids):
-        raise ValueError(f"{source}: fields 'annotations' and 'images' must be lists of the "
+        raise InputError(f"{source}: fields 'annotations' and 'images' must be lists of the "
                          f"same length")
     classes = _require(data, "classes", source)
     if list(classes) != list(metadata.VCOCO_ACTIONS):
-        raise ValueError(f"{source}: field 'classes' differs from the 24 V-COCO action-roles")
+        raise InputError(f"{source}: field 'classes' differs from the 24 V-COCO action-roles")
     objects = _require(data, "objects", source)
     if not isinstance(objects, list) or len(objects) != NUM_OBJECTS + 1 \
             or objects[0] != "background" \
             or [_name_key(o) for o in objects[1:]] != list(metadata.COCO_OBJECTS):
-        raise ValueError(f"{source}: field 'objects' must be 'background' followed by the 80 "
+        raise InputError(f"{source}: field 'objects' must be 'background' followed by the 80 "
                          f"COCO objects in COCO order")
 
     keys = ("boxes_h", "boxes_o", "actions", "objects")
@@ -396,12 +453,13 @@ def load_vcoco_annotations(path: str | Path) -> HOIAnnotations:
     names: list[str] = []
     counts = np.zeros(len(anns), dtype=np.int64)
     for i, ann in enumerate(anns):
-        name = str(_require(ann, "file_name", source, f"image {i}: "))
+        name = _require(ann, "file_name", source, f"image {i}: ")
         names.append(name)
+        _check_names(names[-1:], source)
         where = f"image {i} ({name}): "
         values = [_require(ann, k, source, where) for k in keys]
         if not all(isinstance(v, list) for v in values) or len({len(v) for v in values}) != 1:
-            raise ValueError(f"{source}: {where}fields {keys} must be lists of equal length")
+            raise InputError(f"{source}: {where}fields {keys} must be lists of equal length")
         counts[i] = len(values[0])
         for k, v in zip(keys, values, strict=True):
             fields[k].append(v)
@@ -413,8 +471,11 @@ def load_vcoco_annotations(path: str | Path) -> HOIAnnotations:
     obj = _check_ids(flat["objects"], NUM_OBJECTS + 1, "objects", source, counts, names)
     if (obj == 0).any():
         i = _image_of_row(int(np.flatnonzero(obj == 0)[0]), counts)
-        raise ValueError(f"{source}: image {i} ({names[i]}): field 'objects' is 0 "
+        raise InputError(f"{source}: image {i} ({names[i]}): field 'objects' is 0 "
                          f"(background)")
+    _check_names(names, source)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in image_ids):
+        raise InputError(f"{source}: field 'images' must be a list of integer COCO image ids")
     ids = np.asarray(image_ids, dtype=np.int64)
     return HOIAnnotations(
         source=source, file_names=names, sizes=np.zeros((len(names), 2), dtype=np.int64),

@@ -22,6 +22,8 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
+from clip4hoi.errors import InputError
+
 HUMAN_OBJECT_ID = 0
 
 
@@ -156,7 +158,7 @@ class HOIClassSet:
             pairs = [(str(c["verb"]), str(c["object"])) for c in entries]
             sentences = [c.get("sentence") for c in entries]
         except (KeyError, TypeError) as error:
-            raise ValueError(
+            raise InputError(
                 f"{source}: expected {{'classes': [{{'verb': ..., 'object': ...}}, ...]}}, "
                 f"missing or malformed field {error}") from error
         return from_pairs(pairs, name=data.get("name", source), sentences=sentences,
@@ -165,7 +167,7 @@ class HOIClassSet:
 
 def object_key(name: str) -> str:
     """An object name as the vocabularies spell it: ``"Dining  table"`` -> ``"dining_table"``."""
-    return "_".join(name.replace("_", " ").lower().split())
+    return "_".join(name.replace("\ufeff", "").replace("_", " ").lower().split())
 
 
 def object_id(name: str, source: str = "class list") -> int:
@@ -174,7 +176,7 @@ def object_id(name: str, source: str = "class list") -> int:
     try:
         return COCO_OBJECTS.index(key)
     except ValueError:
-        raise ValueError(
+        raise InputError(
             f"{source}: unknown object {name!r}; the DETR detector finds the 80 COCO objects "
             f"(detector.type grounding_dino finds any object): "
             + ", ".join(words(o) for o in COCO_OBJECTS)) from None
@@ -186,21 +188,27 @@ def from_pairs(pairs: list[tuple[str, str]], name: str = "custom",
     """A class set from (verb phrase, object name) pairs; verbs are numbered in order of
     first appearance. With ``open_vocabulary`` an object outside COCO's 80 is added to the
     set's object vocabulary (ids from 80 on, in order of first appearance); otherwise it is
-    an error."""
+    an error. A class given twice is refused: it would split the scores of one interaction
+    between two classes."""
     if not pairs:
-        raise ValueError(f"{source}: no classes given")
+        raise InputError(f"{source}: no classes given")
     verb_vocabulary: list[str] = []
     vocabulary = list(COCO_OBJECTS)
     verb_ids, verbs, objects, texts = [], [], [], []
+    seen: dict[tuple[str, str], int] = {}
     for k, (verb, obj) in enumerate(pairs):
-        verb = " ".join(words(verb).split()).lower()
+        verb = " ".join(words(verb.replace("\ufeff", "")).split()).lower()
         if not verb:
-            raise ValueError(f"{source}: class {k} has an empty verb")
-        if verb not in verb_vocabulary:
-            verb_vocabulary.append(verb)
+            raise InputError(f"{source}: class {k} has an empty verb")
         key = object_key(obj)
         if not key:
-            raise ValueError(f"{source}: class {k} has an empty object")
+            raise InputError(f"{source}: class {k} has an empty object")
+        if (verb, key) in seen:
+            raise InputError(f"{source}: class {k} ({verb!r}, {words(key)!r}) repeats class "
+                             f"{seen[verb, key]}; give each class once")
+        seen[verb, key] = k
+        if verb not in verb_vocabulary:
+            verb_vocabulary.append(verb)
         if key not in vocabulary:
             if not open_vocabulary:
                 object_id(obj, source)  # raises, naming the 80 objects
@@ -215,7 +223,8 @@ def from_pairs(pairs: list[tuple[str, str]], name: str = "custom",
                        tuple(verb_vocabulary), tuple(texts), tuple(vocabulary))
 
 
-def parse_class_text(text: str, open_vocabulary: bool = False) -> HOIClassSet:
+def parse_class_text(text: str, open_vocabulary: bool = False, source: str | None = None
+                     ) -> HOIClassSet:
     """Classes from free text: ``"ride bicycle, hold cup, sit on dining table"``.
 
     Each comma- or semicolon-separated item is a verb phrase followed by a COCO object
@@ -225,6 +234,7 @@ def parse_class_text(text: str, open_vocabulary: bool = False) -> HOIClassSet:
     (``"play | electric guitar"``), or in a JSON class file.
     """
     pairs = []
+    text = text.replace("\ufeff", "")
     for item in filter(None, (part.strip() for part in re.split(r"[,;\n]", text))):
         verb, bar, obj = item.partition("|")
         if bar and open_vocabulary and verb.strip() and obj.strip():
@@ -240,11 +250,12 @@ def parse_class_text(text: str, open_vocabulary: bool = False) -> HOIClassSet:
             if open_vocabulary and len(tokens) >= 2:
                 pairs.append((" ".join(tokens[:-1]), tokens[-1]))
                 continue
-            raise ValueError(
-                f"class {item!r}: expected 'VERB OBJECT' with OBJECT one of the 80 COCO "
+            raise InputError(
+                f"{source or 'classes'}: class {item!r}: expected 'VERB OBJECT' with OBJECT one "
+                f"of the 80 COCO "
                 f"objects (e.g. 'ride bicycle', 'sit on dining table'); with "
                 f"detector.type grounding_dino any noun can be the object")
-    return from_pairs(pairs, name="custom", source=f"classes {text!r}",
+    return from_pairs(pairs, name="custom", source=source or f"classes {text!r}",
                       open_vocabulary=open_vocabulary)
 
 
@@ -275,7 +286,7 @@ def zero_shot_unseen(setting: str) -> tuple[int, ...]:
     key = setting.strip().lower().replace("-", "_")
     table = _asset("hicodet.json")["zero_shot_unseen"]
     if key not in table:
-        raise ValueError(f"unknown zero-shot setting {setting!r}; choose from "
+        raise InputError(f"unknown zero-shot setting {setting!r}; choose from "
                          + ", ".join(table))
     return tuple(table[key])
 
@@ -317,12 +328,18 @@ def load_classes(spec: str, open_vocabulary: bool = False) -> HOIClassSet:
     if path.suffix in (".json", ".txt") or path.is_file():
         if not path.is_file():
             raise FileNotFoundError(f"--classes: file {spec} does not exist")
-        text = path.read_text()
+        try:   # utf-8-sig: a byte-order mark (Windows editors) is not part of the text
+            text = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as error:
+            raise InputError(f"--classes {spec}: not a UTF-8 text file ({error})") from None
         if path.suffix == ".json":
             try:
                 data = json.loads(text)
             except json.JSONDecodeError as error:
-                raise ValueError(f"{spec}: not valid JSON ({error})") from error
+                raise InputError(f"--classes {spec}: not valid JSON ({error})") from error
+            if not isinstance(data, dict):
+                raise InputError(f"--classes {spec}: expected {{'classes': [...]}} at the top "
+                                 f"level")
             return HOIClassSet.from_json(data, source=spec, open_vocabulary=open_vocabulary)
-        return parse_class_text(text, open_vocabulary)
+        return parse_class_text(text, open_vocabulary, source=f"--classes {spec}")
     return parse_class_text(spec, open_vocabulary)

@@ -18,10 +18,11 @@ a model's continuous box ``x1, y1, x2, y2`` is written as ``x1, y1, x2 - 1, y2 -
 order of images in the file does not matter, the order of detections within an image
 does (it breaks score ties).
 
-Validation (``ValueError`` naming the file, the image and the field): the top level and
-every record must have the fields above; lists of one image must have equal lengths; boxes
-must be 4 finite numbers with ``x2 >= x1`` and ``y2 >= y1``; ids must be integers of the
-dataset; scores must be finite (any real: only their order matters); every file name must
+Validation (:class:`~clip4hoi.errors.InputError`, a ``ValueError``, naming the file, the
+image and the field): the top level and every record must have the fields above; lists of
+one image must have equal lengths; boxes must be 4 finite numbers with ``x2 >= x1`` and
+``y2 >= y1``; ids must be integers of the dataset; scores must be finite numbers, not
+booleans (any real: only their order matters); every file name must
 be an image of the annotation file, at most once. **Boxes outside the image are accepted
 as they are** — neither clipped nor rejected — because the official HICO-DET evaluator does
 not clip either (and the V-COCO files give no image sizes).
@@ -37,7 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from clip4hoi.data.annotations import NUM_HOI, NUM_VCOCO, HOIAnnotations
+from clip4hoi.data.annotations import NUM_HOI, NUM_VCOCO, HOIAnnotations, has_bool
+from clip4hoi.errors import InputError
 from clip4hoi.fileio import write_atomic
 
 
@@ -174,15 +176,19 @@ def write_detections(path: str | Path, records: list[dict] | HOIDetections,
 def read_detections(path: str | Path, annotations: HOIAnnotations) -> HOIDetections:
     """Read and validate ``DETS.json`` against an annotation file (HICO-DET or V-COCO)."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, expected a detections file (DETS.json)")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from error
+        raise InputError(f"{path}: not valid JSON ({error})") from error
+    except UnicodeDecodeError as error:
+        raise InputError(f"{path}: not a UTF-8 text file ({error})") from error
     return parse_records(data, annotations, source=str(path))
 
 
-def _fail(source: str, name: str, field: str, message: str) -> ValueError:
-    return ValueError(f"{source}: image {name}: field {field!r} {message}")
+def _fail(source: str, name: str, field: str, message: str) -> InputError:
+    return InputError(f"{source}: image {name}: field {field!r} {message}")
 
 
 def _boxes(per_image: list[list], counts: np.ndarray, field: str, source: str,
@@ -207,7 +213,8 @@ def _boxes(per_image: list[list], counts: np.ndarray, field: str, source: str,
                     raise _fail(source, name, field, f"has {b!r}, expected [x1, y1, x2, y2]"
                                 ) from None
             start += n
-        raise ValueError(f"{source}: field {field!r} has boxes that are not numbers") from None
+        raise InputError(f"{source}: field {field!r} has boxes that are not numbers"
+                         ) from None
     nan_rows = np.isnan(boxes).all(1) if allow_none else np.zeros(len(boxes), bool)
     bad = ~nan_rows & (~np.isfinite(boxes).all(1) | (boxes[:, 2] < boxes[:, 0])
                        | (boxes[:, 3] < boxes[:, 1]))
@@ -223,7 +230,7 @@ def _numeric(values: list) -> np.ndarray:
     """``values`` (numbers, or lists of numbers) as float64; anything else (strings,
     booleans, ``None``, ragged lists) raises ``ValueError``."""
     arr = np.asarray(values)
-    if arr.size and arr.dtype.kind not in "fiu":
+    if (arr.size and arr.dtype.kind not in "fiu") or has_bool(values):
         raise ValueError
     return arr.astype(np.float64)
 
@@ -233,14 +240,17 @@ def parse_records(data: Any, annotations: HOIAnnotations, source: str = "<detect
     """Validate parsed ``DETS.json`` content and align it to ``annotations``."""
     key, num_classes = _label_key(annotations)
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        raise ValueError(f"{source}: expected {{'images': [...]}} at the top level")
+        raise InputError(f"{source}: expected {{'images': [...]}} at the top level")
     index = annotations.index()
     fields = ("human_boxes", "object_boxes", key, "scores")
     by_image: dict[int, dict] = {}
     for k, record in enumerate(data["images"]):
         if not isinstance(record, dict) or "file_name" not in record:
-            raise ValueError(f"{source}: image record {k}: missing field 'file_name'")
+            raise InputError(f"{source}: image record {k}: missing field 'file_name'")
         name = record["file_name"]
+        if not isinstance(name, str):
+            raise InputError(f"{source}: image record {k}: field 'file_name' is {name!r}, "
+                             f"expected a string")
         if name not in index:
             raise _fail(source, repr(name), "file_name", f"is not an image of "
                         f"{annotations.source}")
@@ -278,7 +288,7 @@ def parse_records(data: Any, annotations: HOIAnnotations, source: str = "<detect
                     if not isinstance(x, int | float) or isinstance(x, bool):
                         raise _fail(source, name, f, f"has {x!r}, expected a number"
                                     ) from None
-            raise ValueError(f"{source}: field {f!r} has values that are not numbers"
+            raise InputError(f"{source}: field {f!r} has values that are not numbers"
                              ) from None
         if f == key:
             bad = (arr != np.floor(arr)) | (arr < 0) | (arr >= num_classes) | ~np.isfinite(arr)
