@@ -19,16 +19,25 @@ Colour handling:
 
 from __future__ import annotations
 
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from clip4hoi.errors import InputError
+
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
+MAX_PIXELS = 2 * 89_478_485
+"""Largest image read (width × height): about 179 megapixels, e.g. 13 000 × 13 000, where
+Pillow's own decompression-bomb guard stops. A bigger image is refused before it is
+decoded (it would need gigabytes of memory); downscale it first."""
 
-class ImageError(ValueError):
+
+class ImageError(InputError):
     """An image file that cannot be read: missing, empty, truncated, corrupt or in an
     unsupported format. The message names the file and says why."""
 
@@ -40,9 +49,9 @@ def load_image(path: str | Path, apply_exif_orientation: bool = True) -> torch.T
     the tensor is upright as a viewer shows it. Dataset annotations (HICO-DET, COCO) were
     drawn on the stored pixels, so the datasets read with ``False``.
 
-    Raises :class:`ImageError` when the file is missing, empty, truncated, corrupt or not
-    an image format Pillow can read. (Truncated files load silently if some other code
-    sets ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES = True``.)
+    Raises :class:`ImageError` when the file is missing, empty, truncated, corrupt, larger
+    than :data:`MAX_PIXELS` or not an image format Pillow can read. (Truncated files load
+    silently if some other code sets ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES = True``.)
     """
     path = Path(path)
     if not path.is_file():
@@ -50,11 +59,29 @@ def load_image(path: str | Path, apply_exif_orientation: bool = True) -> torch.T
     if path.stat().st_size == 0:
         raise ImageError(f"{path}: image file is empty")
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():
+            # Pillow warns from 89 megapixels: below MAX_PIXELS the image is read as asked.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+        with image:
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise ImageError(f"{path}: image is {width}x{height} pixels "
+                                 f"({width * height / 1e6:.0f} megapixels), above the limit "
+                                 f"of {MAX_PIXELS / 1e6:.0f} megapixels that guards against "
+                                 f"decompression bombs; downscale it first")
             image.load()  # decode now, so that truncated data fails here
             if apply_exif_orientation:
                 image = ImageOps.exif_transpose(image)
             array = _rgb_array(image)
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as error:   # Pillow's check, as Image.open runs it
+        pixels = re.search(r"\((\d+) pixels\)", str(error))
+        size = f" ({int(pixels.group(1)) / 1e6:.0f} megapixels)" if pixels else ""
+        raise ImageError(f"{path}: image is too large{size}, above the limit of "
+                         f"{MAX_PIXELS / 1e6:.0f} megapixels that guards against "
+                         f"decompression bombs; downscale it first") from None
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image, or an image format Pillow cannot read"
                          ) from None

@@ -50,6 +50,18 @@ class TransformConfig:
             raise ValueError(f"color_jitter must be >= 0, got {self.color_jitter}")
 
 
+def test_size(height: int, width: int, scale: int, max_size: int) -> list[int]:
+    """``[H', W']`` of the test resize: short side ``scale``, long side at most ``max_size``
+    (as ``v2.Resize(scale, max_size=max_size)``), but never below one pixel — a 5000×1
+    image becomes 1333×1, not 1333×0."""
+    short, long = (width, height) if width <= height else (height, width)
+    new_short, new_long = scale, int(scale * long / short)
+    if new_long > max_size:
+        new_short, new_long = int(max_size * new_short / new_long), max_size
+    new_short = max(1, new_short)
+    return [new_long, new_short] if width <= height else [new_short, new_long]
+
+
 class HOITransform:
     """``(uint8 image [3, H, W], target) -> (float image [3, H', W'] in [0, 1], target)``.
 
@@ -71,8 +83,6 @@ class HOITransform:
                 jitter = cfg.color_jitter
                 steps.append(v2.ColorJitter(brightness=jitter, contrast=jitter,
                                             saturation=jitter))
-        else:
-            steps.append(v2.Resize(cfg.test_scale, max_size=cfg.max_size))
         steps.append(v2.ToDtype(torch.float32, scale=True))
         self.pipeline = v2.Compose(steps)
 
@@ -83,7 +93,11 @@ class HOITransform:
         boxes = tv_tensors.BoundingBoxes(
             torch.cat([target["boxes_h"], target["boxes_o"]]).float(),
             format=tv_tensors.BoundingBoxFormat.XYXY, canvas_size=(height, width))
-        image, boxes = self.pipeline(tv_tensors.Image(image), boxes)
+        image = tv_tensors.Image(image)
+        if not (self.train and self.config.augment):
+            size = test_size(height, width, self.config.test_scale, self.config.max_size)
+            image, boxes = v2.functional.resize(image, size), v2.functional.resize(boxes, size)
+        image, boxes = self.pipeline(image, boxes)
         boxes = boxes.as_subclass(torch.Tensor)
         out = dict(target)
         out["boxes_h"], out["boxes_o"] = boxes[:n_h], boxes[n_h:]
