@@ -444,6 +444,23 @@ def _message(error: BaseException) -> str:
     return f"error: {error}"
 
 
+def _check_early(args: argparse.Namespace) -> None:
+    """The arguments that can be checked before minutes of model loading."""
+    from clip4hoi.errors import InputError
+
+    top_k = getattr(args, "top_k", None)
+    if isinstance(top_k, int) and top_k < 0:
+        raise InputError(f"--top-k {top_k}: must be >= 0 (0 keeps every detection)")
+    if isinstance(getattr(args, "device", None), str):
+        from clip4hoi.devices import parse_device
+
+        parse_device(args.device)
+    if isinstance(getattr(args, "classes", None), str):
+        from clip4hoi.data.metadata import load_classes
+
+        load_classes(args.classes)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``clip4hoi`` console script.
 
@@ -457,10 +474,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = [item for item in argv if item != "--debug"]
     args = build_parser().parse_args(argv)
     try:
-        if isinstance(getattr(args, "device", None), str):
-            from clip4hoi.devices import parse_device
-
-            parse_device(args.device)   # before any model is built
+        _check_early(args)
         return args.func(args)
     except BaseException as error:
         code = None if debug else _exit_code(error)

@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from clip4hoi.errors import InputError
+
 T = TypeVar("T")
 
 
@@ -216,6 +218,13 @@ def apply_overrides(config: T, overrides: list[str]) -> T:
     return from_dict(type(config), data)
 
 
+def yaml_problem(error: Exception) -> str:
+    """A YAML parse error in one line: what is wrong and where."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
+
+
 def load_yaml(cls: type[T], path: str, overrides: list[str] | None = None) -> T:
     """Read a YAML config file into ``cls`` and apply ``overrides``."""
     try:
@@ -224,7 +233,8 @@ def load_yaml(cls: type[T], path: str, overrides: list[str] | None = None) -> T:
     except OSError as error:
         raise FileNotFoundError(f"config file {path}: {error.strerror}") from error
     except yaml.YAMLError as error:
-        raise ValueError(f"config file {path}: not valid YAML ({error})") from error
+        raise InputError(f"config file {path}: not valid YAML ({yaml_problem(error)})"
+                         ) from error
     config = from_dict(cls, data, where=path)
     return apply_overrides(config, overrides or [])
 

@@ -27,6 +27,7 @@ from clip4hoi.config import (
     apply_overrides,
     from_dict,
     to_dict,
+    yaml_problem,
 )
 from clip4hoi.data.transforms import TransformConfig
 from clip4hoi.errors import InputError
@@ -166,7 +167,8 @@ def read_yaml_with_base(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict
     except OSError as error:
         raise FileNotFoundError(f"config file {path}: {error.strerror}") from error
     except yaml.YAMLError as error:
-        raise ValueError(f"config file {path}: not valid YAML ({error})") from error
+        raise InputError(f"config file {path}: not valid YAML ({yaml_problem(error)})"
+                         ) from error
     if not isinstance(data, dict):
         raise ValueError(f"config file {path}: expected a mapping at the top level")
     base = data.pop("base", None)
@@ -191,13 +193,14 @@ def validate(config: ExperimentConfig) -> None:
     """Raise ``ValueError`` naming the first invalid setting."""
     data, train = config.data, config.train
     checks = [
-        (data.dataset in DATASETS, f"data.dataset must be one of {DATASETS}"),
+        (data.dataset in DATASETS, f"data.dataset={data.dataset!r} must be one of {DATASETS}"),
         (data.dataset == "hicodet" or data.zero_shot is None,
          "data.zero_shot is a HICO-DET setting"),
-        (train.lr_schedule in SCHEDULES, f"train.lr_schedule must be one of {SCHEDULES}"),
-        (train.amp in AMP_MODES, f"train.amp must be one of {AMP_MODES}"),
+        (train.lr_schedule in SCHEDULES,
+         f"train.lr_schedule={train.lr_schedule!r} must be one of {SCHEDULES}"),
+        (train.amp in AMP_MODES, f"train.amp={train.amp!r} must be one of {AMP_MODES}"),
         (config.feature_cache.dtype in CACHE_DTYPES,
-         f"feature_cache.dtype must be one of {CACHE_DTYPES}"),
+         f"feature_cache.dtype={config.feature_cache.dtype!r} must be one of {CACHE_DTYPES}"),
         (train.epochs >= 1 and train.batch_size >= 1 and train.accumulation_steps >= 1
          and train.test_batch_size >= 1, "train: epochs and batch sizes must be >= 1"),
         (train.log_every >= 1, "train.log_every must be >= 1"),
