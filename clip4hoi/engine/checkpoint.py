@@ -151,7 +151,7 @@ STATE_KEYS = ("epoch", "batches_done", "step", "optimizer", "scheduler", "best_v
 def load_state(path: str | Path) -> dict[str, Any]:
     """A training state file (plain tensors and containers only: ``weights_only``, so a
     pickle that would run code is refused). Raises :class:`InputError` naming the file when
-    it is corrupt, foreign or incomplete."""
+    it is corrupt or foreign (:func:`check_state` checks that it is complete)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except OSError:
@@ -162,8 +162,15 @@ def load_state(path: str | Path) -> dict[str, Any]:
         raise InputError(f"--resume: training state {path} cannot be read ({reason}); it is "
                          f"corrupt or not written by clip4hoi train: resume from an earlier "
                          f"checkpoint") from error
-    missing = [k for k in STATE_KEYS if not isinstance(state, dict) or k not in state]
+    if not isinstance(state, dict):
+        raise InputError(f"--resume: training state {path} holds a {type(state).__name__}, "
+                         f"not a clip4hoi train state")
+    return state
+
+
+def check_state(state: dict[str, Any], path: str | Path) -> None:
+    """Raise :class:`InputError` when a state lacks what resuming needs."""
+    missing = [k for k in STATE_KEYS if k not in state]
     if missing:
         raise InputError(f"--resume: training state {path} lacks {missing}; it is not "
                          f"written by clip4hoi train")
-    return state

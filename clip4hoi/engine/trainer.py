@@ -34,6 +34,7 @@ from tqdm import tqdm
 from clip4hoi.data.metadata import HOIClassSet
 from clip4hoi.engine.checkpoint import (
     CheckpointManager,
+    check_state,
     load_state,
     resolve_resume,
     rng_state,
@@ -123,6 +124,7 @@ class Trainer:
             weights, state_file = resume_from
             head = read_checkpoint(weights)[1]
             state = load_state(state_file)
+            check_state(state, state_file)
             self._check_resumed_config(state, state_file)
 
         self.train_set = build_dataset(config.data, train=True)
