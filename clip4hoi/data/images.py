@@ -72,7 +72,7 @@ def load_image(path: str | Path, apply_exif_orientation: bool = True) -> torch.T
                                  f"decompression bombs; downscale it first")
             image.load()  # decode now, so that truncated data fails here
             if apply_exif_orientation:
-                image = ImageOps.exif_transpose(image)
+                ImageOps.exif_transpose(image, in_place=True)  # no copy of the pixels
             array = _rgb_array(image)
     except ImageError:
         raise
@@ -95,4 +95,6 @@ def _rgb_array(image: Image.Image) -> np.ndarray:
     if image.mode in _SIXTEEN_BIT_MODES:
         grey = (np.clip(np.asarray(image, dtype=np.int64), 0, 65535) >> 8).astype(np.uint8)
         return np.repeat(grey[:, :, None], 3, axis=2)
-    return np.array(image.convert("RGB"))  # a writable copy, for torch.from_numpy
+    if image.mode != "RGB":   # converting an RGB image would copy it for nothing
+        image = image.convert("RGB")
+    return np.array(image)  # a writable copy, for torch.from_numpy
