@@ -451,6 +451,9 @@ def _check_early(args: argparse.Namespace) -> None:
     top_k = getattr(args, "top_k", None)
     if isinstance(top_k, int) and top_k < 0:
         raise InputError(f"--top-k {top_k}: must be >= 0 (0 keeps every detection)")
+    out = getattr(args, "out", None)
+    if isinstance(out, str) and Path(out).exists() and not Path(out).is_dir():
+        raise InputError(f"--out {out} is a file; give a folder for the results")
     if isinstance(getattr(args, "device", None), str):
         from clip4hoi.devices import parse_device
 

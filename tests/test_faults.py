@@ -683,10 +683,21 @@ def test_detect_class_lists(capsys, data: Path, head: Path, tmp_path: Path) -> N
                           duplicated, "--out", tmp_path / "o2"), 2, "dup.txt")
 
 
-def test_detect_negative_top_k(capsys, data: Path, head: Path, tmp_path: Path) -> None:
+def test_detect_bad_arguments_before_the_model(capsys, monkeypatch, data: Path, head: Path,
+                                              tmp_path: Path) -> None:
+    def no_model(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was built before the arguments were checked")
+
+    monkeypatch.setattr("clip4hoi.models.model.CLIP4HOI.__init__", no_model)
     image = next((data / "images" / "test2015").iterdir())
     assert_clear(detect(capsys, image, "--checkpoint", head, "--top-k", "-5",
-                          "--out", tmp_path / "o"), 2, "--top-k")
+                        "--out", tmp_path / "o"), 2, "--top-k")
+    (tmp_path / "file").write_text("keep")
+    assert_clear(detect(capsys, image, "--checkpoint", head, "--out", tmp_path / "file"), 2,
+                 "--out")
+    assert_clear(detect(capsys, image, "--checkpoint", head, "--classes", "fly unicorn",
+                        "--out", tmp_path / "o"), 2, "unicorn")
+    assert (tmp_path / "file").read_text() == "keep"
 
 
 def _huge_png(path: Path, width: int, height: int) -> Path:
