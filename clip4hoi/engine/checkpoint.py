@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import random
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -153,7 +154,9 @@ def load_state(path: str | Path) -> dict[str, Any]:
     pickle that would run code is refused). Raises :class:`InputError` naming the file when
     it is corrupt or foreign (:func:`check_state` checks that it is complete)."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():   # torch warns about the pickle protocol of foreign
+            warnings.simplefilter("ignore", UserWarning)   # files: the error below says more
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except OSError:
         raise
     except Exception as error:  # UnpicklingError, RuntimeError (bad zip), EOFError, ...
