@@ -429,6 +429,7 @@ def read_checkpoint(path: str | Path) -> tuple[ModelConfig, dict[str, Tensor], d
         raise InputError(f"checkpoint {path}: its model 'config' metadata is "
                          f"{type(stored).__name__}, expected a mapping")
     config = from_dict(ModelConfig, stored, where=f"{path} config")
+    check_finite(tensors, f"checkpoint {path}")   # before minutes of building the model
     return config, tensors, metadata
 
 
@@ -452,10 +453,16 @@ def load_head(model: CLIP4HOI, tensors: dict[str, Tensor], source: str) -> None:
     if missing or unexpected or mismatched:
         raise InputError(f"{source} does not fit this model: missing {missing}, unexpected "
                          f"{unexpected}, shape mismatch {mismatched}")
+    check_finite(tensors, source)
+    model.load_state_dict(tensors, strict=False)
+
+
+def check_finite(tensors: dict[str, Tensor], source: str) -> None:
+    """Refuse weights that are NaN or infinite (a diverged run) with an
+    :class:`~clip4hoi.errors.InputError` naming ``source``."""
     broken = sorted(k for k, v in tensors.items()
                     if v.is_floating_point() and not bool(torch.isfinite(v).all()))
     if broken:
         raise InputError(f"{source} has non-finite weights (NaN or inf) in {broken[:3]}"
                          f"{' ...' if len(broken) > 3 else ''}: the run that wrote it "
                          f"diverged; use an earlier checkpoint")
-    model.load_state_dict(tensors, strict=False)
