@@ -461,7 +461,8 @@ def _check_early(args: argparse.Namespace) -> None:
     if isinstance(getattr(args, "classes", None), str):
         from clip4hoi.data.metadata import load_classes
 
-        load_classes(args.classes)
+        # Syntax, duplicates, files; whether the objects suit the detector is checked with it.
+        load_classes(args.classes, open_vocabulary=True)
 
 
 def main(argv: list[str] | None = None) -> int:
