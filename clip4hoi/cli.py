@@ -179,10 +179,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise InputError(f"--top-k {args.top_k}: must be >= 0 (0 keeps every detection)")
     inputs = [args.annotations, args.detections,
               *(p for p in (args.coco_annotations, args.split_ids) if p)]
-    for flag, path in (("--annotations", args.annotations), ("--detections", args.detections)):
-        if not Path(path).is_file():
-            raise InputError(f"{flag} {path}: " + ("is a folder, not a file" if
-                             Path(path).is_dir() else "no such file"))
+    if not Path(args.annotations).exists():   # V-COCO's official files: a folder
+        raise InputError(f"--annotations {args.annotations}: no such file or folder")
+    if not Path(args.detections).is_file():
+        raise InputError(f"--detections {args.detections}: " + (
+            "is a folder, not a file" if Path(args.detections).is_dir() else "no such file"))
     if args.json:   # checked before the evaluation, which can take minutes
         check_output_path(args.json, inputs, what="--json")
     start = time.perf_counter()

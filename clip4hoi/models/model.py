@@ -404,9 +404,10 @@ def save_checkpoint(model: CLIP4HOI, path: str | Path, extra: dict[str, str] | N
 def read_checkpoint(path: str | Path) -> tuple[ModelConfig, dict[str, Tensor], dict[str, str]]:
     """Config, head weights and metadata of a checkpoint written by :func:`save_checkpoint`."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"checkpoint {path} is a folder, not a file")
     if not path.is_file():
-        raise InputError(f"checkpoint {path} " + ("is a folder, not a file" if path.is_dir()
-                                                   else "does not exist"))
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
