@@ -50,8 +50,9 @@ def run_once(overrides: list[str], image: Path, timeout: float = 600) -> dict[st
     """Seconds to the page answering and to the first detection."""
     port = _free_port()
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    sets = [part for item in overrides for part in ("--set", item)]
     command = [sys.executable, "-m", "clip4hoi", "demo", "--random-weights", "--device",
-               "cpu", "--port", str(port), *(["--set", *overrides] if overrides else [])]
+               "cpu", "--port", str(port), *sets]
     start = time.perf_counter()
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True)

@@ -1,9 +1,12 @@
 """Python API: find human–object interactions in images from text.
 
     from clip4hoi import HOIDetector
-    detector = HOIDetector.from_checkpoint("clip4hoi_hicodet.safetensors")
+    detector = HOIDetector.from_checkpoint("outputs/smoke/checkpoints/best.safetensors")
     # or HOIDetector.from_pretrained("org/name") from the Hugging Face Hub
-    results = detector(["photo.jpg"], classes="ride bicycle, hold cup")
+    results = detector(["photo.jpg"], classes="ride bicycle, hold cup", batch_size=4)
+
+(no trained head is published yet; ``clip4hoi train`` writes one, and
+:func:`build_training_free_detector` needs none.)
 """
 
 from __future__ import annotations
@@ -22,8 +25,8 @@ from clip4hoi.data.metadata import HOIClassSet, load_classes
 from clip4hoi.data.transforms import HOITransform, TransformConfig
 from clip4hoi.errors import InputError
 from clip4hoi.hub import HEAD_FILE, download_head, resolve_checkpoint
-from clip4hoi.models.model import build_model, load_checkpoint
-from clip4hoi.models.training_free import build_training_free
+from clip4hoi.models.model import CLIP4HOI, build_model, load_checkpoint
+from clip4hoi.models.training_free import TrainingFreeHOI, build_training_free
 
 ImageInput = Union[str, Path, Image.Image, Tensor]  # noqa: UP007 (a runtime alias)
 
@@ -64,15 +67,16 @@ class HOIDetector:
         self.mode = mode
         self.device = torch.device(device)
         self.transform = HOITransform(train=False, config=TransformConfig(
-            test_scale=min_size, max_size=max_size))
+            scales=(min_size,), test_scale=min_size, max_size=max_size))
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu",
-                        overrides: list[str] | None = None) -> HOIDetector:
+                        overrides: list[str] | None = None, **sizes: int) -> HOIDetector:
         """A trained CLIP4HOI head (its config names the frozen DETR and CLIP weights):
-        a local ``.safetensors`` file or ``hf://ORG/NAME[@REVISION]`` (:mod:`clip4hoi.hub`)."""
+        a local ``.safetensors`` file or ``hf://ORG/NAME[@REVISION]`` (:mod:`clip4hoi.hub`);
+        ``sizes``: ``min_size``/``max_size`` of the test scale."""
         model = load_checkpoint(resolve_checkpoint(path), overrides)
-        return cls(model, model.classes, "trained", device)
+        return cls(model, model.classes, "trained", device, **sizes)
 
     @classmethod
     def from_pretrained(cls, repo_id: str, revision: str | None = None,
@@ -86,11 +90,11 @@ class HOIDetector:
                                    overrides)
 
     @classmethod
-    def from_config(cls, config: ModelConfig, device: str | torch.device = "cpu"
-                    ) -> HOIDetector:
+    def from_config(cls, config: ModelConfig, device: str | torch.device = "cpu",
+                    **sizes: int) -> HOIDetector:
         """An untrained CLIP4HOI model (e.g. all-random weights for smoke tests)."""
         model = build_model(config)
-        return cls(model, model.classes, "trained", device)
+        return cls(model, model.classes, "trained", device, **sizes)
 
     def resolve_classes(self, classes: str | HOIClassSet | None) -> HOIClassSet:
         """``None`` → the detector's default; text, file or ``hicodet``/``vcoco`` → parsed
@@ -101,61 +105,122 @@ class HOIDetector:
             return classes
         return load_classes(classes, getattr(self.model, "open_vocabulary", False))
 
-    @torch.no_grad()
-    def __call__(self, images: ImageInput | list[ImageInput],
-                 classes: str | HOIClassSet | None = None) -> list[dict[str, Tensor]]:
-        """Detect interactions. Returns per image the model's detection dict (see
-        ``docs/conventions.md``) with boxes in the original image's pixels and ``size``
-        ``(h, w)``, sorted by descending score."""
+    def preprocess(self, image: ImageInput, target: dict | None = None
+                   ) -> tuple[Tensor, dict]:
+        """``image`` resized to the detector's test scale: a float ``[3, H', W']`` tensor
+        in ``[0, 1]`` (on the CPU) and ``target`` (default: no boxes) with its boxes
+        resized alike and ``size``/``orig_size``. Raises :class:`InputError` for an image
+        so thin that it would resize to 0 pixels."""
+        return preprocess_image(as_uint8_tensor(image), self.transform, target)
+
+    def encode_classes(self, classes: str | HOIClassSet | None = None) -> HOIClassSet:
+        """Resolve ``classes`` and compute their text embeddings now (with a progress bar
+        for large class sets; from the disk cache when the model has one), so that the
+        first image does not pay for them. Returns the class set."""
+        from clip4hoi.engine.text_cache import cached_text_embeddings
+
         class_set = self.resolve_classes(classes)
-        batch = images if isinstance(images, list) else [images]
-        originals = [as_uint8_tensor(image) for image in batch]
-        empty = {"boxes_h": torch.zeros(0, 4), "boxes_o": torch.zeros(0, 4)}
-        inputs = [self.transform(image, empty)[0].to(self.device) for image in originals]
-        outputs = self.model(inputs, classes=class_set)
+        if isinstance(self.model, TrainingFreeHOI | CLIP4HOI):
+            with torch.no_grad():
+                cached_text_embeddings(self.model, class_set)
+        return class_set
+
+    @torch.no_grad()
+    def detect(self, inputs: list[Tensor], targets: list[dict],
+               classes: str | HOIClassSet | None = None) -> list[dict[str, Tensor]]:
+        """The model on images already :meth:`preprocess`-ed (one forward pass): per image
+        the detections, best first, with boxes in the original pixels. ``targets`` come
+        from :meth:`preprocess`; their boxes are used only by a model with
+        ``detector.use_gt_boxes`` (the oracle setting)."""
+        class_set = self.resolve_classes(classes)
+        device_targets = None
+        if isinstance(self.model, CLIP4HOI) and self.model.config.detector.use_gt_boxes:
+            device_targets = [{"boxes_h": t["boxes_h"].to(self.device),
+                               "boxes_o": t["boxes_o"].to(self.device),
+                               "object": t["object"].to(self.device)} for t in targets]
+        outputs = self.model([image.to(self.device) for image in inputs], device_targets,
+                             class_set)
         results = []
-        for original, resized, out in zip(originals, inputs, outputs, strict=True):
-            order = torch.argsort(out["scores"], descending=True)
+        for resized, target, out in zip(inputs, targets, outputs, strict=True):
+            order = torch.argsort(out["scores"], descending=True, stable=True)
+            original = target["orig_size"].tolist()
             result = rescale_boxes({key: value[order].cpu() for key, value in out.items()},
-                                   resized.shape[-2:], original.shape[-2:])
-            result["size"] = torch.tensor(original.shape[-2:])
+                                   resized.shape[-2:], original)
+            result["size"] = torch.tensor(original)
             results.append(result)
         return results
+
+    def __call__(self, images: ImageInput | list[ImageInput],
+                 classes: str | HOIClassSet | None = None, batch_size: int = 1
+                 ) -> list[dict[str, Tensor]]:
+        """Detect interactions in one image or a list, ``batch_size`` images per forward
+        pass. Returns per image the model's detection dict (see ``docs/conventions.md``)
+        with boxes in the original image's pixels and ``size`` ``(h, w)``, sorted by
+        descending score."""
+        if batch_size < 1:
+            raise InputError(f"batch_size must be at least 1, got {batch_size}")
+        class_set = self.resolve_classes(classes)
+        batch = images if isinstance(images, list) else [images]
+        results: list[dict[str, Tensor]] = []
+        for start in range(0, len(batch), batch_size):
+            prepared = [self.preprocess(image) for image in batch[start:start + batch_size]]
+            results += self.detect([p[0] for p in prepared], [p[1] for p in prepared],
+                                   class_set)
+        return results
+
+
+def preprocess_image(image: Tensor, transform: HOITransform, target: dict | None = None
+                     ) -> tuple[Tensor, dict]:
+    """A uint8 ``[3, H, W]`` image through a test ``transform`` (see
+    :meth:`HOIDetector.preprocess`)."""
+    height, width = (int(v) for v in image.shape[-2:])
+    cfg = transform.config
+    scale = min(cfg.test_scale / min(height, width), cfg.max_size / max(height, width))
+    if round(min(height, width) * scale) < 1:
+        raise InputError(f"a {width}x{height}-pixel image is too thin to detect on: it "
+                         f"resizes to 0 pixels at the test scale {cfg.test_scale}")
+    target = target or {"boxes_h": torch.zeros(0, 4), "boxes_o": torch.zeros(0, 4)}
+    resized, target = transform(image, target)
+    target["orig_size"] = torch.tensor([height, width])
+    return resized, target
 
 
 def build_training_free_detector(mode: str, device: str | torch.device = "cpu",
                                  random_weights: bool = False,
-                                 overrides: list[str] | None = None) -> HOIDetector:
+                                 overrides: list[str] | None = None, **sizes: int
+                                 ) -> HOIDetector:
     """The :class:`HOIDetector` of ``clip4hoi detect --mode crop|dense``: the public DETR and
     CLIP weights, or — with ``random_weights`` — the full-size architectures (DETR-R50 with
     91 classes, ViT-B-16) randomly initialised. ``overrides`` are ``--set KEY=VALUE`` items
-    of :class:`TrainingFreeConfig` (``margin=0.2``, ``detector.score_threshold=0.3``)."""
+    of :class:`TrainingFreeConfig` (``margin=0.2``, ``detector.score_threshold=0.3``);
+    ``sizes``: ``min_size``/``max_size`` of the test scale (:class:`HOIDetector`)."""
     base = ["detector.weights=random", "clip.pretrained=null"] if random_weights else []
     config = apply_overrides(TrainingFreeConfig(mode=mode), [*base, *(overrides or [])])
     model = build_training_free(config)
-    return HOIDetector(model, model.classes, config.mode, device)
+    return HOIDetector(model, model.classes, config.mode, device, **sizes)
 
 
 def load_detector(mode: str | None = None, checkpoint: str | Path | None = None,
                   device: str | torch.device = "cpu", random_weights: bool = False,
-                  overrides: list[str] | None = None) -> HOIDetector:
+                  overrides: list[str] | None = None, **sizes: int) -> HOIDetector:
     """The detector of ``clip4hoi detect`` and ``clip4hoi demo``. ``mode`` ``trained``
     (the default with a ``checkpoint``: a path or ``hf://`` URI; without one, all-random
     weights if ``random_weights``) or ``crop``/``dense`` (training-free, the default
     ``crop`` without a checkpoint). ``overrides``: ``--set KEY=VALUE`` items of
-    :class:`ModelConfig` (trained) or :class:`TrainingFreeConfig` (crop, dense)."""
+    :class:`ModelConfig` (trained) or :class:`TrainingFreeConfig` (crop, dense);
+    ``sizes``: ``min_size``/``max_size`` of the test scale."""
     mode = mode or ("trained" if checkpoint else "crop")
     overrides = list(overrides or [])
     if mode != "trained":
-        return build_training_free_detector(mode, device, random_weights, overrides)
+        return build_training_free_detector(mode, device, random_weights, overrides, **sizes)
     if checkpoint:
-        return HOIDetector.from_checkpoint(checkpoint, device, overrides)
+        return HOIDetector.from_checkpoint(checkpoint, device, overrides, **sizes)
     if not random_weights:
         raise InputError("--mode trained needs --checkpoint (or --random-weights for a "
                          "smoke test)")
     config = apply_overrides(ModelConfig(), [
         "detector.weights=random", "clip.pretrained=null", *overrides])
-    return HOIDetector.from_config(config, device)
+    return HOIDetector.from_config(config, device, **sizes)
 
 
 def rescale_boxes(detections: dict[str, Tensor], size: tuple[int, int] | list[int],

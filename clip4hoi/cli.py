@@ -4,88 +4,17 @@ test."""
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import sys
 import time
 from pathlib import Path
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-
-
-def _collect_images(inputs: list[str]) -> list[tuple[Path, Path]]:
-    """(image path, output stem relative to --out) for files and directories (recursive)."""
-    found: list[tuple[Path, Path]] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            for file in sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
-                found.append((file, file.relative_to(path).with_suffix("")))
-        elif path.is_file():
-            found.append((path, Path(path.stem)))
-        else:
-            raise SystemExit(f"clip4hoi detect: {item}: no such file or directory")
-    if not found:
-        raise SystemExit(f"clip4hoi detect: no images found in {' '.join(inputs)}")
-    return found
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
 
 def cmd_detect(args: argparse.Namespace) -> int:
-    from PIL import Image
-    from tqdm import tqdm
+    from clip4hoi.engine.inference import DetectOptions, run_detect
 
-    from clip4hoi.api import RANDOM_WEIGHTS_WARNING, load_detector, to_records
-    from clip4hoi.data.images import ImageError, load_image
-    from clip4hoi.visualize import draw_detections
-
-    images = _collect_images(args.inputs)
-    detector = load_detector(args.mode, args.checkpoint, args.device, args.random_weights,
-                             args.set)
-    classes = detector.resolve_classes(args.classes)
-    print(f"clip4hoi detect: mode {detector.mode}, {len(classes)} classes "
-          f"({classes.name}), {len(images)} image(s) -> {args.out}", file=sys.stderr)
-    if args.random_weights:
-        print(f"WARNING: {RANDOM_WEIGHTS_WARNING}", file=sys.stderr)
-
-    out = Path(args.out)
-    done = skipped = failed = 0
-    for path, stem in tqdm(images, desc="detect", unit="img", disable=len(images) < 2):
-        json_path = out / stem.with_suffix(".json")
-        if json_path.exists() and not args.overwrite:
-            skipped += 1
-            continue
-        try:
-            image = load_image(path)
-        except ImageError as error:
-            tqdm.write(f"error: {error}", file=sys.stderr)
-            failed += 1
-            continue
-        start = time.perf_counter()
-        result = detector(image, classes)[0]
-        records = to_records(result, classes, args.top_k, args.min_score)
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"file_name": path.name, "width": int(image.shape[2]),
-                   "height": int(image.shape[1]), "mode": detector.mode,
-                   "seconds": round(time.perf_counter() - start, 3), "detections": records}
-        if not args.no_draw:
-            picture = Image.fromarray(image.permute(1, 2, 0).numpy())
-            buffer = io.BytesIO()
-            draw_detections(picture, records, max_pairs=args.draw).save(
-                buffer, format="JPEG", quality=90)
-            _write_atomic(json_path.with_suffix(".jpg"), buffer.getvalue())
-        # The JSON is written last: its presence marks the image as done.
-        _write_atomic(json_path, json.dumps(payload, indent=1).encode())
-        done += 1
-    print(f"clip4hoi detect: {done} done, {skipped} skipped (already done; --overwrite to "
-          f"redo), {failed} failed", file=sys.stderr)
-    return 1 if failed and not done else 0
+    return run_detect(DetectOptions.from_args(args))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -99,16 +28,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     from clip4hoi.api import RANDOM_WEIGHTS_WARNING, load_detector
     from clip4hoi.demo import DemoBackend, launch
+    from clip4hoi.engine.inference import resolve_device
 
+    device = resolve_device(args.device)
     mode = args.mode or ("trained" if args.checkpoint or args.random_weights else "crop")
     modes = (["trained"] if args.checkpoint or args.random_weights else []) + ["crop", "dense"]
-    loader = partial(load_detector, checkpoint=args.checkpoint, device=args.device,
+    loader = partial(load_detector, checkpoint=args.checkpoint, device=device,
                      random_weights=args.random_weights, overrides=args.set)
     backend = DemoBackend(loader, modes, mode, args.random_weights)
     backend.detector(mode)  # load now: missing weights stop here, the first request is fast
     if args.random_weights:
         print(f"WARNING: {RANDOM_WEIGHTS_WARNING}", file=sys.stderr)
-    print(f"clip4hoi demo: mode {mode} on {args.device}; serving http://{args.host}:"
+    print(f"clip4hoi demo: mode {mode} on {device}; serving http://{args.host}:"
           f"{args.port or 7860} (Ctrl-C stops)", file=sys.stderr)
     launch(backend, args.host, args.port)
     return 0
@@ -277,34 +208,77 @@ def cmd_test(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_set(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--set KEY=VALUE``, one override per flag (repeat it): it never swallows inputs."""
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"config override, repeatable (--set a=1 --set b=2); {what}")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``clip4hoi`` command."""
+    """The argument parser of the ``clip4hoi`` command. Building and using it imports
+    neither torch nor any model code, so ``--help`` and argument errors answer at once."""
+    from clip4hoi import __version__
+
     parser = argparse.ArgumentParser(
-        prog="clip4hoi", description="CLIP4HOI: zero-shot human-object interaction detection")
+        prog="clip4hoi", description="CLIP4HOI: zero-shot human-object interaction detection",
+        epilog="exit codes: 0 ok, 1 some inputs failed or training stopped, 2 bad usage or "
+        "input, 3 pretrained weights missing, 4 environment (disk, permission, device), "
+        "130 interrupted (docs/cli.md)")
+    parser.add_argument("--version", action="version", version=f"clip4hoi {__version__}")
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback of an error (also after the command)")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = commands.add_parser("detect", help="find interactions in images")
-    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
+    p = commands.add_parser(
+        "detect", help="find interactions in images, folders and videos",
+        description="Find human-object interactions in images, folders (recursive) and "
+        "videos. Writes OUT/<name>.json per image, OUT/<name>.jsonl per video, drawn copies "
+        "and OUT/detections.json (the format clip4hoi eval reads); see docs/outputs.md.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image files, folders (searched recursively) or video files")
     p.add_argument("--checkpoint", help="trained CLIP4HOI head: .safetensors or "
                    "hf://ORG/NAME[@REVISION] (Hugging Face Hub)")
-    p.add_argument("--mode", choices=["trained", "crop", "dense"],
-                   help="default: trained with --checkpoint, else training-free crop")
+    p.add_argument("--mode", choices=["auto", "trained", "crop", "dense"], default="auto",
+                   help="auto (default): trained with --checkpoint, else the training-free "
+                   "scorer, dense on a CPU and crop on a GPU")
     p.add_argument("--classes", help="hicodet | vcoco | FILE | 'ride bicycle, hold cup' "
                    "(default: the checkpoint's classes, or hicodet)")
-    p.add_argument("--out", default="detections", help="output directory (default: %(default)s)")
+    p.add_argument("--out", default="detections", help="output folder (default: %(default)s)")
+    p.add_argument("--boxes", metavar="ANNOTATIONS",
+                   help="use the boxes of this annotation file (HICO-DET instances_*.json or "
+                   "QPIC) as proposals instead of DETR's: the oracle setting, for checkpoints "
+                   "trained with detector.use_gt_boxes (e.g. configs/smoke.yaml)")
     p.add_argument("--random-weights", action="store_true",
                    help="random networks, meaningless output: smoke tests only")
-    p.add_argument("--device", default="cuda" if _cuda() else "cpu")
-    p.add_argument("--overwrite", action="store_true", help="redo images already done")
-    p.add_argument("--top-k", type=int, default=100, help="detections kept per image (0: all)")
-    p.add_argument("--min-score", type=float, default=0.0)
-    p.add_argument("--draw", type=int, default=10, help="pairs drawn per image")
-    p.add_argument("--no-draw", action="store_true", help="write JSON only")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="config overrides: ModelConfig keys in trained mode, TrainingFreeConfig "
-                   "keys in crop/dense mode (e.g. margin=0.2, detector.score_threshold=0.3)")
+    p.add_argument("--device", default="auto",
+                   help="auto (default: cuda when available, else cpu), cpu, cuda, cuda:1")
+    p.add_argument("--batch-size", type=int, default=0, metavar="N",
+                   help="images per forward pass (default: 4 on a GPU, 1 on a CPU)")
+    p.add_argument("--workers", type=int, default=-1, metavar="N",
+                   help="image-decoding worker processes (default: up to 4; 0: none)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="redo inputs already done (default: skip them, so a run resumes)")
+    p.add_argument("--top-k", type=int, default=100, metavar="K",
+                   help="detections kept per image, best first (default: %(default)s; 0: all)")
+    p.add_argument("--min-score", type=float, default=0.0, metavar="S",
+                   help="drop detections scoring below S (default: %(default)s)")
+    p.add_argument("--draw", type=int, default=5, metavar="N",
+                   help="human-object pairs drawn per image (default: %(default)s)")
+    p.add_argument("--draw-score", type=float, default=0.0, metavar="S",
+                   help="draw only detections scoring at least S (default: %(default)s)")
+    p.add_argument("--no-draw", action="store_true", help="write JSON only, no pictures")
+    p.add_argument("--test-scale", type=int, default=800, metavar="PIXELS",
+                   help="short side images are resized to (default: %(default)s; the "
+                   "training config's data.transform.test_scale)")
+    p.add_argument("--max-size", type=int, default=1333, metavar="PIXELS",
+                   help="longest side after resizing (default: %(default)s)")
+    p.add_argument("--every", type=int, default=1, metavar="N",
+                   help="video: detect on every N-th frame (default: every frame)")
+    p.add_argument("--fps", type=float, default=0.0,
+                   help="video: detect on about FPS frames per second (overrides --every)")
+    _add_set(p, "trained mode: the checkpoint's model config (detector.score_threshold=0.3 "
+             "or model.detector.score_threshold=0.3); crop/dense: TrainingFreeConfig "
+             "(margin=0.2 or training_free.margin=0.2)")
     p.set_defaults(func=cmd_detect)
 
     p = commands.add_parser("demo", help="web demo in the browser (needs the demo extra)")
@@ -314,12 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "--checkpoint or --random-weights, else crop")
     p.add_argument("--random-weights", action="store_true",
                    help="random networks, meaningless output: smoke tests only")
-    p.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    p.add_argument("--device", default="auto",
+                   help="auto (default: cuda when available, else cpu), cpu, cuda, cuda:1")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to serve on (0.0.0.0: every interface; default: %(default)s)")
     p.add_argument("--port", type=int, help="default: the first free port from 7860")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="config overrides for every mode's detector (as for detect)")
+    _add_set(p, "for every mode's detector (as for detect)")
     p.set_defaults(func=cmd_demo)
 
     p = commands.add_parser("push", help="upload a trained head to the Hugging Face Hub")
@@ -338,8 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("detr", nargs="*", default=["detr-r50"], metavar="DETECTOR_NAME",
                    help="registered DETR or Grounding DINO weights (default: detr-r50; see "
                    "--list)")
-    p.add_argument("--clip", default="ViT-B-16")
-    p.add_argument("--clip-pretrained", default="openai")
+    p.add_argument("--clip", default="ViT-B-16",
+                   help="open_clip architecture (default: %(default)s)")
+    p.add_argument("--clip-pretrained", default="openai",
+                   help="open_clip pretrained tag (default: %(default)s)")
     p.add_argument("--list", action="store_true", help="list the registered detector weights")
     p.set_defaults(func=cmd_download)
 
@@ -349,7 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "official vcoco_test.json (COCO file and ids found beside it) or a folder "
                    "holding the official layout, or a per-pair instances_vcoco_test.json "
                    "(not the official protocol)")
-    p.add_argument("--detections", required=True, help="DETS.json")
+    p.add_argument("--detections", required=True,
+                   help="DETS.json, e.g. the detections.json that clip4hoi detect or test "
+                   "writes")
     p.add_argument("--zero-shot", help="rf_uc | nf_uc | uo | uv | uc0..uc4: adds Unseen/Seen")
     p.add_argument("--known-object", action="store_true", help="Known-Object setting")
     p.add_argument("--preset", default="official", choices=["official", "genvlkt", "pocket"],
@@ -372,10 +350,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     p = commands.add_parser("make-synthetic", help="write a small synthetic HICO-DET dataset")
-    p.add_argument("out_dir")
-    p.add_argument("--train", type=int, default=64)
-    p.add_argument("--test", type=int, default=32)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("out_dir", help="folder to write the dataset to")
+    p.add_argument("--train", type=int, default=64, help="training images (%(default)s)")
+    p.add_argument("--test", type=int, default=32, help="test images (%(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (%(default)s)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a synthetic dataset already in OUT_DIR")
     p.set_defaults(func=cmd_make_synthetic)
@@ -383,8 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("train", help="train on an experiment config (see configs/; "
                             "torchrun --nproc_per_node=N -m clip4hoi train ... for DDP)")
     p.add_argument("config", help="experiment YAML, e.g. configs/hicodet_rf_uc.yaml")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="config overrides, e.g. train.lr=2.0e-4 data.root=/data/hicodet")
+    _add_set(p, "e.g. --set train.lr=2.0e-4 --set model.detector.weights=detr-r50")
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="PATH",
                    help="continue from PATH (a checkpoint or run folder) or, without "
                    "PATH, from the run's latest checkpoint if there is one")
@@ -398,16 +375,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["trained", "crop", "dense"], default="trained",
                    help="trained (default, needs --checkpoint) or the training-free scorer")
     p.add_argument("--output", help="DETS.json to write (default: OUTPUT_DIR/detections.json)")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="config overrides; model.* ones also apply to the checkpoint's model")
+    _add_set(p, "model.* ones also apply to the checkpoint's model, e.g. "
+             "--set model.detector.weights=detr-r50 --set data.root=/data/hicodet")
     p.set_defaults(func=cmd_test)
     return parser
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def _exit_code(error: BaseException) -> int | None:

@@ -210,10 +210,12 @@ def apply_overrides(config: T, overrides: list[str]) -> T:
         *parents, leaf = key.strip().split(".")
         for part in parents:
             if not isinstance(node.get(part), dict):
-                raise ValueError(f"--set {item!r}: {part!r} is not a config section")
+                raise ValueError(f"--set {item!r}: {part!r} is not a config section"
+                                 f"{_did_you_mean(data, key.strip())}")
             node = node[part]
         if leaf not in node:
-            raise ValueError(f"--set {item!r}: unknown key {leaf!r}; valid: {sorted(node)}")
+            raise ValueError(f"--set {item!r}: unknown key {leaf!r}; valid: {sorted(node)}"
+                             f"{_did_you_mean(data, key.strip())}")
         node[leaf] = yaml.safe_load(raw)
     return from_dict(type(config), data)
 
@@ -223,6 +225,20 @@ def yaml_problem(error: Exception) -> str:
     mark = getattr(error, "problem_mark", None)
     problem = getattr(error, "problem", None) or str(error).splitlines()[0]
     return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
+
+
+def _did_you_mean(data: dict[str, Any], key: str) -> str:
+    """``"; did you mean model.detector.weights?"`` when ``key`` is the tail of full keys."""
+    def paths(node: dict[str, Any], prefix: str) -> list[str]:
+        out = []
+        for name, value in node.items():
+            out.append(prefix + name)
+            if isinstance(value, dict):
+                out += paths(value, f"{prefix}{name}.")
+        return out
+
+    matches = [p for p in paths(data, "") if p.endswith("." + key)]
+    return f"; did you mean {' or '.join(matches)}?" if matches else ""
 
 
 def load_yaml(cls: type[T], path: str, overrides: list[str] | None = None) -> T:

@@ -30,9 +30,20 @@ def shared_dir() -> Path:
     return root
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _text_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Class text embeddings are cached in a temporary folder, not the user's cache."""
+    os.environ["CLIP4HOI_TEXT_CACHE"] = str(tmp_path_factory.mktemp("text_cache"))
+
+
 @pytest.fixture(autouse=True)
 def _seed_and_threads() -> None:
     torch.manual_seed(0)
+
+
+def set_flags(settings: list[str]) -> list[str]:
+    """``--set`` takes one KEY=VALUE per flag: ``["--set", a, "--set", b, ...]``."""
+    return [part for item in settings for part in ("--set", item)]
 
 
 TINY_DETR = {"num_classes": 80, "hidden_dim": 64, "num_heads": 4, "num_encoder_layers": 1,

@@ -117,7 +117,7 @@ def test_demo_gives_the_detections_of_detect(client: gradio_client.Client,
     assert main(["detect", str(files["image"]), "--checkpoint", str(files["checkpoint"]),
                  "--out", str(tmp_path), "--device", "cpu", "--classes", CLASSES,
                  "--top-k", "5"]) == 0
-    expected = json.loads((tmp_path / "rider.json").read_text())
+    expected = json.loads((tmp_path / "rider.png.json").read_text())
     assert payload["detections"] == expected["detections"] != []
     assert {k: payload[k] for k in ("file_name", "width", "height", "mode")} == {
         k: expected[k] for k in ("file_name", "width", "height", "mode")}

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import set_flags
 from test_engine import CONFIGS, make_small_data
 
 from clip4hoi.cli import main
@@ -26,7 +27,7 @@ def test_two_process_gloo_run_checkpoints_and_evaluates(tmp_path: Path,
                 "train.test_batch_size=1", "train.eval_every=2"]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                "--nproc_per_node=2", "-m", "clip4hoi", "train", str(CONFIGS / "smoke.yaml"),
-               "--output-dir", str(run), "--set", *settings]
+               "--output-dir", str(run), *set_flags(settings)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, capture_output=True, text=True, timeout=180, env=env)
     assert done.returncode == 0, done.stderr[-4000:]
@@ -42,7 +43,7 @@ def test_two_process_gloo_run_checkpoints_and_evaluates(tmp_path: Path,
     dets = tmp_path / "dets.json"
     assert main(["test", str(CONFIGS / "smoke.yaml"), "--checkpoint",
                  str(run / "checkpoints" / "step_00000004.safetensors"), "--output", str(dets),
-                 "--set", *settings]) == 0
+                 *set_flags(settings)]) == 0
     capsys.readouterr()
     single = json.loads((tmp_path / "dets.results.json").read_text())["map"]
     assert single["full"] == pytest.approx(evaluation["map_full"])

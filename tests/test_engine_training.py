@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import set_flags
 from test_engine import CONFIGS, make_small_data, single_thread, tiny_experiment
 
 from clip4hoi.cli import main
@@ -140,7 +141,7 @@ def test_cli_train_then_test(small_data: Path, tmp_path: Path, one_thread: None,
                 "data.transform.max_size=256", "train.epochs=1", "train.batch_size=4",
                 f"train.tensorboard={str(TENSORBOARD).lower()}"]
     assert main(["train", str(config), "--output-dir", str(tmp_path / "run"),
-                 "--set", *settings]) == 0
+                 *set_flags(settings)]) == 0
     run = tmp_path / "run"
     assert (run / "config.yaml").is_file() and (run / "checkpoints" / "best.safetensors").is_file()
     assert (run / "tensorboard").is_dir() == TENSORBOARD
@@ -148,14 +149,14 @@ def test_cli_train_then_test(small_data: Path, tmp_path: Path, one_thread: None,
     assert {"map_full", "map_rare", "map_non_rare"} <= set(entries[-1])
     # Resuming a finished run does nothing more; a fresh run there is refused.
     assert main(["train", str(config), "--output-dir", str(run), "--resume",
-                 "--set", *settings]) == 0
-    assert main(["train", str(config), "--output-dir", str(run), "--set", *settings]) == 2
+                 *set_flags(settings)]) == 0
+    assert main(["train", str(config), "--output-dir", str(run), *set_flags(settings)]) == 2
     assert "already holds checkpoints" in capsys.readouterr().err
 
     dets = tmp_path / "dets.json"
     assert main(["test", str(config), "--checkpoint",
                  str(run / "checkpoints" / "best.safetensors"), "--output", str(dets),
-                 "--set", *settings]) == 0
+                 *set_flags(settings)]) == 0
     assert "Full" in capsys.readouterr().out
     results = json.loads((tmp_path / "dets.results.json").read_text())
     assert results["map"]["full"] == pytest.approx(entries[-1]["map_full"])

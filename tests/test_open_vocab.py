@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SCENE, SIZE, TINY_CLIP, crafted_detr_outputs, tiny_model_config
+from conftest import (
+    SCENE,
+    SIZE,
+    TINY_CLIP,
+    crafted_detr_outputs,
+    set_flags,
+    tiny_model_config,
+)
 
 transformers = pytest.importorskip("transformers")
 
@@ -260,9 +267,9 @@ def test_cli_detect_with_new_objects(tmp_path: Path, tokenizer_dir: Path,
     out = tmp_path / "out"
     assert main(["detect", str(tmp_path / "photo.png"), "--classes", "play guitar, ride camel",
                  "--random-weights", "--mode", "dense", "--no-draw", "--out", str(out),
-                 "--set", *detector_overrides(tokenizer_dir),
-                 f"clip.model_cfg={json.dumps(TINY_CLIP)}"]) == 0
-    payload = json.loads((out / "photo.json").read_text())
+                 *set_flags([*detector_overrides(tokenizer_dir),
+                             f"clip.model_cfg={json.dumps(TINY_CLIP)}"])]) == 0
+    payload = json.loads((out / "photo.png.json").read_text())
     assert payload["detections"]
     assert {d["object"] for d in payload["detections"]} <= {"guitar", "camel"}
     assert {d["verb"] for d in payload["detections"]} <= {"play", "ride"}
@@ -282,7 +289,7 @@ def test_train_with_the_feature_cache_then_ask_about_new_objects(
                 *detector_overrides(tokenizer_dir, "model.")]
     with single_thread():
         assert main(["train", str(Path(__file__).parents[1] / "configs" / "smoke.yaml"),
-                     "--output-dir", str(tmp_path / "run"), "--set", *settings]) == 0
+                     "--output-dir", str(tmp_path / "run"), *set_flags(settings)]) == 0
     cached = list((tmp_path / "cache").rglob("*.safetensors"))
     assert len(cached) >= 8
     checkpoint = tmp_path / "run" / "checkpoints" / "last.safetensors"

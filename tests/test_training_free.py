@@ -18,6 +18,7 @@ from conftest import (
     TINY_CLIP,
     TINY_DETR,
     crafted_detr_outputs,
+    set_flags,
 )
 from PIL import Image
 
@@ -265,9 +266,9 @@ def test_cli_detect_errors_and_resume(tmp_path: Path, capsys: pytest.CaptureFixt
     folder, out = _folder(tmp_path), tmp_path / "out"
     argv = ["detect", str(folder), "--out", str(out), "--random-weights", "--mode", "crop",
             "--device", "cpu", "--classes", "ride bicycle, hold cup, hug person",
-            "--set", *TINY_OVERRIDES]
+            *set_flags(TINY_OVERRIDES)]
     calls = 0
-    detect = HOIDetector.__call__
+    detect = HOIDetector.detect
 
     def interrupted(self, *args, **kwargs):
         nonlocal calls
@@ -276,25 +277,27 @@ def test_cli_detect_errors_and_resume(tmp_path: Path, capsys: pytest.CaptureFixt
             raise KeyboardInterrupt
         return detect(self, *args, **kwargs)
 
-    monkeypatch.setattr(HOIDetector, "__call__", interrupted)
+    monkeypatch.setattr(HOIDetector, "detect", interrupted)
     assert main(argv) == 130  # a.png done, b_corrupt.jpg failed, interrupted on c.png
-    monkeypatch.setattr(HOIDetector, "__call__", detect)
-    assert sorted(p.name for p in out.iterdir()) == ["a.jpg", "a.json"]
-    first = (out / "a.json").stat().st_mtime_ns
+    monkeypatch.setattr(HOIDetector, "detect", detect)
+    assert sorted(p.name for p in out.iterdir()) == ["a.png.drawn.jpg", "a.png.json"]
+    first = (out / "a.png.json").stat().st_mtime_ns
     capsys.readouterr()
 
-    assert main(argv) == 0
+    assert main(argv) == 1  # an image failed
     err = capsys.readouterr().err
     assert "mode crop" in err and "MEANINGLESS" in err
     assert "b_corrupt.jpg" in err
     assert "1 done, 1 skipped" in err and "1 failed" in err
-    assert (out / "a.json").stat().st_mtime_ns == first  # not redone
-    payload = json.loads((out / "c.json").read_text())
+    assert (out / "a.png.json").stat().st_mtime_ns == first  # not redone
+    payload = json.loads((out / "c.png.json").read_text())
     assert payload["mode"] == "crop" and payload["seconds"] > 0
     assert (payload["width"], payload["height"]) == (64, 48)
-    assert not (out / "b_corrupt.json").exists()
+    assert not (out / "b_corrupt.jpg.json").exists()
+    combined = json.loads((out / "detections.json").read_text())
+    assert [r["file_name"] for r in combined["images"]] == ["a.png", "c.png"]
 
-    assert main([*argv, "--overwrite"]) == 0
+    assert main([*argv, "--overwrite"]) == 1
     err = capsys.readouterr().err
     assert "2 done, 0 skipped" in err and "1 failed" in err
 
@@ -303,12 +306,12 @@ def test_cli_dense_mode(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     image = _folder(tmp_path) / "a.png"
     out = tmp_path / "out"
     assert main(["detect", str(image), "--out", str(out), "--random-weights", "--mode",
-                 "dense", "--device", "cpu", "--no-draw", "--set", *TINY_OVERRIDES,
-                 "margin=0.2"]) == 0
+                 "dense", "--device", "cpu", "--no-draw", *set_flags([*TINY_OVERRIDES,
+                 "margin=0.2"])]) == 0
     assert "mode dense" in capsys.readouterr().err
-    payload = json.loads((out / "a.json").read_text())
+    payload = json.loads((out / "a.png.json").read_text())
     assert payload["mode"] == "dense"
-    assert os.listdir(out) == ["a.json"]
+    assert sorted(os.listdir(out)) == ["a.png.json", "detections.json"]
 
 
 def test_random_weights_are_full_size(monkeypatch: pytest.MonkeyPatch) -> None:

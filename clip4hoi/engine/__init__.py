@@ -1,4 +1,5 @@
-"""Training and evaluation of experiments (``clip4hoi train`` / ``clip4hoi test``).
+"""Training and evaluation of experiments (``clip4hoi train`` / ``clip4hoi test``), and the
+run loop of ``clip4hoi detect``.
 
 * :mod:`~clip4hoi.engine.config` — ``ExperimentConfig`` (model, data, train, feature cache,
   training-free sections) and ``load_experiment`` (YAML with ``base:`` includes);
@@ -9,5 +10,8 @@
 * :mod:`~clip4hoi.engine.checkpoint` — checkpoint files, RNG states, resuming;
 * :mod:`~clip4hoi.engine.data` — datasets, resumable seeded sampling, loaders;
 * :mod:`~clip4hoi.engine.feature_cache` — the on-disk cache of frozen DETR / CLIP outputs;
-* :mod:`~clip4hoi.engine.distributed` — process group and collectives (torchrun).
+* :mod:`~clip4hoi.engine.distributed` — process group and collectives (torchrun);
+* :mod:`~clip4hoi.engine.inference` — ``run_detect``: images, folders and videos to result
+  files (DataLoader reading, batches, background writing, resume);
+* :mod:`~clip4hoi.engine.text_cache` — the on-disk cache of class text embeddings.
 """

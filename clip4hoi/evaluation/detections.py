@@ -241,6 +241,11 @@ def parse_records(data: Any, annotations: HOIAnnotations, source: str = "<detect
     key, num_classes = _label_key(annotations)
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise InputError(f"{source}: expected {{'images': [...]}} at the top level")
+    made_with = data.get("classes", annotations.dataset)  # set by clip4hoi detect
+    if made_with != annotations.dataset:
+        raise InputError(f"{source}: the detections were made with the class set "
+                         f"{made_with!r}, whose ids are not {annotations.dataset} ids; run "
+                         f"clip4hoi detect with --classes {annotations.dataset}")
     index = annotations.index()
     fields = ("human_boxes", "object_boxes", key, "scores")
     by_image: dict[int, dict] = {}

@@ -63,13 +63,18 @@ class HOIClassifier(nn.Module):
         self.bias = nn.Parameter(torch.full((2,), cfg.logit_bias_init))
         self._text_cache: OrderedDict[tuple, Tensor] = OrderedDict()
 
-    def text_embeddings(self, clip: CLIPEncoder, classes: HOIClassSet) -> Tensor:
+    def text_embeddings(self, clip: CLIPEncoder, classes: HOIClassSet,
+                        text: Tensor | None = None) -> Tensor:
         """Normalised class embeddings ``[K, E]``; cached unless gradients must flow to the
-        prompts (cache entries are keyed by the prompt tensors' versions)."""
+        prompts (cache entries are keyed by the prompt tensors' versions). ``text``
+        (``[K, E]``, e.g. from :mod:`clip4hoi.engine.text_cache`) is stored as the
+        embeddings of ``classes`` under the current prompts instead of encoding them."""
         trainable = torch.is_grad_enabled() and self.prefix.requires_grad
         key = (classes.verbs, classes.object_names, self.prefix.device,
                self.prefix.data_ptr(), self.prefix._version,
                self.conjunction.data_ptr(), self.conjunction._version)
+        if text is not None and not trainable:
+            self._text_cache[key] = text.to(self.prefix.device)
         if not trainable and key in self._text_cache:
             return self._text_cache[key]
         objects = [words(name) for name in classes.object_names]

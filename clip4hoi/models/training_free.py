@@ -29,7 +29,8 @@ Its feature in CLIP's joint space comes from one of two modes:
 
 Class embeddings: each class's prompt under every template (``{sentence}``, ``{action}``,
 ``{verb}``, ``{object}``; see :class:`TrainingFreeConfig`) is encoded, normalised, averaged
-over the templates and renormalised; cached per class set.
+over the templates and renormalised; cached per class set in memory, and on disk by
+:mod:`clip4hoi.engine.text_cache` (``clip4hoi detect`` and the API).
 
 Scores: the cosine similarities of a pair with the classes whose object is its detected
 object, divided by ``temperature``, go through a softmax over those classes only — a
@@ -39,6 +40,7 @@ by the detector prior ``(s_h · s_o)^λ``: a pair's scores sum to its prior.
 
 from __future__ import annotations
 
+import sys
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -47,6 +49,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import box_convert, roi_align
 from torchvision.transforms.v2 import functional as TF
+from tqdm import tqdm
 
 from clip4hoi.config import TrainingFreeConfig
 from clip4hoi.data.metadata import HOIClassSet, describe, load_classes, words
@@ -82,6 +85,13 @@ def class_prompts(classes: HOIClassSet, templates: Sequence[str]) -> list[str]:
         prompts += [t.format(sentence=sentence, action=action, verb=verb, object=words(obj))
                     for t in templates]
     return prompts
+
+
+def ensemble_text(prompt_embeddings: Tensor, num_classes: int, num_templates: int) -> Tensor:
+    """Class embeddings ``[K, E]`` from the class-major prompt embeddings ``[K * T, E]`` of
+    :func:`class_prompts`: normalised, averaged over the templates, renormalised."""
+    text = F.normalize(prompt_embeddings, dim=-1).view(num_classes, num_templates, -1)
+    return F.normalize(text.mean(dim=1), dim=-1)
 
 
 def union_boxes(boxes_h: Tensor, boxes_o: Tensor, image_size: tuple[int, int], margin: float
@@ -167,18 +177,24 @@ class TrainingFreeHOI(nn.Module):
         """Nothing to train: always eval mode."""
         return super().train(False)
 
-    def text_embeddings(self, classes: HOIClassSet) -> Tensor:
-        """Normalised class embeddings ``[K, E]``: the template ensemble; cached."""
-        templates = tuple(self.config.templates)
-        key = (classes.verbs, classes.object_names, classes.sentences, templates,
-               self.label_to_object.device)
-        if key not in self._text_cache:
-            text = self.clip.encode_text(class_prompts(classes, templates))     # [K * T, E]
-            text = F.normalize(text, dim=-1).view(len(classes), len(templates), -1)
-            self._text_cache[key] = F.normalize(text.mean(dim=1), dim=-1)       # [K, E]
-            while len(self._text_cache) > _CACHE_SIZE:
-                self._text_cache.popitem(last=False)
+    def _text_key(self, classes: HOIClassSet) -> tuple:
+        return (classes.verbs, classes.object_names, classes.sentences,
+                tuple(self.config.templates), self.label_to_object.device)
+
+    def text_embeddings(self, classes: HOIClassSet, text: Tensor | None = None) -> Tensor:
+        """Normalised class embeddings ``[K, E]``: the template ensemble; cached in memory.
+        ``text`` (``[K, E]``, e.g. read from :mod:`clip4hoi.engine.text_cache`) is stored
+        as the embeddings of ``classes`` instead of encoding the prompts."""
+        key = self._text_key(classes)
+        if text is not None:
+            self._text_cache[key] = text.to(self.label_to_object.device)
+        elif key not in self._text_cache:
+            templates = self.config.templates
+            prompts = self.clip.encode_text(class_prompts(classes, templates))  # [K * T, E]
+            self._text_cache[key] = ensemble_text(prompts, len(classes), len(templates))
         self._text_cache.move_to_end(key)
+        while len(self._text_cache) > _CACHE_SIZE:
+            self._text_cache.popitem(last=False)
         return self._text_cache[key]
 
     def crop_features(self, image: Tensor, boxes: Tensor) -> Tensor:
@@ -191,8 +207,12 @@ class TrainingFreeHOI(nn.Module):
         unique, inverse = torch.unique(pixels, dim=0, return_inverse=True)     # [U, 4], [P]
         normalised = TF.normalize(image, list(self.clip.mean), list(self.clip.std))
         size = self.clip.image_size
+        chunks = unique.split(self.config.crop_batch_size)
+        # A crowded image has hundreds of crops (minutes on a CPU): show their progress.
+        bar = tqdm(chunks, desc=f"encode {len(unique)} pair crops", unit="batch",
+                   disable=len(chunks) < 4, leave=False, file=sys.stderr)
         features = [self.clip.encode_image(crop_boxes(normalised, chunk, size)).global_embedding
-                    for chunk in unique.split(self.config.crop_batch_size)]      # [b, E] each
+                    for chunk in bar]                                            # [b, E] each
         return torch.cat(features)[inverse]
 
     @torch.no_grad()
