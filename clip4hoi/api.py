@@ -109,8 +109,7 @@ class HOIDetector:
                    ) -> tuple[Tensor, dict]:
         """``image`` resized to the detector's test scale: a float ``[3, H', W']`` tensor
         in ``[0, 1]`` (on the CPU) and ``target`` (default: no boxes) with its boxes
-        resized alike and ``size``/``orig_size``. Raises :class:`InputError` for an image
-        so thin that it would resize to 0 pixels."""
+        resized alike and ``size``/``orig_size`` (a 5000×1 image becomes 1333×1)."""
         return preprocess_image(as_uint8_tensor(image), self.transform, target)
 
     def encode_classes(self, classes: str | HOIClassSet | None = None) -> HOIClassSet:
@@ -174,11 +173,6 @@ def preprocess_image(image: Tensor, transform: HOITransform, target: dict | None
     """A uint8 ``[3, H, W]`` image through a test ``transform`` (see
     :meth:`HOIDetector.preprocess`)."""
     height, width = (int(v) for v in image.shape[-2:])
-    cfg = transform.config
-    scale = min(cfg.test_scale / min(height, width), cfg.max_size / max(height, width))
-    if round(min(height, width) * scale) < 1:
-        raise InputError(f"a {width}x{height}-pixel image is too thin to detect on: it "
-                         f"resizes to 0 pixels at the test scale {cfg.test_scale}")
     target = target or {"boxes_h": torch.zeros(0, 4), "boxes_o": torch.zeros(0, 4)}
     resized, target = transform(image, target)
     target["orig_size"] = torch.tensor([height, width])

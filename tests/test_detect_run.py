@@ -140,24 +140,25 @@ def test_out_that_is_a_file_is_refused_before_the_model_loads(
 
 def test_odd_folders(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """Same stems, unknown types, a symlink loop, an output folder inside the input, a
-    5000x1 image, and a torn result: each handled, and the run resumes correctly."""
+    5000x1 image, a broken one and a torn result: each handled, and the run resumes."""
     photos = tmp_path / "photos"
     _photo(photos / "a.jpg")
     _photo(photos / "a.png", seed=1)
     _photo(photos / "thin.png", size=(5000, 1))
     (photos / "phone.heic").write_bytes(b"\0" * 16)
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     _photo(tmp_path / "elsewhere" / "linked.jpg")
     (photos / "link").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
     (tmp_path / "elsewhere" / "loop").symlink_to(photos, target_is_directory=True)
     out = photos / "results"
     inputs = _checksums(photos)
 
-    assert _detect(str(photos), "--out", str(out)) == 1     # thin.png failed, others done
+    assert _detect(str(photos), "--out", str(out)) == 1     # broken.jpg failed, others done
     err = capsys.readouterr().err
-    assert "too thin" in err and "thin.png" in err
+    assert "broken.jpg" in err and "Traceback" not in err
     assert "1 file(s) of other types left out (.heic 1)" in err
-    assert "3 done, 0 skipped" in err and "1 failed" in err
-    names = {"a.jpg", "a.png", "link/linked.jpg"}
+    assert "4 done, 0 skipped" in err and "1 failed" in err
+    names = {"a.jpg", "a.png", "link/linked.jpg", "thin.png"}
     for name in names:
         assert json.loads((out / f"{name}.json").read_text())["file_name"] == name
         assert (out / f"{name}.drawn.jpg").is_file()
@@ -170,7 +171,7 @@ def test_odd_folders(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     (out / "a.png.json").write_text('{"file_name": "a.png", "detec')  # torn by a crash
     assert _detect(str(photos), "--out", str(out)) == 1
     err = capsys.readouterr().err
-    assert "1 done, 2 skipped" in err                        # outputs are not re-detected
+    assert "1 done, 3 skipped" in err                        # outputs are not re-detected
     assert json.loads((out / "a.png.json").read_text())["file_name"] == "a.png"
 
 

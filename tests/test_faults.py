@@ -98,10 +98,11 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def settings(data: Path, out: Path, *extra: str) -> list[str]:
-    return ["--set", f"data.root={data}", f"train.output_dir={out}",
-            f"feature_cache.dir={out.parent / 'cache'}", "data.transform.scales=[112,128]",
-            "data.transform.test_scale=128", "data.transform.max_size=256",
-            "train.epochs=1", "train.batch_size=2", "train.eval_every=0", *extra]
+    items = [f"data.root={data}", f"train.output_dir={out}",
+             f"feature_cache.dir={out.parent / 'cache'}", "data.transform.scales=[112,128]",
+             "data.transform.test_scale=128", "data.transform.max_size=256",
+             "train.epochs=1", "train.batch_size=2", "train.eval_every=0", *extra]
+    return [part for item in items for part in ("--set", item)]  # one override per --set
 
 
 @pytest.fixture(scope="module")
@@ -674,7 +675,7 @@ def test_detect_class_lists(capsys, data: Path, head: Path, tmp_path: Path) -> N
     code, err = detect(capsys, image, "--checkpoint", head, "--classes", listed,
                          "--out", tmp_path / "o", "--no-draw", "--top-k", "0")
     assert code == 0, err
-    result = json.loads(next((tmp_path / "o").glob("*.json")).read_text())
+    result = json.loads(next((tmp_path / "o").glob("*.jpg.json")).read_text())
     assert {d["verb"] for d in result["detections"]} <= {"ride", "hold"}
     assert load_classes(str(listed)).verbs == ("ride", "hold")
     duplicated = tmp_path / "dup.txt"
@@ -728,7 +729,7 @@ def test_detect_odd_image_sizes(capsys, head: Path, tmp_path: Path) -> None:
     code, err = detect(capsys, folder, "--checkpoint", head,
                          "--out", tmp_path / "o", "--no-draw")
     assert code == 0 and "Traceback" not in err, err
-    assert len(list((tmp_path / "o").glob("*.json"))) == 3
+    assert len(list((tmp_path / "o").glob("*.png.json"))) == 3
     assert digest(folder) == before
 
 
@@ -769,7 +770,7 @@ def test_feature_cache_follows_the_image_content(data: Path, tmp_path: Path,
     from clip4hoi.models.model import build_model
 
     root = Path(shutil.copytree(data, tmp_path / "data"))
-    config = load_experiment(SMOKE, settings(root, tmp_path / "r")[1:])
+    config = load_experiment(SMOKE, settings(root, tmp_path / "r")[1::2])
     dataset = build_dataset(config.data, train=False)
     model = build_model(tiny_model_config()).eval()
     cache, info = FeatureCache(tmp_path / "cache", "key"), DistInfo()
