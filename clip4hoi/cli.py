@@ -402,9 +402,11 @@ def _exit_code(error: BaseException) -> int | None:
 
 
 def _message(error: BaseException) -> str:
-    from clip4hoi.weights import WeightsUnavailableError
+    from clip4hoi.errors import EXIT_WEIGHTS, UserError
 
-    if isinstance(error, WeightsUnavailableError):   # says how to get them, over a few lines
+    # Missing weights (clip4hoi.weights, not imported here: it loads torch) say how to get
+    # them, over a few lines.
+    if isinstance(error, UserError) and error.exit_code == EXIT_WEIGHTS:
         return f"missing weights\n{error}"
     if isinstance(error, KeyboardInterrupt):
         return "interrupted (Ctrl-C)" + (f"; {error}" if str(error) else "")
@@ -426,7 +428,8 @@ def _check_early(args: argparse.Namespace) -> None:
     out = getattr(args, "out", None)
     if isinstance(out, str) and Path(out).exists() and not Path(out).is_dir():
         raise InputError(f"--out {out} is a file; give a folder for the results")
-    if isinstance(getattr(args, "device", None), str):
+    # detect checks its device itself, after its inputs (a wrong path answers at once)
+    if isinstance(getattr(args, "device", None), str) and args.command != "detect":
         from clip4hoi.devices import parse_device
 
         parse_device(args.device)

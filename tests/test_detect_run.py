@@ -44,10 +44,10 @@ def _checksums(folder: Path) -> dict[str, bytes]:
 # ------------------------------------------------------------------------ the parser
 
 
-def test_help_and_argument_errors_do_not_import_torch() -> None:
+def test_help_argument_errors_and_a_wrong_path_do_not_import_torch() -> None:
     code = ("import sys\nfrom clip4hoi.cli import main\n"
             "for argv in (['--help'], ['detect', '--help'], ['detect'], ['--version'],"
-            " ['detect', 'x.jpg', '--top-k', 'many']):\n"
+            " ['detect', 'x.jpg', '--top-k', 'many'], ['detect', '/no/such/photo.jpg']):\n"
             "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
             "assert 'torch' not in sys.modules, 'torch was imported'\n")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
