@@ -129,8 +129,9 @@ class HOIDecoder(nn.Module):
 
 def normalised_union_boxes(boxes_h: Tensor, boxes_o: Tensor, image_size: tuple[int, int]
                            ) -> Tensor:
-    """Union boxes of pairs ``[P, 4]``, xyxy normalised by ``image_size`` ``(h, w)``."""
+    """Union boxes of pairs ``[P, 4]`` (fp32), xyxy normalised by ``image_size`` ``(h, w)``."""
     height, width = image_size
+    boxes_h, boxes_o = boxes_h.float(), boxes_o.float()
     union = torch.cat([torch.minimum(boxes_h[:, :2], boxes_o[:, :2]),
                        torch.maximum(boxes_h[:, 2:], boxes_o[:, 2:])], dim=1)
     return (union / union.new_tensor([width, height, width, height])).clamp(0, 1)

@@ -35,6 +35,8 @@ from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops import box_convert
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from clip4hoi.models.precision import full_precision
+
 __all__ = [
     "DETR",
     "IMAGENET_MEAN",
@@ -405,11 +407,16 @@ class DETR(nn.Module):
         hs = self.transformer(
             self.input_proj(features), mask, self.query_embed.weight, pos
         )  # [B, Q, D]
-        return {
-            "pred_logits": self.class_embed(hs),  # [B, Q, C + 1]
-            "pred_boxes": self.bbox_embed(hs).sigmoid(),  # [B, Q, 4]
-            "hidden_states": hs,  # [B, Q, D]
-        }
+        logits, boxes = self.predict(hs)
+        return {"pred_logits": logits, "pred_boxes": boxes, "hidden_states": hs}
+
+    def predict(self, hs: Tensor) -> tuple[Tensor, Tensor]:
+        """Class logits ``[B, Q, C + 1]`` and normalised cxcywh boxes ``[B, Q, 4]`` of decoder
+        states ``hs [B, Q, D]``, in fp32 whatever the autocast state (a bf16 box head moves
+        a 1066-pixel coordinate by 2 pixels)."""
+        with full_precision(hs.device):
+            hs = hs.float()
+            return self.class_embed(hs), self.bbox_embed(hs).sigmoid()
 
     def _as_batch(self, images: Sequence[Tensor] | tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         device = self.query_embed.weight.device

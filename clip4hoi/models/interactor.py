@@ -17,10 +17,11 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from torchvision.ops import batched_nms, box_convert, box_iou
+from torchvision.ops import batched_nms, box_convert
 
 from clip4hoi.config import DetectorConfig
 from clip4hoi.data.metadata import HUMAN_OBJECT_ID
+from clip4hoi.models.precision import full_precision
 
 NUM_SPATIAL_FEATURES = 36
 
@@ -62,13 +63,15 @@ def image_proposals(logits: Tensor, boxes: Tensor, hidden: Tensor, label_to_obje
                     image_size: tuple[int, int], cfg: DetectorConfig) -> Instances:
     """Proposals of one image from raw DETR outputs: ``logits`` ``[Q, C+1]``, ``boxes``
     ``[Q, 4]`` (cxcywh normalised by the image size), ``hidden`` ``[Q, D]``;
-    ``label_to_object`` maps DETR classes to COCO-80 ids (``-1``: none)."""
+    ``label_to_object`` maps DETR classes to COCO-80 ids (``-1``: none). Scores and boxes
+    are computed in fp32 whatever the autocast state."""
     height, width = image_size
-    scores, labels = logits.softmax(-1)[:, :-1].max(-1)
-    objects = label_to_object[labels]
-    scale = boxes.new_tensor([width, height, width, height])
-    boxes = box_convert(boxes, "cxcywh", "xyxy") * scale
-    keep = select_proposals(boxes, scores, objects, cfg)
+    with full_precision(boxes.device):
+        scores, labels = logits.float().softmax(-1)[:, :-1].max(-1)
+        objects = label_to_object[labels]
+        boxes = box_convert(boxes.float(), "cxcywh", "xyxy") * boxes.new_tensor(
+            [width, height, width, height], dtype=torch.float32)
+        keep = select_proposals(boxes, scores, objects, cfg)
     return Instances(boxes[keep], scores[keep], objects[keep], hidden[keep])
 
 
@@ -93,8 +96,15 @@ def spatial_encodings(boxes_h: Tensor, boxes_o: Tensor, image_size: tuple[int, i
     Raw values: both centres (x, y) and sizes (w, h) normalised by the image size, both
     areas and their ratio, both aspect ratios, the IoU, and the x and y distance between
     the centres normalised by the human box size, split by direction (4 values).
-    ``image_size`` is ``(height, width)``; boxes are xyxy ``[P, 4]``.
+    ``image_size`` is ``(height, width)``; boxes are xyxy ``[P, 4]``. Computed in fp32
+    whatever the autocast state.
     """
+    with full_precision(boxes_h.device):
+        return _spatial_encodings(boxes_h.float(), boxes_o.float(), image_size, eps)
+
+
+def _spatial_encodings(boxes_h: Tensor, boxes_o: Tensor, image_size: tuple[int, int],
+                       eps: float) -> Tensor:
     height, width = image_size
     scale = boxes_h.new_tensor([width, height, width, height])
     ch, co = (box_convert(b, "xyxy", "cxcywh") / scale for b in (boxes_h, boxes_o))
@@ -102,13 +112,24 @@ def spatial_encodings(boxes_h: Tensor, boxes_o: Tensor, image_size: tuple[int, i
     area_h, area_o = w_h * h_h, w_o * h_o
     dx = (cx_o - cx_h).abs() / (w_h + eps)
     dy = (cy_o - cy_h).abs() / (h_h + eps)
-    iou = torch.diagonal(box_iou(boxes_h, boxes_o)) if len(boxes_h) else boxes_h.new_zeros(0)
+    iou = paired_box_iou(boxes_h, boxes_o)
     raw = torch.stack([
         cx_h, cy_h, cx_o, cy_o, w_h, h_h, w_o, h_o,
         area_h, area_o, area_o / (area_h + eps), w_h / (h_h + eps), w_o / (h_o + eps), iou,
         (cx_o > cx_h) * dx, (cx_o < cx_h) * dx, (cy_o > cy_h) * dy, (cy_o < cy_h) * dy,
     ], dim=1)
     return torch.cat([raw, torch.log(raw + eps)], dim=1)
+
+
+def paired_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """IoU ``[P]`` of each box of ``boxes1`` ``[P, 4]`` with the same row of ``boxes2`` (xyxy):
+    the diagonal of ``box_iou`` without its ``[P, P]`` matrix."""
+    lt = torch.maximum(boxes1[:, :2], boxes2[:, :2])
+    rb = torch.minimum(boxes1[:, 2:], boxes2[:, 2:])
+    inter = (rb - lt).clamp(min=0).prod(1)
+    area1 = (boxes1[:, 2:] - boxes1[:, :2]).prod(1)
+    area2 = (boxes2[:, 2:] - boxes2[:, :2]).prod(1)
+    return inter / (area1 + area2 - inter)
 
 
 def sine_embedding(coords: Tensor, dim: int, temperature: float = 10000.0) -> Tensor:
@@ -123,10 +144,12 @@ def sine_embedding(coords: Tensor, dim: int, temperature: float = 10000.0) -> Te
 
 
 def box_sine_embedding(boxes: Tensor, image_size: tuple[int, int], dim: int) -> Tensor:
-    """Sine embedding ``[N, dim]`` of the normalised centre and size of xyxy boxes."""
+    """Sine embedding ``[N, dim]`` (fp32) of the normalised centre and size of xyxy boxes."""
     height, width = image_size
-    scale = boxes.new_tensor([width, height, width, height])
-    return sine_embedding(box_convert(boxes, "xyxy", "cxcywh") / scale, dim)
+    with full_precision(boxes.device):
+        boxes = boxes.float()
+        scale = boxes.new_tensor([width, height, width, height])
+        return sine_embedding(box_convert(boxes, "xyxy", "cxcywh") / scale, dim)
 
 
 class HOInteractor(nn.Module):

@@ -19,15 +19,15 @@ from torchvision.ops import box_iou
 def pair_labels(boxes_h: Tensor, boxes_o: Tensor, target: dict[str, Tensor],
                 num_classes: int, match_iou: float) -> Tensor:
     """Multi-hot labels ``[P, K]`` of proposal pairs (xyxy ``[P, 4]`` each) from one image's
-    target (``boxes_h``, ``boxes_o`` ``[N, 4]``, ``hoi`` ``[N]``)."""
-    labels = boxes_h.new_zeros(len(boxes_h), num_classes)
+    target (``boxes_h``, ``boxes_o`` ``[N, 4]``, ``hoi`` ``[N]``), float32. Dense (no
+    data-dependent shapes, so no host sync)."""
     if len(boxes_h) == 0 or len(target["hoi"]) == 0:
-        return labels
-    overlap = torch.minimum(box_iou(boxes_h, target["boxes_h"]),
-                            box_iou(boxes_o, target["boxes_o"]))          # [P, N]
-    p, n = torch.nonzero(overlap >= match_iou).unbind(1)
-    labels[p, target["hoi"][n]] = 1
-    return labels
+        return torch.zeros(len(boxes_h), num_classes, device=boxes_h.device)
+    overlap = torch.minimum(box_iou(boxes_h.float(), target["boxes_h"].float()),
+                            box_iou(boxes_o.float(), target["boxes_o"].float()))  # [P, N]
+    matched = (overlap >= match_iou).float()                                    # [P, N]
+    classes = F.one_hot(target["hoi"], num_classes).float()                     # [N, K]
+    return (matched @ classes).clamp(max=1).float()
 
 
 def image_labels(targets: list[dict[str, Tensor]], num_classes: int, device: torch.device
@@ -69,6 +69,8 @@ def focal_loss_from_log_prob(log_p: Tensor, labels: Tensor, alpha: float, gamma:
 def fused_log_scores(pair_logits: Tensor, global_logits: Tensor, prior: Tensor, alpha: float,
                      lam: float) -> Tensor:
     """``log(S_pair^(1-α) · S_glob^α · prior^λ)`` ``[P, K]`` from pair logits ``[P, K]``,
-    the global logits of each pair's image ``[P, K]`` and ``prior = s_h·s_o`` ``[P]``."""
-    return ((1 - alpha) * F.logsigmoid(pair_logits) + alpha * F.logsigmoid(global_logits)
-            + lam * torch.log(prior.clamp(min=1e-12))[:, None])
+    the global logits of each pair's image ``[P, K]`` and ``prior = s_h·s_o`` ``[P]``; in
+    fp32 whatever the logits' type."""
+    return ((1 - alpha) * F.logsigmoid(pair_logits.float())
+            + alpha * F.logsigmoid(global_logits.float())
+            + lam * torch.log(prior.float().clamp(min=1e-12))[:, None])

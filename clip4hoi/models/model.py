@@ -271,9 +271,10 @@ class CLIP4HOI(nn.Module):
         """Append the unique ground-truth boxes (score 1; features of the DETR query that
         overlaps each most) and re-sort humans first."""
         height, width = size
+        detr_boxes = detr_boxes.float()
         all_boxes = box_convert(detr_boxes, "cxcywh", "xyxy") * detr_boxes.new_tensor(
             [width, height, width, height])
-        gt_boxes = torch.cat([target["boxes_h"], target["boxes_o"]])
+        gt_boxes = torch.cat([target["boxes_h"], target["boxes_o"]]).float()
         gt_objects = torch.cat([torch.full_like(target["object"], HUMAN_OBJECT_ID),
                                 target["object"]])
         if len(gt_boxes) == 0:
