@@ -26,7 +26,8 @@ def pair_labels(boxes_h: Tensor, boxes_o: Tensor, target: dict[str, Tensor],
     overlap = torch.minimum(box_iou(boxes_h.float(), target["boxes_h"].float()),
                             box_iou(boxes_o.float(), target["boxes_o"].float()))  # [P, N]
     matched = (overlap >= match_iou).float()                                    # [P, N]
-    classes = F.one_hot(target["hoi"], num_classes).float()                     # [N, K]
+    classes = torch.zeros(len(target["hoi"]), num_classes, device=matched.device).scatter_(
+        1, target["hoi"][:, None], 1.0)                                          # [N, K]
     return (matched @ classes).clamp(max=1).float()
 
 
