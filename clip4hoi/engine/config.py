@@ -123,6 +123,9 @@ class TrainConfig:
     cpu_threads: int = 0
     """Threads of torch's CPU ops, set by the command line (0: torch's default). On a
     shared or small CPU, 1 avoids oversubscription."""
+    max_steps_without_positives: int = 200
+    """Stop when no proposal pair matched an annotated pair for this many optimiser steps
+    in a row (a wrong detector or label map; 0: never stop)."""
     find_unused_parameters: bool = False
     """DDP option; only needed if some trainable parameters can miss a step's graph."""
 
@@ -215,6 +218,8 @@ def validate(config: ExperimentConfig) -> None:
         (train.max_steps >= 0 and train.warmup_steps >= 0 and train.checkpoint_every >= 0
          and train.eval_every >= 0,
          "train.max_steps, warmup_steps, checkpoint_every and eval_every must be >= 0"),
+        (train.max_steps_without_positives >= 0, "train.max_steps_without_positives must "
+         "be >= 0"),
         (train.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1"),
         (data.num_workers >= 0, "data.num_workers must be >= 0"),
     ]

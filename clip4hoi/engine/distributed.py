@@ -12,6 +12,7 @@ The backend is NCCL on GPUs and gloo on CPUs.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,13 +62,18 @@ def init_distributed(device: str = "auto") -> DistInfo:
     return DistInfo(rank, world_size, local_rank, torch_device)
 
 
-def shutdown() -> None:
-    """Leave the process group once every rank is done (no-op without one): a rank that
-    tears gloo down while rank 0 still evaluates aborts ("terminate called without an
-    active exception")."""
-    if dist.is_initialized():
+def shutdown(failed: bool = False) -> None:
+    """Leave the process group (no-op without one). After a normal end every rank first
+    waits for the others: a rank that tears gloo down while rank 0 still evaluates aborts
+    ("terminate called without an active exception"). After an error (``failed``) there is
+    no barrier — the other ranks may be stuck in a collective that this rank will never
+    join, and a barrier would hold this one until the NCCL/gloo timeout — the group is
+    destroyed at once, so the launcher sees this rank exit and stops the job."""
+    if not dist.is_initialized():
+        return
+    if not failed:
         dist.barrier()
-        dist.destroy_process_group()
+    dist.destroy_process_group()
 
 
 def barrier() -> None:
@@ -100,6 +106,27 @@ def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(values)
         values /= dist.get_world_size()
     return values
+
+
+def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
+    """Sum of ``values`` over the ranks (a copy; no host sync on NCCL)."""
+    values = values.detach().clone()
+    if dist.is_initialized():
+        dist.all_reduce(values)
+    return values
+
+
+def all_gather_rows(tensor: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``tensor`` ``[n, ...]`` (same shape on all ranks) concatenated in rank
+    order ``[world_size * n, ...]``, differentiable: the backward pass sums the gradients
+    of all ranks for this rank's rows (``torch.distributed.nn.functional.all_gather``)."""
+    if not dist.is_initialized():
+        return tensor
+    from torch.distributed.nn.functional import all_gather
+
+    with warnings.catch_warnings():   # deprecated in favour of a functional collective
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.cat(all_gather(tensor))
 
 
 def all_true(flag: bool, device: torch.device) -> bool:

@@ -52,17 +52,18 @@ from clip4hoi.engine.data import (
 from clip4hoi.engine.distributed import (
     DistInfo,
     all_gather_objects,
-    all_reduce_mean,
-    all_true,
+    all_gather_rows,
+    all_reduce_sum,
     init_distributed,
 )
-from clip4hoi.engine.evaluate import amp_enabled, autocast, evaluate_model, forward_batch
+from clip4hoi.engine.evaluate import amp_enabled, autocast, evaluate_model
 from clip4hoi.engine.feature_cache import CachedFeatures, build_cache, fill_cache
 from clip4hoi.errors import InputError
 from clip4hoi.fileio import write_atomic
 from clip4hoi.models.model import (
     CLIP4HOI,
     FrozenFeatures,
+    Proposals,
     build_model,
     load_head,
     read_checkpoint,
@@ -70,20 +71,81 @@ from clip4hoi.models.model import (
 
 
 class TrainingError(RuntimeError):
-    """The run cannot go on (non-finite loss or gradient)."""
+    """The run cannot go on (non-finite loss or gradient, no positive pair)."""
+
+
+STEP_STATS = ("loss_pair", "loss_global", "pairs", "positives", "grad_norm")
+"""What :meth:`Trainer.train_step` returns per optimiser step (over all ranks; ``pairs``
+and ``positives`` are the step's pairs and positive pair labels; ``grad_norm`` before
+clipping). ``metrics.jsonl`` logs their means per step over ``log_every`` steps."""
+
+
+def average_gradients(tensors: list[Tensor], info: DistInfo) -> None:
+    """Average the ``.grad`` of ``tensors`` over the ranks (one all-reduce), as DDP does."""
+    if not info.distributed:
+        return
+    grads = [t.grad if t.grad is not None else torch.zeros_like(t) for t in tensors]
+    flat = all_reduce_sum(torch.cat([g.flatten() for g in grads])) / info.world_size
+    for t, chunk in zip(tensors, flat.split([g.numel() for g in grads]), strict=True):
+        t.grad = chunk.view_as(t).to(t.dtype)
 
 
 class HeadStep(nn.Module):
-    """One training forward, from images or from cached frozen features: the module that
-    DDP wraps (DDP only hooks ``forward``)."""
+    """The trainable head's loss on one micro-batch whose frozen part (features,
+    :class:`Proposals`) and class embeddings are given: the module that DDP wraps (DDP
+    only hooks ``forward``). DDP ignores the frozen DETR and CLIP (no broadcast, no
+    buffers) and the prompt vectors, whose gradient the trainer reduces itself after the
+    one text-encoder backward of the step (:meth:`Trainer.train_step`)."""
 
     def __init__(self, model: CLIP4HOI) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, inputs: list[Tensor] | FrozenFeatures, targets: list[dict],
-                classes: HOIClassSet) -> dict[str, Tensor]:
-        return forward_batch(self.model, inputs, targets, targets, classes)
+    def forward(self, features: FrozenFeatures, proposals: Proposals, text: Tensor,
+                normalizer: Tensor) -> dict[str, Tensor]:
+        log_scores, global_logits = self.model.score(features, proposals, text)
+        return self.model._losses(proposals, log_scores, global_logits, normalizer)
+
+    def names_ddp_ignores(self) -> list[str]:
+        """Frozen parameters and buffers, and the prompt vectors (see the class doc)."""
+        prompts = {id(t) for t in prompt_tensors(self.model)}
+        names = [name for name, p in self.named_parameters()
+                 if not p.requires_grad or id(p) in prompts]
+        return names + [name for name, _ in self.named_buffers()]
+
+
+def prompt_tensors(model: CLIP4HOI) -> list[Tensor]:
+    """The learnable prompt vectors (none when ``head.learn_prompts`` is off)."""
+    classifier = model.classifier
+    return [t for t in (classifier.prefix, classifier.conjunction) if t.requires_grad]
+
+
+def parameter_groups(model: CLIP4HOI, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: weight decay on the weight matrices only; none on biases, norms,
+    prompt vectors and the logit scales and biases (as DETR / CLIP fine-tuning)."""
+    prompts = {id(t) for t in prompt_tensors(model)}
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 or id(p) in prompts else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def encode_prompts(model: CLIP4HOI, classes: HOIClassSet, info: DistInfo) -> Tensor:
+    """Class embeddings ``[K, E]`` with gradient to the prompts, each rank encoding a
+    ``1 / world_size`` share of the classes (a differentiable all-gather joins them: the
+    backward pass gives each rank the gradient of all ranks' losses for its share)."""
+    classifier, clip = model.classifier, model.clip
+    if not info.distributed:
+        return classifier.prompt_embeddings(clip, classes)
+    total = len(classes)
+    share = -(-total // info.world_size)
+    rows = slice(min(info.rank * share, total), min((info.rank + 1) * share, total))
+    local = classifier.prompt_embeddings(clip, classes, rows) if rows.stop > rows.start \
+        else classifier.pair_proj.weight.new_zeros(0, clip.embed_dim)
+    local = torch.cat([local, local.new_zeros(share - len(local), local.shape[1])])
+    return all_gather_rows(local)[:total]
 
 
 def lr_factor(step: int, cfg: TrainConfig, steps_per_epoch: int, total_steps: int) -> float:
@@ -137,11 +199,14 @@ class Trainer:
 
         seed_everything(cfg.seed)       # the same initial weights on every rank
         self.model = build_model(config.model).to(info.device)
-        self.step_module: nn.Module = HeadStep(self.model)
+        head = HeadStep(self.model)
+        self.step_module: nn.Module = head
         if info.distributed:
+            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+                head, head.names_ddp_ignores())
             self.step_module = DistributedDataParallel(
-                self.step_module, device_ids=[info.device.index] if info.device.type == "cuda"
-                else None, find_unused_parameters=cfg.find_unused_parameters)
+                head, device_ids=[info.device.index] if info.device.type == "cuda" else None,
+                find_unused_parameters=cfg.find_unused_parameters, broadcast_buffers=False)
         self.amp = amp_enabled(cfg.amp, info.device)
 
         self.cache = build_cache(config.feature_cache, self.model, config.data.transform)
@@ -159,10 +224,10 @@ class Trainer:
         total = cfg.max_steps or cfg.epochs * self.steps_per_epoch
 
         self.parameters = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = AdamW(self.parameters, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.optimizer = AdamW(parameter_groups(self.model, cfg.weight_decay), lr=cfg.lr)
         self.scheduler = LambdaLR(self.optimizer, lambda step: lr_factor(
             step, cfg, self.steps_per_epoch, total))
-        self.epoch = self.batches_done = self.step = 0
+        self.epoch = self.batches_done = self.step = self.steps_without_positives = 0
         self.best_metric = best_metric_name(config)
         self.best_value: float | None = None
         seed_everything(cfg.seed + 7919 * info.rank)  # the training RNG (dropout), per rank
@@ -312,7 +377,7 @@ class Trainer:
             window.append(parts)
             rate = images / (time.perf_counter() - started)
             if info.is_main:
-                bar.set_postfix(loss=f"{float(parts.sum()):.4f}", img_s=f"{rate:.1f}")
+                bar.set_postfix(loss=f"{float(parts[:2].sum()):.4f}", img_s=f"{rate:.1f}")
             if self.step % cfg.log_every == 0:
                 self._log_window(window, rate)
                 window = []
@@ -324,27 +389,20 @@ class Trainer:
 
     def train_step(self, group: list[tuple[Any, list[dict]]]) -> Tensor:
         """One optimiser step on the micro-batches ``group`` (``(inputs, targets)`` as the
-        loader gives them): forward and backward each (accumulating), clip, step. Returns
-        this rank's mean loss parts ``[loss_pair, loss_global]``."""
-        info, cfg = self.info, self.config.train
-        classes = self.train_set.class_set
-        total = torch.zeros(2, device=info.device)
-        for k, (inputs, targets) in enumerate(group):
-            inputs = inputs_to_device(inputs, info.device)
-            # DDP all-reduces the gradients on the group's last backward only.
-            accumulate = k < len(group) - 1 and isinstance(self.step_module,
-                                                           DistributedDataParallel)
-            with self.step_module.no_sync() if accumulate else contextlib.nullcontext():
-                with autocast(info.device, self.amp):
-                    losses = self.step_module(inputs, to_device(targets, info.device), classes)
-                parts = torch.stack([losses["loss_pair"], losses["loss_global"]]).float()
-                if not all_true(bool(torch.isfinite(parts.detach()).all()), info.device):
-                    raise self._stop("loss", parts.detach())
-                (parts.sum() / len(group)).backward()
-            total += parts.detach() / len(group)
+        loader gives them): :meth:`accumulate_gradients`, clip, step. Stops with a
+        :class:`TrainingError` on a non-finite loss or gradient, before the update, and
+        when no pair was positive for ``train.max_steps_without_positives`` steps.
+        Returns the step's statistics (:data:`STEP_STATS`, over all ranks)."""
+        cfg = self.config.train
+        stats = self.accumulate_gradients(group)
         norm = torch.nn.utils.clip_grad_norm_(self.parameters, cfg.clip_grad_norm or math.inf)
-        if not torch.isfinite(norm):
-            raise self._stop("gradient norm", total)
+        # The one host sync before the update: whether to apply it.
+        values = dict(zip(STEP_STATS, torch.cat([stats, norm[None].float()]).tolist(),
+                          strict=True))
+        if not (math.isfinite(values["loss_pair"]) and math.isfinite(values["loss_global"])):
+            raise self._stop("loss", values)
+        if not math.isfinite(values["grad_norm"]):
+            raise self._stop("gradient norm", values)
         try:
             self.optimizer.step()
         except RuntimeError as error:   # AdamW's step size overflows float32 (lr ~1e37)
@@ -354,26 +412,105 @@ class Trainer:
                                 f"step {self.step + 1}: train.lr={cfg.lr:g} is too large; the "
                                 f"checkpoints in {self.checkpoints.dir} are intact") from None
         # A finite gradient can still blow the weights up (a huge learning rate): stop
-        # before such weights reach a checkpoint.
-        finite = bool(torch.stack([torch.isfinite(p).all() for p in self.parameters]).all())
-        if not all_true(finite, info.device):
+        # before such weights reach a checkpoint. (Every rank holds the same weights, so
+        # every rank decides alike.)
+        if not bool(torch.stack([torch.isfinite(p).all() for p in self.parameters]).all()):
             raise self._stop("weights after the optimiser step (is train.lr too large?)",
-                             total)
+                             values)
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.step += 1
-        return total
+        self._check_positives(values)
+        return torch.tensor([values[k] for k in STEP_STATS])
 
-    def _stop(self, what: str, parts: Tensor) -> TrainingError:
+    def accumulate_gradients(self, group: list[tuple[Any, list[dict]]]) -> Tensor:
+        """The gradients of one optimiser step, accumulated in ``.grad`` (nothing applied).
+
+        1. The frozen part of every micro-batch first (DETR and CLIP or the cache, then
+           proposals and labels), so that the step's positive pair labels and image labels
+           — summed over the micro-batches and all-reduced over the ranks — normalise every
+           micro-batch's loss: the gradient is then the same however the step's images are
+           split over ranks and micro-batches (as UPT normalises by the all-reduced count).
+        2. The class embeddings once per step (each rank encodes a share), used as a
+           detached leaf by every micro-batch; its accumulated gradient then goes back
+           through the text encoder once, and the prompts' gradients are averaged over the
+           ranks like DDP averages the others.
+
+        Returns ``[loss_pair, loss_global, pairs, positives]`` of the step over all ranks
+        (the losses as DDP's mean, the counts summed), on the device."""
+        info = self.info
+        model = self.model
+        classes = self.train_set.class_set
+        frozen = []
+        for inputs, targets in group:
+            inputs = inputs_to_device(inputs, info.device)
+            device_targets = to_device(targets, info.device)
+            sizes = [(int(t["size"][0]), int(t["size"][1])) for t in targets]
+            with autocast(info.device, self.amp):
+                features = inputs if isinstance(inputs, FrozenFeatures) else \
+                    model.extract_features(inputs)
+                proposals = model.proposals(features, sizes, device_targets, classes)
+            frozen.append((features, proposals))
+        counts = all_reduce_sum(torch.stack([
+            sum(p.labels.sum() for _, p in frozen), sum(p.image_labels.sum() for _, p in frozen),
+        ]))                                                                   # [2]
+        normalizer = counts.clamp(min=1) / info.world_size
+        prompts = prompt_tensors(model)
+        with autocast(info.device, self.amp):
+            if prompts:
+                encoded = encode_prompts(model, classes, info)
+                text = encoded.detach().requires_grad_()
+            else:
+                with torch.no_grad():
+                    text = model.classifier.text_embeddings(model.clip, classes)
+        parts = torch.zeros(2, device=info.device)
+        for k, (features, proposals) in enumerate(frozen):
+            # DDP all-reduces the gradients on the group's last backward only.
+            accumulate = k < len(frozen) - 1 and isinstance(self.step_module,
+                                                            DistributedDataParallel)
+            with self.step_module.no_sync() if accumulate else contextlib.nullcontext():
+                with autocast(info.device, self.amp):
+                    losses = self.step_module(features, proposals, text, normalizer)
+                loss = torch.stack([losses["loss_pair"], losses["loss_global"]]).float()
+                loss.sum().backward()
+            parts += loss.detach()
+        if prompts:
+            encoded.backward(text.grad.to(encoded.dtype))
+            average_gradients(prompts, info)
+        pairs = float(sum(sum(p.counts) for _, p in frozen))
+        local = torch.cat([parts / info.world_size, parts.new_tensor([pairs])])
+        return torch.cat([all_reduce_sum(local), counts[:1]])
+
+    def _check_positives(self, values: dict[str, float]) -> None:
+        limit = self.config.train.max_steps_without_positives
+        self.steps_without_positives = 0 if values["positives"] > 0 else \
+            self.steps_without_positives + 1
+        if limit and self.steps_without_positives >= limit:
+            raise TrainingError(
+                f"no proposal pair matched an annotated pair in the last {limit} optimiser "
+                f"steps (train.max_steps_without_positives; at epoch {self.epoch + 1}, step "
+                f"{self.step}): only the global loss is training. Likely causes: "
+                f"model.detector.weights is not a detector for these images (or random), "
+                f"its classes do not map to COCO-80 (80 classes in COCO-80 order or 91 COCO "
+                f"ids), its proposals are cut by model.detector.score_threshold / max_*, the "
+                f"annotations' boxes are not xyxy pixels, or model.loss.match_iou is too "
+                f"high; model.loss.add_gt_boxes=true adds the annotated boxes to the "
+                f"proposals")
+
+    def _stop(self, what: str, values: dict[str, float]) -> TrainingError:
         return TrainingError(
             f"non-finite {what} at epoch {self.epoch + 1}, step {self.step + 1} (rank "
-            f"{self.info.rank}: loss_pair={float(parts[0]):.6g}, loss_global="
-            f"{float(parts[1]):.6g}); the checkpoints in {self.checkpoints.dir} are intact")
+            f"{self.info.rank}: loss_pair={values['loss_pair']:.6g}, loss_global="
+            f"{values['loss_global']:.6g}); the checkpoints in {self.checkpoints.dir} are "
+            f"intact")
 
     def _log_window(self, window: list[Tensor], rate: float) -> None:
-        parts = all_reduce_mean(torch.stack(window).mean(0)).tolist()
-        self._log({"epoch": self.epoch + 1, "step": self.step, "loss": parts[0] + parts[1],
-                   "loss_pair": parts[0], "loss_global": parts[1],
+        stats = dict(zip(STEP_STATS, torch.stack(window).mean(0).tolist(), strict=True))
+        self._log({"epoch": self.epoch + 1, "step": self.step,
+                   "loss": stats["loss_pair"] + stats["loss_global"],
+                   "loss_pair": stats["loss_pair"], "loss_global": stats["loss_global"],
+                   "pairs": stats["pairs"], "positives": stats["positives"],
+                   "grad_norm": stats["grad_norm"],
                    "lr": self.optimizer.param_groups[0]["lr"], "images_per_s": rate})
 
     # ------------------------------------------------------------ evaluation, checkpoints

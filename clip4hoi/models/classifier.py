@@ -77,14 +77,22 @@ class HOIClassifier(nn.Module):
             self._text_cache[key] = text.to(self.prefix.device)
         if not trainable and key in self._text_cache:
             return self._text_cache[key]
-        objects = [words(name) for name in classes.object_names]
-        text = F.normalize(clip.encode_prompts(list(classes.verbs), objects, self.prefix,
-                                               self.conjunction), dim=-1)
+        text = self.prompt_embeddings(clip, classes)
         if not trainable:
             self._text_cache[key] = text
             while len(self._text_cache) > _CACHE_SIZE:
                 self._text_cache.popitem(last=False)
         return text
+
+    def prompt_embeddings(self, clip: CLIPEncoder, classes: HOIClassSet,
+                          rows: slice = slice(None)) -> Tensor:
+        """Normalised embeddings ``[k, E]`` of the classes ``rows`` of ``classes``, through
+        the text encoder (gradients flow to the prompts; never cached). The trainer encodes
+        a ``1 / world_size`` share of the classes on each rank."""
+        verbs = list(classes.verbs[rows])
+        objects = [words(name) for name in classes.object_names[rows]]
+        return F.normalize(clip.encode_prompts(verbs, objects, self.prefix, self.conjunction),
+                           dim=-1)
 
     def forward(self, pair_features: Tensor, image_features: Tensor, text: Tensor
                 ) -> tuple[Tensor, Tensor]:

@@ -46,8 +46,8 @@ def logit_from_log_prob(log_p: Tensor) -> Tensor:
     return log_p - torch.log(-torch.expm1(log_p))
 
 
-def binary_focal_loss_with_logits(logits: Tensor, labels: Tensor, alpha: float, gamma: float
-                                  ) -> Tensor:
+def binary_focal_loss_with_logits(logits: Tensor, labels: Tensor, alpha: float, gamma: float,
+                                  mask: Tensor | None = None) -> Tensor:
     """Summed binary focal loss ``-α_t (1 - p_t)^γ log p_t`` of ``sigmoid(logits)``.
 
     Same value as ``torchvision.ops.sigmoid_focal_loss``, but ``(1 - p_t)^γ`` is computed as
@@ -58,13 +58,16 @@ def binary_focal_loss_with_logits(logits: Tensor, labels: Tensor, alpha: float, 
     ce = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
     modulator = torch.exp(gamma * F.logsigmoid((1 - 2 * labels) * logits))  # (1 - p_t)^γ
     weight = alpha * labels + (1 - alpha) * (1 - labels)
+    if mask is not None:       # entries outside ``mask`` do not count
+        weight = weight * mask
     return (weight * modulator * ce).sum()
 
 
-def focal_loss_from_log_prob(log_p: Tensor, labels: Tensor, alpha: float, gamma: float
-                             ) -> Tensor:
-    """Summed binary focal loss of probabilities given as logs."""
-    return binary_focal_loss_with_logits(logit_from_log_prob(log_p), labels, alpha, gamma)
+def focal_loss_from_log_prob(log_p: Tensor, labels: Tensor, alpha: float, gamma: float,
+                             mask: Tensor | None = None) -> Tensor:
+    """Summed binary focal loss of probabilities given as logs (over ``mask`` if given)."""
+    return binary_focal_loss_with_logits(logit_from_log_prob(log_p), labels, alpha, gamma,
+                                         mask)
 
 
 def fused_log_scores(pair_logits: Tensor, global_logits: Tensor, prior: Tensor, alpha: float,

@@ -126,6 +126,22 @@ class FrozenFeatures:
                               self.grid)
 
 
+@dataclass
+class Proposals:
+    """A batch's proposals and pairs (the frozen part of the head, :meth:`CLIP4HOI.proposals`).
+    ``P`` pairs over the batch, ``K`` classes."""
+
+    instances: list[Instances]             # per image, humans first
+    pairs: list[tuple[Tensor, Tensor]]     # per image: human and object indices [P_i]
+    counts: list[int]                      # P_i (on the host)
+    image_sizes: list[tuple[int, int]]     # (h, w) per image
+    image_of_pair: Tensor                  # [P] image index of each pair
+    prior: Tensor                          # [P] s_h * s_o (fp32)
+    valid: Tensor                          # [P, K] bool: class object == detected object
+    labels: Tensor | None = None           # [P, K] pair labels (training), 0 where not valid
+    image_labels: Tensor | None = None     # [B, K] image labels (training)
+
+
 def detector_label_map(num_classes: int) -> Tensor:
     """COCO-80 id of each DETR class index (``-1`` where there is none): 80 classes are
     COCO-80 (HICO-DET fine-tuned DETRs), 91 are COCO category ids (original DETR)."""
@@ -211,44 +227,77 @@ class CLIP4HOI(nn.Module):
     # ---------------------------------------------------------------------- trainable head
 
     def forward_features(self, features: FrozenFeatures, image_sizes: list[tuple[int, int]],
-                         targets: list[dict] | None = None, classes: HOIClassSet | None = None
+                         targets: list[dict] | None = None, classes: HOIClassSet | None = None,
+                         text: Tensor | None = None, normalizer: Tensor | None = None
                          ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
-        """The head on precomputed :class:`FrozenFeatures`; ``image_sizes`` are ``(h, w)``."""
+        """The head on precomputed :class:`FrozenFeatures`; ``image_sizes`` are ``(h, w)``.
+
+        ``text``: the class embeddings ``[K, E]`` when the caller computed them (the trainer
+        encodes the prompts once per optimiser step); ``normalizer``: the divisors
+        ``[2]`` of the summed pair and global losses (default: this batch's positive
+        labels), see :meth:`_losses`."""
         classes = classes or self.classes
+        proposals = self.proposals(features, image_sizes, targets, classes)
+        if text is None:
+            text = self.classifier.text_embeddings(self.clip, classes)        # [K, E]
+        log_scores, global_logits = self.score(features, proposals, text)
+        if self.training:
+            return self._losses(proposals, log_scores, global_logits, normalizer)
+        return self._detections(proposals, log_scores, classes)
+
+    @torch.no_grad()
+    def proposals(self, features: FrozenFeatures, image_sizes: list[tuple[int, int]],
+                  targets: list[dict] | None, classes: HOIClassSet) -> Proposals:
+        """The frozen part of the head: proposals, pairs, their priors and object masks and,
+        in training, their labels. Nothing here depends on a trainable weight, so the
+        trainer computes it for every micro-batch first, to count the positives of the
+        whole optimiser step before any loss."""
         if targets is None and (self.training or self.config.detector.use_gt_boxes):
             raise ValueError("CLIP4HOI needs targets in training mode (call .eval() to "
                              "detect) and with detector.use_gt_boxes")
-        head = self.config.head
         instances = [self._instances(features, i, size, None if targets is None else targets[i])
                      for i, size in enumerate(image_sizes)]
         pairs = [enumerate_pairs(inst.objects) for inst in instances]
-        tokens = self.interactor([inst.hidden for inst in instances],
-                                 [inst.boxes for inst in instances], pairs, image_sizes)
-        union_boxes = None
-        if head.union_mask:
-            union_boxes = [normalised_union_boxes(inst.boxes[h], inst.boxes[o], size)
-                           for inst, (h, o), size in zip(instances, pairs, image_sizes,
-                                                         strict=True)]
-        pair_features = self.decoder(tokens, features.clip_patches, features.grid, union_boxes)
-
-        text = self.classifier.text_embeddings(self.clip, classes)            # [K, E]
-        pair_logits, global_logits = self.classifier(
-            torch.cat(pair_features), features.clip_global, text)          # [P, K], [B, K]
-        counts = torch.tensor([len(h) for h, _ in pairs], device=text.device)
-        image_of_pair = torch.repeat_interleave(torch.arange(len(pairs), device=text.device),
-                                                counts)
+        counts = [len(h) for h, _ in pairs]
+        device = features.boxes.device
+        image_of_pair = torch.repeat_interleave(
+            torch.arange(len(pairs), device=device),
+            torch.tensor(counts, device=device), output_size=sum(counts))
         pair_objects = torch.cat([inst.objects[o] for inst, (_, o) in zip(instances, pairs,
                                                                           strict=True)])
         prior = torch.cat([inst.scores[h] * inst.scores[o]
                            for inst, (h, o) in zip(instances, pairs, strict=True)])
-        class_objects = torch.tensor(classes.objects, device=text.device)
+        class_objects = torch.tensor(classes.objects, device=device)
         valid = pair_objects[:, None] == class_objects[None, :]                # [P, K]
+        labels = image = None
+        if targets is not None and self.training:
+            labels = torch.cat([pair_labels(inst.boxes[h], inst.boxes[o], target,
+                                            len(classes), self.config.loss.match_iou)
+                                for inst, (h, o), target in zip(instances, pairs, targets,
+                                                                strict=True)]) * valid
+            image = image_labels(targets, len(classes), device)
+        return Proposals(instances, pairs, counts, image_sizes, image_of_pair, prior, valid,
+                         labels, image)
+
+    def score(self, features: FrozenFeatures, proposals: Proposals, text: Tensor
+              ) -> tuple[Tensor, Tensor]:
+        """The trainable part: fused log scores ``[P, K]`` (fp32) of the pairs and global
+        logits ``[B, K]`` from the frozen features, the proposals and class embeddings."""
+        head = self.config.head
+        instances, pairs, sizes = proposals.instances, proposals.pairs, proposals.image_sizes
+        tokens = self.interactor([inst.hidden for inst in instances],
+                                 [inst.boxes for inst in instances], pairs, sizes)
+        union_boxes = None
+        if head.union_mask:
+            union_boxes = [normalised_union_boxes(inst.boxes[h], inst.boxes[o], size)
+                           for inst, (h, o), size in zip(instances, pairs, sizes, strict=True)]
+        pair_features = self.decoder(tokens, features.clip_patches, features.grid, union_boxes)
+        pair_logits, global_logits = self.classifier(
+            torch.cat(pair_features), features.clip_global, text)          # [P, K], [B, K]
         lam = head.lambda_train if self.training else head.lambda_test
-        log_scores = fused_log_scores(pair_logits, global_logits[image_of_pair], prior,
-                                      head.alpha, lam)                        # [P, K]
-        if self.training:
-            return self._losses(instances, pairs, targets, log_scores, global_logits, valid)
-        return self._detections(instances, pairs, log_scores, valid, classes, counts)
+        log_scores = fused_log_scores(pair_logits, global_logits[proposals.image_of_pair],
+                                      proposals.prior, head.alpha, lam)       # [P, K]
+        return log_scores, global_logits
 
     def _instances(self, features: FrozenFeatures, i: int, size: tuple[int, int],
                    target: dict | None) -> Instances:
@@ -289,37 +338,40 @@ class CLIP4HOI(nn.Module):
                          torch.cat([inst.scores, torch.ones_like(gt_boxes[:, 0])])[order],
                          objects[order], torch.cat([inst.hidden, hidden[nearest]])[order])
 
-    def _losses(self, instances: list[Instances], pairs: list[tuple[Tensor, Tensor]],
-                targets: list[dict], log_scores: Tensor, global_logits: Tensor, valid: Tensor
-                ) -> dict[str, Tensor]:
+    def _losses(self, proposals: Proposals, log_scores: Tensor, global_logits: Tensor,
+                normalizer: Tensor | None = None) -> dict[str, Tensor]:
+        """Summed focal losses divided by ``normalizer`` ``[2]`` (pair, global); by default
+        this batch's positive pair labels and image labels (at least 1). The trainer passes
+        the positives of the whole optimiser step (all ranks and micro-batches, divided by
+        the world size, as DDP averages), so that the gradients do not depend on how the
+        step's images are split."""
         cfg = self.config.loss
-        num_classes = log_scores.shape[1]
-        labels = torch.cat([pair_labels(inst.boxes[h], inst.boxes[o], target, num_classes,
-                                        cfg.match_iou)
-                            for inst, (h, o), target in zip(instances, pairs, targets,
-                                                            strict=True)])
-        positives = labels[valid]
-        loss_pair = focal_loss_from_log_prob(log_scores[valid], positives, cfg.focal_alpha,
-                                             cfg.focal_gamma) / positives.sum().clamp(min=1)
-        if not valid.any():
+        labels, labels_global = proposals.labels, proposals.image_labels
+        if normalizer is None:
+            normalizer = torch.stack([labels.sum(), labels_global.sum()]).clamp(min=1)
+        # Classes of another object than the pair's are masked out of the sum.
+        loss_pair = focal_loss_from_log_prob(log_scores, labels, cfg.focal_alpha,
+                                             cfg.focal_gamma, mask=proposals.valid)
+        loss_pair = loss_pair / normalizer[0]
+        if not proposals.counts or sum(proposals.counts) == 0:
             # No pair to score in this batch: keep every trainable parameter in the graph
             # (with zero gradient), as DDP expects gradients for all of them on every rank.
             loss_pair = loss_pair + sum(p.sum() for p in self.parameters() if p.requires_grad
                                         ) * 0.0
-        labels_global = image_labels(targets, num_classes, global_logits.device)
-        loss_global = binary_focal_loss_with_logits(global_logits, labels_global,
+        loss_global = binary_focal_loss_with_logits(global_logits.float(), labels_global,
                                                     cfg.focal_alpha, cfg.focal_gamma)
-        loss_global = cfg.global_weight * loss_global / labels_global.sum().clamp(min=1)
+        loss_global = cfg.global_weight * loss_global / normalizer[1]
         return {"loss_pair": loss_pair, "loss_global": loss_global}
 
     @staticmethod
-    def _detections(instances: list[Instances], pairs: list[tuple[Tensor, Tensor]],
-                    log_scores: Tensor, valid: Tensor, classes: HOIClassSet, counts: Tensor
+    def _detections(proposals: Proposals, log_scores: Tensor, classes: HOIClassSet
                     ) -> list[dict[str, Tensor]]:
         verb_ids = torch.tensor(classes.verb_ids, device=log_scores.device)
         results = []
-        for inst, (h, o), scores, mask in zip(instances, pairs, log_scores.split(counts.tolist()),
-                                              valid.split(counts.tolist()), strict=True):
+        for inst, (h, o), scores, mask in zip(proposals.instances, proposals.pairs,
+                                              log_scores.split(proposals.counts),
+                                              proposals.valid.split(proposals.counts),
+                                              strict=True):
             p, k = torch.nonzero(mask).unbind(1)
             results.append({
                 "human_boxes": inst.boxes[h[p]], "object_boxes": inst.boxes[o[p]],
