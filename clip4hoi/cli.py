@@ -165,18 +165,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.output_dir:
         config.train.output_dir = args.output_dir
     _set_cpu_threads(config.train.cpu_threads)
+    rank = os.environ.get("RANK", "0")
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     try:
         output_dir = train(config, resume=args.resume)
-    except TrainingError as error:
-        print(f"clip4hoi train: stopped: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        raise KeyboardInterrupt(f"the checkpoints written so far are kept in "
-                                f"{config.output_dir / 'checkpoints'}; continue with "
-                                f"--resume") from None
-    finally:
-        shutdown()
-    if os.environ.get("RANK", "0") == "0":
+    except BaseException as error:
+        # No barrier after an error: the other ranks may wait in a collective this one
+        # never joins. Leaving at once lets torchrun stop the job within seconds.
+        shutdown(failed=True)
+        if isinstance(error, TrainingError):
+            print(f"clip4hoi train: stopped: {error}", file=sys.stderr)
+            return 1
+        if distributed:
+            print(f"clip4hoi train: rank {rank} failed: {type(error).__name__}: {error}",
+                  file=sys.stderr)
+        if isinstance(error, KeyboardInterrupt):
+            raise KeyboardInterrupt(f"the checkpoints written so far are kept in "
+                                    f"{config.output_dir / 'checkpoints'}; continue with "
+                                    f"--resume") from None
+        raise
+    shutdown()
+    if rank == "0":
         print(f"clip4hoi train: done; checkpoints, config.yaml and metrics.jsonl in "
               f"{output_dir}", file=sys.stderr)
     return 0

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -48,3 +49,37 @@ def test_two_process_gloo_run_checkpoints_and_evaluates(tmp_path: Path,
     single = json.loads((tmp_path / "dets.results.json").read_text())["map"]
     assert single["full"] == pytest.approx(evaluation["map_full"])
     assert len(json.loads(dets.read_text())["images"]) == 4
+
+
+def test_a_failing_rank_ends_the_job_within_seconds(tmp_path: Path) -> None:
+    """Rank 1 raises in its second optimiser step while rank 0 waits in a collective: no
+    barrier holds the job until the gloo/NCCL timeout; it exits non-zero, naming rank 1."""
+    data = make_small_data(tmp_path / "data")
+    settings = [f"data.root={data}", f"feature_cache.dir={tmp_path / 'cache'}",
+                "data.transform.scales=[112,128]", "data.transform.test_scale=128",
+                "data.transform.max_size=256", "train.epochs=5", "train.batch_size=4",
+                "train.eval_every=0"]
+    tests = Path(__file__).resolve().parent
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node=2", str(tests / "distributed_worker.py"), "fail", "train",
+               str(CONFIGS / "smoke.yaml"), "--output-dir", str(tmp_path / "run"),
+               "--set", *settings]
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(tests), os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=env)
+    # Time from the failure on (start-up, imports and the first step come before it).
+    failed_at = None
+    lines = []
+    for line in process.stderr:
+        lines.append(line)
+        if "rank 1 failed" in line and failed_at is None:
+            failed_at = time.monotonic()
+    process.wait(timeout=120)
+    ended = time.monotonic()
+    stderr = "".join(lines)
+    assert process.returncode != 0, stderr[-4000:]
+    assert failed_at is not None, stderr[-4000:]
+    assert "rank 1 failed: RuntimeError: CUDA out of memory (simulated on rank 1)" in stderr
+    print(f"the job ended {ended - failed_at:.1f} s after rank 1 failed")
+    assert ended - failed_at < 30, stderr[-4000:]
