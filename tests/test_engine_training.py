@@ -170,3 +170,20 @@ def test_cli_train_then_test(small_data: Path, tmp_path: Path, one_thread: None,
         written = np.unique(np.array(records[name]["human_boxes"]).round(3), axis=0)
         annotated = np.unique(np.array(ann["boxes_h"]) - [1, 1, 1, 1], axis=0)
         assert np.allclose(written, annotated, atol=1e-3)
+
+
+def test_a_run_without_positive_pairs_stops_with_the_likely_causes(
+        small_data: Path, tmp_path: Path, one_thread: None) -> None:
+    """The random DETR's proposals never match an annotated pair (the oracle boxes are off;
+    it finds no person, as a detector with a wrong label map): only the global loss could
+    train, so the run stops; metrics.jsonl shows why."""
+    trainer = Trainer(tiny_experiment(small_data, tmp_path, "model.detector.use_gt_boxes=false",
+                                      "train.batch_size=2", "train.eval_every=0",
+                                      "train.log_every=1", "train.max_steps_without_positives=3"))
+    with pytest.raises(TrainingError, match=r"no proposal pair matched an annotated pair in "
+                                            r"the last 3 optimiser steps.*detector\.weights"):
+        trainer.fit()
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").open()]
+    assert [line["step"] for line in lines] == [1, 2]
+    assert all(line["positives"] == 0 and line["pairs"] >= 0 and line["loss_pair"] == 0
+               for line in lines)
