@@ -43,7 +43,8 @@ def test_smoke_config_fits_its_training_set(tmp_path: Path, one_thread: None) ->
     config = load_experiment(CONFIGS / "smoke.yaml", [
         f"data.root={tmp_path / 'data'}", f"train.output_dir={tmp_path / 'run'}",
         f"feature_cache.dir={tmp_path / 'cache'}", "train.eval_every=0",
-        "data.test_images=images/train2015", "data.test_annotations=instances_train2015.json"])
+        "train.eval_at_end=false", "data.test_images=images/train2015",
+        "data.test_annotations=instances_train2015.json"])
     trainer = Trainer(config)
     before = evaluate_model(trainer.model, trainer.test_set, trainer.info, batch_size=8,
                             cache=trainer.cache)
@@ -68,7 +69,7 @@ def test_a_killed_run_resumes_to_the_same_weights(small_data: Path, tmp_path: Pa
     """6 steps in one go vs. a run killed after step 5 whose last checkpoint is step 3,
     resumed by fresh objects (and with DataLoader workers: the order and augmentation do
     not depend on them). Augmentation and dropout are on; the run crosses an epoch."""
-    common = ["data.transform.augment=true", "train.batch_size=2", "train.eval_every=0",
+    common = ["data.transform.augment=true", "train.batch_size=2", "train.eval_at_end=false",
               "feature_cache.enabled=false", "model.head.dropout=0.3", "train.lr=1.0e-3"]
     whole = Trainer(tiny_experiment(small_data, tmp_path / "whole", *common,
                                     "train.max_steps=6"))

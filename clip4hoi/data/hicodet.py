@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms.v2.functional import to_dtype
 
@@ -87,21 +88,39 @@ class HOIDataset(Dataset):
         if all(expected) and expected != (width, height):
             raise ImageError(f"{path}: image is {width}x{height} pixels but {ann.source} "
                              f"gives {expected[0]}x{expected[1]}")
-        size = torch.tensor([height, width])
-        target = {  # copies: changing a target in place leaves the annotations intact
+        target = self._target(index, (height, width))
+        if self.transform is None:
+            return to_dtype(image, torch.float32, scale=True), target
+        return self.transform(image, target)
+
+    def target(self, i: int) -> dict:
+        """Item ``i``'s target (transformed) without decoding its image: for a
+        deterministic transform (the feature-cache path). The image size comes from the
+        annotations, or else from the image file's header."""
+        index = self.image_indices[i]
+        width, height = (int(v) for v in self.annotations.sizes[index])
+        if not (width and height):
+            with Image.open(self.image_paths[index]) as header:   # reads no pixel
+                width, height = header.size
+        target = self._target(index, (height, width))
+        if self.transform is None:
+            return target
+        return self.transform.transform_target(target, (height, width))
+
+    def _target(self, index: int, size: tuple[int, int]) -> dict:
+        ann = self.annotations
+        size_ = torch.tensor(size)
+        return {  # copies: changing a target in place leaves the annotations intact
             "boxes_h": torch.tensor(ann.boxes_h[index], dtype=torch.float32),
             "boxes_o": torch.tensor(ann.boxes_o[index], dtype=torch.float32),
             "object": torch.tensor(ann.objects[index], dtype=torch.long),
             "verb": torch.tensor(ann.verbs[index], dtype=torch.long),
             "hoi": torch.tensor(self._labels[index], dtype=torch.long),
-            "size": size,
-            "orig_size": size.clone(),
+            "size": size_,
+            "orig_size": size_.clone(),
             "file_name": ann.file_names[index],
             "index": index,
         }
-        if self.transform is None:
-            return to_dtype(image, torch.float32, scale=True), target
-        return self.transform(image, target)
 
 
 def served_images(before: HOIAnnotations, after: HOIAnnotations, skip_empty: bool

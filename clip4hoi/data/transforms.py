@@ -70,10 +70,14 @@ class HOITransform:
     target is not modified.
     """
 
-    def __init__(self, train: bool, config: TransformConfig | None = None) -> None:
+    def __init__(self, train: bool, config: TransformConfig | None = None,
+                 uint8: bool = False) -> None:
+        """``uint8``: return the image as ``uint8`` (4× less to copy to a GPU; the engine
+        converts it to float there) instead of ``float32`` in ``[0, 1]``."""
         self.config = config or TransformConfig()
         self.train = train
         cfg = self.config
+        self.random = train and cfg.augment
         steps: list[v2.Transform] = []
         if train and cfg.augment:
             if cfg.flip:
@@ -83,7 +87,8 @@ class HOITransform:
                 jitter = cfg.color_jitter
                 steps.append(v2.ColorJitter(brightness=jitter, contrast=jitter,
                                             saturation=jitter))
-        steps.append(v2.ToDtype(torch.float32, scale=True))
+        if not uint8:
+            steps.append(v2.ToDtype(torch.float32, scale=True))
         self.pipeline = v2.Compose(steps)
 
     def __call__(self, image: torch.Tensor, target: dict) -> tuple[torch.Tensor, dict]:
@@ -103,6 +108,25 @@ class HOITransform:
         out["boxes_h"], out["boxes_o"] = boxes[:n_h], boxes[n_h:]
         out["size"] = torch.tensor(image.shape[-2:], dtype=torch.long)
         return image.as_subclass(torch.Tensor), out
+
+    def transform_target(self, target: dict, image_size: tuple[int, int]) -> dict:
+        """What :meth:`__call__` returns as the target for an image of ``image_size``
+        ``(h, w)``, without the image: for a deterministic transform (testing, or
+        ``augment=False``), whose geometry depends on the image size only."""
+        if self.random:
+            raise ValueError("a random (augmenting) transform needs the image")
+        n_h = len(target["boxes_h"])
+        height, width = image_size
+        boxes = tv_tensors.BoundingBoxes(
+            torch.cat([target["boxes_h"], target["boxes_o"]]).float(),
+            format=tv_tensors.BoundingBoxFormat.XYXY, canvas_size=(height, width))
+        size = test_size(height, width, self.config.test_scale, self.config.max_size)
+        boxes = self.pipeline(v2.functional.resize(boxes, size))
+        out = dict(target)
+        out["size"] = torch.tensor(boxes.canvas_size, dtype=torch.long)
+        boxes = boxes.as_subclass(torch.Tensor)
+        out["boxes_h"], out["boxes_o"] = boxes[:n_h], boxes[n_h:]
+        return out
 
     def __repr__(self) -> str:
         return f"HOITransform(train={self.train}, {self.pipeline})"

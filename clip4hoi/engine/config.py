@@ -34,7 +34,7 @@ from clip4hoi.errors import InputError
 
 DATASETS = ("hicodet", "vcoco")
 SCHEDULES = ("step", "cosine", "constant")
-AMP_MODES = ("auto", "bf16", "off")
+AMP_MODES = ("auto", "bf16", "fp16", "off")
 CACHE_DTYPES = ("float32", "float16", "bfloat16")
 
 
@@ -104,7 +104,8 @@ class TrainConfig:
     clip_grad_norm: float = 0.1
     """Gradient-norm clipping (0: off)."""
     amp: str = "auto"
-    """``auto`` (bf16 autocast on CUDA, off on CPU), ``bf16`` or ``off``."""
+    """``auto`` (bf16 autocast on GPUs of compute capability >= 8, fp16 with a GradScaler
+    below, off on the CPU), ``bf16``, ``fp16`` or ``off``. TF32 is on for fp32 matmuls."""
     seed: int = 42
     log_every: int = 10
     """Optimiser steps between lines of ``metrics.jsonl``."""
@@ -112,8 +113,10 @@ class TrainConfig:
     """Optimiser steps between checkpoints (0: at epoch ends only)."""
     keep_checkpoints: int = 3
     """Most recent checkpoints kept (the best one is kept apart)."""
-    eval_every: int = 1
-    """Epochs between evaluations on the test set (0: never)."""
+    eval_every: int = 0
+    """Epochs between evaluations on the test set during training (0: none during)."""
+    eval_at_end: bool = True
+    """Evaluate once the last epoch (or ``max_steps``) is done."""
     best_metric: str = "auto"
     """Metric of the best checkpoint: ``auto`` (``unseen`` in zero-shot, ``role_scenario_2``
     on V-COCO, else ``full``) or any key of the evaluation (``full``, ``rare``, ...)."""

@@ -34,7 +34,8 @@ def build_dataset(cfg: DataConfig, train: bool) -> HOIDataset:
     """The training set (zero-shot filtered, empty images skipped, training transform)
     or the test set (every image and class, test transform). Missing files raise
     ``FileNotFoundError`` naming them."""
-    transform = HOITransform(train, replace(cfg.transform, scales=tuple(cfg.transform.scales)))
+    transform = HOITransform(train, replace(cfg.transform, scales=tuple(cfg.transform.scales)),
+                             uint8=True)   # converted to float on the device
     images = cfg.path(cfg.train_images if train else cfg.test_images)
     annotations = cfg.path(cfg.train_annotations if train else cfg.test_annotations)
     if cfg.dataset == "vcoco":
@@ -51,8 +52,10 @@ def sample_seed(seed: int, epoch: int, position: int) -> int:
 
 class SeededDataset(Dataset):
     """Items addressed by ``(index, seed)``: the wrapped dataset's item drawn with the
-    global torch RNG seeded by ``seed`` — and restored afterwards, so that loading in the
-    main process leaves the training RNG (dropout) untouched."""
+    CPU generator seeded by ``seed`` — and restored afterwards, so that loading in the
+    main process leaves the training RNG (dropout) untouched. Only the CPU generator is
+    touched (the transforms draw from it): ``torch.manual_seed`` would also reseed every
+    CUDA generator, per item."""
 
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset
@@ -63,7 +66,7 @@ class SeededDataset(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> tuple:
         index, seed = key
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            torch.default_generator.manual_seed(seed)
             return self.dataset[index]
 
 
@@ -128,24 +131,35 @@ def collate(batch: Sequence[tuple[Tensor | FrozenFeatures, dict]]) -> Batch:
 
 def inputs_to_device(inputs: list[Tensor] | FrozenFeatures, device: torch.device
                      ) -> list[Tensor] | FrozenFeatures:
-    """A batch's images, or its cached frozen features, on ``device``."""
+    """A batch's images, or its cached frozen features, on ``device`` (asynchronously from
+    pinned memory). ``uint8`` images travel as such and become float ``[0, 1]`` there."""
     if isinstance(inputs, FrozenFeatures):
-        return inputs.to(device)
-    return [image.to(device) for image in inputs]
+        return inputs.to(device, non_blocking=True)
+    images = [image.to(device, non_blocking=True) for image in inputs]
+    return [image.float().div_(255) if image.dtype == torch.uint8 else image
+            for image in images]
 
 
 def to_device(targets: list[dict], device: torch.device) -> list[dict]:
     """Targets with their tensors on ``device``."""
-    return [{k: v.to(device) if isinstance(v, Tensor) else v for k, v in t.items()}
-            for t in targets]
+    return [{k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v
+             for k, v in t.items()} for t in targets]
+
+
+def pin_memory() -> bool:
+    """Whether loaders pin their batches (for asynchronous copies to a GPU)."""
+    return torch.cuda.is_available()
 
 
 def train_loader(dataset: Dataset, sampler: ResumableSampler, batch_size: int,
                  num_workers: int) -> DataLoader:
     """Loader of :class:`SeededDataset` keys from a :class:`ResumableSampler`. Its own
-    generator (fixed seed) keeps it from drawing on the global RNG."""
+    generator (fixed seed) keeps it from drawing on the global RNG. Workers persist across
+    epochs (the sampler runs in the main process, so resuming is unaffected); batches are
+    pinned on GPU machines."""
     return DataLoader(SeededDataset(dataset), batch_size=batch_size, sampler=sampler,
-                      num_workers=num_workers, collate_fn=collate, pin_memory=False,
+                      num_workers=num_workers, collate_fn=collate, pin_memory=pin_memory(),
+                      persistent_workers=num_workers > 0,
                       generator=torch.Generator().manual_seed(sampler.seed))
 
 
@@ -154,4 +168,4 @@ def test_loader(dataset: Dataset, info: DistInfo, batch_size: int, num_workers: 
     """Loader of this rank's share of ``dataset``, in order."""
     sampler = ShardSampler(len(dataset), info.rank, info.world_size)  # type: ignore[arg-type]
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler,
-                      num_workers=num_workers, collate_fn=collate)
+                      num_workers=num_workers, collate_fn=collate, pin_memory=pin_memory())

@@ -54,6 +54,10 @@ def init_distributed(device: str = "auto") -> DistInfo:
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     torch_device = resolve_device(device, local_rank)
+    if torch_device.type == "cuda":
+        # TF32 matmuls and convolutions on Ampere and later (fp32 range, 10-bit mantissa).
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     if world_size > 1 and not dist.is_initialized():
         if torch_device.type == "cuda":
             torch.cuda.set_device(torch_device)
@@ -87,6 +91,16 @@ def all_gather_objects(item: Any) -> list[Any]:
         return [item]
     out: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, item)
+    return out
+
+
+def gather_to_main(item: Any) -> list[Any] | None:
+    """Every rank's ``item`` in rank order on rank 0, None on the others (``[item]`` in a
+    single process). Send numpy arrays rather than Python lists: pickled, they stay small."""
+    if not dist.is_initialized():
+        return [item]
+    out: list[Any] | None = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(item, out, dst=0)
     return out
 
 

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm import tqdm
@@ -22,7 +23,7 @@ from clip4hoi.data.hicodet import HOIDataset
 from clip4hoi.data.metadata import HOIClassSet
 from clip4hoi.engine.config import ExperimentConfig
 from clip4hoi.engine.data import build_dataset, inputs_to_device, test_loader, to_device
-from clip4hoi.engine.distributed import DistInfo, all_gather_objects, init_distributed
+from clip4hoi.engine.distributed import DistInfo, gather_to_main, init_distributed
 from clip4hoi.engine.feature_cache import CachedFeatures, FeatureCache, build_cache, fill_cache
 from clip4hoi.evaluation import (
     evaluate_hicodet,
@@ -37,6 +38,7 @@ from clip4hoi.evaluation import (
 )
 from clip4hoi.fileio import write_atomic
 from clip4hoi.models.model import CLIP4HOI, FrozenFeatures, load_checkpoint
+from clip4hoi.models.precision import amp_dtype, autocast
 from clip4hoi.models.training_free import build_training_free
 
 
@@ -49,16 +51,6 @@ class Evaluation:
     maps: dict[str, float | None]
     table: str
     report: dict
-
-
-def amp_enabled(mode: str, device: torch.device) -> bool:
-    """``train.amp``: ``auto`` is bf16 on CUDA and off on the CPU."""
-    return mode == "bf16" or (mode == "auto" and device.type == "cuda")
-
-
-def autocast(device: torch.device, enabled: bool) -> torch.autocast:
-    """bf16 autocast on ``device`` when ``enabled``."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
 def forward_batch(model: nn.Module, inputs: list[Tensor] | FrozenFeatures,
@@ -76,31 +68,45 @@ def forward_batch(model: nn.Module, inputs: list[Tensor] | FrozenFeatures,
 @torch.no_grad()
 def predict(model: nn.Module, dataset: HOIDataset, info: DistInfo, classes: HOIClassSet, *,
             batch_size: int = 4, num_workers: int = 0, cache: FeatureCache | None = None,
-            amp: bool = False) -> list[dict]:
+            amp: torch.dtype | None = None) -> list[dict]:
     """``DETS.json`` records of this rank's share of ``dataset`` (boxes in original
     pixels). The model gets the targets only when it uses the annotated boxes
     (``detector.use_gt_boxes``)."""
+    names, outputs = predict_outputs(model, dataset, info, classes, batch_size=batch_size,
+                                     num_workers=num_workers, cache=cache, amp=amp)
+    return records_from_outputs(names, outputs, dataset.annotations.dataset)
+
+
+@torch.no_grad()
+def predict_outputs(model: nn.Module, dataset: HOIDataset, info: DistInfo,
+                    classes: HOIClassSet, *, batch_size: int = 4, num_workers: int = 0,
+                    cache: FeatureCache | None = None, amp: torch.dtype | None = None
+                    ) -> tuple[list[str], list[dict[str, np.ndarray]]]:
+    """File names and detections (numpy arrays, boxes in original pixels) of this rank's
+    share of ``dataset`` (see :func:`predict`)."""
     use_targets = isinstance(model, CLIP4HOI) and model.config.detector.use_gt_boxes
     source = dataset
     if cache is not None and isinstance(model, CLIP4HOI):
-        fill_cache(model, dataset, cache, info, num_workers, desc="cache test features")
+        fill_cache(model, dataset, cache, info, num_workers, desc="cache test features",
+                   amp=amp)
         source = CachedFeatures(dataset, cache)
     loader = test_loader(source, info, batch_size, num_workers)
-    kind = dataset.annotations.dataset
     model.eval()
-    records = []
+    names: list[str] = []
+    outputs: list[dict[str, np.ndarray]] = []
     for inputs, targets in tqdm(loader, desc="test", unit="batch", disable=not info.is_main,
                                 leave=False):
         device_targets = to_device(targets, info.device) if use_targets else None
         with autocast(info.device, amp):
-            outputs = forward_batch(model, inputs_to_device(inputs, info.device), targets,
-                                    device_targets, classes)
-        outputs = [rescale_boxes({k: (v.float() if v.is_floating_point() else v).cpu()
-                                  for k, v in out.items()},
-                                 target["size"].tolist(), target["orig_size"].tolist())
-                   for out, target in zip(outputs, targets, strict=True)]
-        records += records_from_outputs([t["file_name"] for t in targets], outputs, kind)
-    return records
+            batch = forward_batch(model, inputs_to_device(inputs, info.device), targets,
+                                  device_targets, classes)
+        for out, target in zip(batch, targets, strict=True):
+            out = rescale_boxes({k: (v.float() if v.is_floating_point() else v).cpu()
+                                 for k, v in out.items()},
+                                target["size"].tolist(), target["orig_size"].tolist())
+            outputs.append({k: v.numpy() for k, v in out.items()})
+            names.append(target["file_name"])
+    return names, outputs
 
 
 def evaluate_records(records: list[dict], dataset: HOIDataset, zero_shot: str | None = None
@@ -121,19 +127,23 @@ def evaluate_records(records: list[dict], dataset: HOIDataset, zero_shot: str | 
 def evaluate_model(model: nn.Module, dataset: HOIDataset, info: DistInfo, *,
                    classes: HOIClassSet | None = None, zero_shot: str | None = None,
                    batch_size: int = 4, num_workers: int = 0,
-                   cache: FeatureCache | None = None, amp: bool = False,
+                   cache: FeatureCache | None = None, amp: torch.dtype | None = None,
                    detections_path: str | Path | None = None) -> Evaluation | None:
     """Run, gather and evaluate on every rank's share of ``dataset``: rank 0 writes
     ``detections_path`` (when given) and returns the evaluation, the other ranks None.
     ``classes`` default to the dataset's (all 600 HICO-DET classes for a test set)."""
-    records = predict(model, dataset, info, classes or dataset.class_set,
-                      batch_size=batch_size, num_workers=num_workers, cache=cache, amp=amp)
-    gathered = all_gather_objects(records)
+    names, outputs = predict_outputs(model, dataset, info, classes or dataset.class_set,
+                                     batch_size=batch_size, num_workers=num_workers,
+                                     cache=cache, amp=amp)
+    # To rank 0 only, as numpy arrays (a few bytes per detection, not Python floats).
+    gathered = gather_to_main((names, outputs))
     if not info.is_main:
         return None
+    records = records_from_outputs([n for rank_names, _ in gathered for n in rank_names],
+                                   [o for _, rank_outputs in gathered for o in rank_outputs],
+                                   dataset.annotations.dataset)
     position = dataset.annotations.index()
-    merged = sorted((r for rank in gathered for r in rank),
-                    key=lambda r: position[r["file_name"]])
+    merged = sorted(records, key=lambda r: position[r["file_name"]])
     if detections_path is not None:
         write_detections(detections_path, merged)
     return evaluate_records(merged, dataset, zero_shot)
@@ -150,13 +160,14 @@ def run_test(config: ExperimentConfig, checkpoint: str | Path | None = None,
     ``<output>.results.json``, and returns the evaluation."""
     info = info or init_distributed(config.train.device)
     dataset = build_dataset(config.data, train=False)   # missing files fail before the model
+    amp = amp_dtype(config.train.amp, info.device)
     cache = None
     if mode == "trained":
         if checkpoint is None:
             raise ValueError("testing a trained model needs --checkpoint (or --mode crop|dense "
                              "for the training-free scorer)")
         model: nn.Module = load_checkpoint(checkpoint, model_overrides)
-        cache = build_cache(config.feature_cache, model, config.data.transform)
+        cache = build_cache(config.feature_cache, model, config.data.transform, amp)
     else:
         model = build_training_free(replace(config.training_free, mode=mode))
     model.to(info.device)
@@ -164,7 +175,7 @@ def run_test(config: ExperimentConfig, checkpoint: str | Path | None = None,
     result = evaluate_model(model, dataset, info, zero_shot=config.data.zero_shot,
                             batch_size=config.train.test_batch_size,
                             num_workers=config.data.num_workers, cache=cache,
-                            amp=amp_enabled(config.train.amp, info.device),
+                            amp=amp,
                             detections_path=output)
     if result is not None:
         write_atomic(output.with_name(output.name.removesuffix(".json") + ".results.json"),

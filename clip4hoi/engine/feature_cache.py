@@ -12,7 +12,9 @@ read. The folder hash names the image's folder (so two data roots with the same 
 do not share entries); each entry records the image file's path, size and modification
 time — an image replaced or edited since is computed again — and the pixel size it was
 computed on, checked on every read. Entries are computed one image at a time (no
-padding), written atomically, and several processes may fill one cache at once.
+padding), written atomically, and several processes may fill one cache at once — on
+several nodes, only if the cache folder is on a filesystem they share (checked after
+filling).
 """
 
 from __future__ import annotations
@@ -31,21 +33,24 @@ from tqdm import tqdm
 from clip4hoi.data.hicodet import HOIDataset
 from clip4hoi.data.transforms import TransformConfig
 from clip4hoi.engine.config import FeatureCacheConfig
-from clip4hoi.engine.data import collate
+from clip4hoi.engine.data import collate, inputs_to_device
 from clip4hoi.engine.distributed import DistInfo, barrier, broadcast_object
-from clip4hoi.errors import InputError
+from clip4hoi.errors import EnvironmentFault, InputError
 from clip4hoi.fileio import write_atomic
 from clip4hoi.models.model import CLIP4HOI, FrozenFeatures
+from clip4hoi.models.precision import autocast
 
 CACHE_FORMAT = "clip4hoi-features/1"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def frozen_fingerprint(model: CLIP4HOI, transform: TransformConfig, dtype: str) -> str:
+def frozen_fingerprint(model: CLIP4HOI, transform: TransformConfig, dtype: str,
+                       amp: torch.dtype | None = None) -> str:
     """Hex digest of the frozen models' weights and the settings their cached outputs
-    depend on."""
+    depend on (``amp``: the autocast type they are computed under, as in training)."""
     digest = hashlib.blake2b(digest_size=16)
-    settings = {"format": CACHE_FORMAT, "dtype": dtype,
+    settings = {"format": CACHE_FORMAT, "dtype": dtype, "images": "uint8",
+                "autocast": str(amp) if amp is not None else None,
                 "test_scale": transform.test_scale, "max_size": transform.max_size,
                 "detector_num_heads": model.config.detector.num_heads,
                 "detector_dilation": model.config.detector.dilation,
@@ -132,12 +137,13 @@ class FeatureCache:
             {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
 
 
-def build_cache(config: FeatureCacheConfig, model: CLIP4HOI, transform: TransformConfig
-                ) -> FeatureCache | None:
-    """The cache of ``model``'s frozen outputs under ``transform``, or None when disabled."""
+def build_cache(config: FeatureCacheConfig, model: CLIP4HOI, transform: TransformConfig,
+                amp: torch.dtype | None = None) -> FeatureCache | None:
+    """The cache of ``model``'s frozen outputs under ``transform`` (computed under ``amp``
+    autocast), or None when disabled."""
     if not config.enabled:
         return None
-    return FeatureCache(config.dir, frozen_fingerprint(model, transform, config.dtype),
+    return FeatureCache(config.dir, frozen_fingerprint(model, transform, config.dtype, amp),
                         config.dtype)
 
 
@@ -148,9 +154,13 @@ def image_path(dataset: HOIDataset, i: int) -> Path:
 
 @torch.no_grad()
 def fill_cache(model: CLIP4HOI, dataset: HOIDataset, cache: FeatureCache, info: DistInfo,
-               num_workers: int = 0, desc: str = "cache") -> int:
-    """Compute and store the entries of ``dataset`` that are missing (each rank a share;
-    all ranks wait for the others). Returns how many this rank computed."""
+               num_workers: int = 0, desc: str = "cache", amp: torch.dtype | None = None
+               ) -> int:
+    """Compute and store the entries of ``dataset`` that are missing (each rank a share,
+    under ``amp`` autocast like training; all ranks wait for the others). Returns how many
+    this rank computed. The cache folder must be on a filesystem that every rank sees
+    (shared across nodes): a rank that cannot see the others' entries raises
+    :class:`EnvironmentFault`."""
     # Rank 0's list: the others could see entries that rank 0 is already writing.
     missing = broadcast_object([i for i in range(len(dataset))
                                 if image_path(dataset, i) not in cache])
@@ -159,16 +169,24 @@ def fill_cache(model: CLIP4HOI, dataset: HOIDataset, cache: FeatureCache, info: 
                         collate_fn=collate)
     for images, targets in tqdm(loader, desc=desc, unit="img", disable=not info.is_main,
                                 leave=False):
-        features = model.extract_features([images[0].to(info.device)])
+        with autocast(info.device, amp):
+            features = model.extract_features(inputs_to_device(images, info.device))
         cache.store(dataset.image_paths[targets[0]["index"]], features,
                     tuple(images[0].shape[-2:]))
     barrier()
+    unseen = [image_path(dataset, i) for i in missing if image_path(dataset, i) not in cache]
+    if unseen:
+        raise EnvironmentFault(
+            f"rank {info.rank}: {len(unseen)} feature cache entries written by other ranks "
+            f"are not in {cache.dir} (e.g. {unseen[0]}): feature_cache.dir must be on a "
+            f"filesystem shared by all nodes (or disable feature_cache)")
     return len(share)
 
 
 class CachedFeatures(Dataset):
     """``dataset``'s items with the image replaced by its cached :class:`FrozenFeatures`
-    (the target, transformed like the image, is kept)."""
+    and the target built from the annotations alone (:meth:`HOIDataset.target`: no image
+    is decoded)."""
 
     def __init__(self, dataset: HOIDataset, cache: FeatureCache) -> None:
         self.dataset = dataset
@@ -178,6 +196,6 @@ class CachedFeatures(Dataset):
         return len(self.dataset)  # type: ignore[arg-type]
 
     def __getitem__(self, i: int) -> tuple[FrozenFeatures, dict]:
-        _, target = self.dataset[i]
+        target = self.dataset.target(i)  # type: ignore[attr-defined]
         features = self.cache.load(self.dataset.image_paths[target["index"]], target["size"])
         return features, target

@@ -2,12 +2,19 @@
 to its last epoch, on one process or many (DDP, launched by ``torchrun``).
 
 Per optimiser step: ``accumulation_steps`` micro-batches of ``batch_size / (world_size ·
-accumulation_steps)`` images per process; AdamW over the trainable parameters only;
-gradient-norm clipping; a per-step LR schedule; bf16 autocast on GPUs. At every epoch end
-(and every ``checkpoint_every`` steps) a checkpoint; every ``eval_every`` epochs an
-evaluation on the test set with the project's evaluator; ``metrics.jsonl`` gets one line
-per ``log_every`` steps and one per evaluation. A non-finite loss or gradient stops the
-run before anything is written.
+accumulation_steps)`` images per process; the frozen DETR and CLIP (or the feature
+cache) and the proposals of every micro-batch first, then the prompts through the text
+encoder once (sharded over the ranks), then the head's forward and backward per
+micro-batch, with the losses normalised by the positives of the whole step; AdamW over
+the trainable parameters (no weight decay on biases, norms, prompts and logit scales);
+gradient-norm clipping; a per-step LR schedule; bf16 autocast on recent GPUs (fp16 with
+loss scaling on older ones). DDP wraps the trainable head only. At every epoch end (and
+every ``checkpoint_every`` steps) a checkpoint; at the end (and every ``eval_every``
+epochs when asked) an evaluation on the test set with the project's evaluator;
+``metrics.jsonl`` gets one line per ``log_every`` steps (losses, pairs and positives per
+step, gradient norm, learning rate, speed) and one per evaluation. A non-finite loss or
+gradient stops the run before the update; so do ``max_steps_without_positives`` steps
+without a positive pair.
 
 Reproducibility: the model is initialised from ``seed``; the data order and augmentation
 come from :mod:`clip4hoi.engine.data`; the training RNG (dropout) is seeded per rank and
@@ -56,7 +63,7 @@ from clip4hoi.engine.distributed import (
     all_reduce_sum,
     init_distributed,
 )
-from clip4hoi.engine.evaluate import amp_enabled, autocast, evaluate_model
+from clip4hoi.engine.evaluate import evaluate_model
 from clip4hoi.engine.feature_cache import CachedFeatures, build_cache, fill_cache
 from clip4hoi.errors import InputError
 from clip4hoi.fileio import write_atomic
@@ -68,6 +75,7 @@ from clip4hoi.models.model import (
     load_head,
     read_checkpoint,
 )
+from clip4hoi.models.precision import amp_dtype, autocast
 
 
 class TrainingError(RuntimeError):
@@ -207,13 +215,17 @@ class Trainer:
             self.step_module = DistributedDataParallel(
                 head, device_ids=[info.device.index] if info.device.type == "cuda" else None,
                 find_unused_parameters=cfg.find_unused_parameters, broadcast_buffers=False)
-        self.amp = amp_enabled(cfg.amp, info.device)
+        self.amp = amp_dtype(cfg.amp, info.device)
+        # fp16 needs loss scaling; bf16 has fp32's range.
+        self.scaler = torch.amp.GradScaler(info.device.type,
+                                           enabled=self.amp == torch.float16)
 
-        self.cache = build_cache(config.feature_cache, self.model, config.data.transform)
+        self.cache = build_cache(config.feature_cache, self.model, config.data.transform,
+                                 self.amp)
         source = self.train_set
         if self.cache is not None and not config.data.transform.augment:
             fill_cache(self.model, self.train_set, self.cache, info, config.data.num_workers,
-                       desc="cache training features")
+                       desc="cache training features", amp=self.amp)
             source = CachedFeatures(self.train_set, self.cache)
         self.sampler = ResumableSampler(len(self.train_set), cfg.seed, info.rank,
                                         info.world_size)
@@ -395,22 +407,24 @@ class Trainer:
         Returns the step's statistics (:data:`STEP_STATS`, over all ranks)."""
         cfg = self.config.train
         stats = self.accumulate_gradients(group)
+        self.scaler.unscale_(self.optimizer)
         norm = torch.nn.utils.clip_grad_norm_(self.parameters, cfg.clip_grad_norm or math.inf)
         # The one host sync before the update: whether to apply it.
         values = dict(zip(STEP_STATS, torch.cat([stats, norm[None].float()]).tolist(),
                           strict=True))
         if not (math.isfinite(values["loss_pair"]) and math.isfinite(values["loss_global"])):
             raise self._stop("loss", values)
-        if not math.isfinite(values["grad_norm"]):
-            raise self._stop("gradient norm", values)
+        if not math.isfinite(values["grad_norm"]) and not self.scaler.is_enabled():
+            raise self._stop("gradient norm", values)   # fp16: the scaler skips the step
         try:
-            self.optimizer.step()
+            self.scaler.step(self.optimizer)
         except RuntimeError as error:   # AdamW's step size overflows float32 (lr ~1e37)
             if "overflow" not in str(error):
                 raise
             raise TrainingError(f"the optimiser step overflowed at epoch {self.epoch + 1}, "
                                 f"step {self.step + 1}: train.lr={cfg.lr:g} is too large; the "
                                 f"checkpoints in {self.checkpoints.dir} are intact") from None
+        self.scaler.update()
         # A finite gradient can still blow the weights up (a huge learning rate): stop
         # before such weights reach a checkpoint. (Every rank holds the same weights, so
         # every rank decides alike.)
@@ -472,7 +486,7 @@ class Trainer:
                 with autocast(info.device, self.amp):
                     losses = self.step_module(features, proposals, text, normalizer)
                 loss = torch.stack([losses["loss_pair"], losses["loss_global"]]).float()
-                loss.sum().backward()
+                self.scaler.scale(loss.sum()).backward()
             parts += loss.detach()
         if prompts:
             encoded.backward(text.grad.to(encoded.dtype))
@@ -516,8 +530,9 @@ class Trainer:
     # ------------------------------------------------------------ evaluation, checkpoints
 
     def _maybe_evaluate(self, final: bool) -> dict[str, float | None] | None:
-        every = self.config.train.eval_every
-        if not every or (self.epoch % every and not final):
+        cfg = self.config.train
+        during = cfg.eval_every and self.epoch % cfg.eval_every == 0
+        if not (during or (final and cfg.eval_at_end)):
             return None
         return self.evaluate()
 

@@ -18,6 +18,7 @@ vocabulary (COCO-80 ids for COCO objects).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,13 +117,20 @@ class FrozenFeatures:
             [torch.cat(level) for level in zip(*(f.clip_patches for f in items), strict=True)],
             items[0].grid)
 
-    def to(self, device: torch.device | str, dtype: torch.dtype | None = None
-           ) -> FrozenFeatures:
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None,
+           non_blocking: bool = False) -> FrozenFeatures:
         """Move to ``device`` (floating tensors cast to ``dtype`` when given)."""
         def move(t: Tensor) -> Tensor:
-            return t.to(device=device, dtype=dtype or t.dtype)
-        return FrozenFeatures(move(self.logits), move(self.boxes), move(self.hidden),
-                              move(self.clip_global), [move(p) for p in self.clip_patches],
+            return t.to(device=device, dtype=dtype or t.dtype, non_blocking=non_blocking)
+        return self._map(move)
+
+    def pin_memory(self) -> FrozenFeatures:
+        """Page-locked copies (called by ``DataLoader(pin_memory=True)``)."""
+        return self._map(Tensor.pin_memory)
+
+    def _map(self, fn: Callable[[Tensor], Tensor]) -> FrozenFeatures:
+        return FrozenFeatures(fn(self.logits), fn(self.boxes), fn(self.hidden),
+                              fn(self.clip_global), [fn(p) for p in self.clip_patches],
                               self.grid)
 
 
@@ -206,8 +214,11 @@ class CLIP4HOI(nn.Module):
     @torch.no_grad()
     def extract_features(self, images: list[Tensor], classes: HOIClassSet | None = None
                          ) -> FrozenFeatures:
-        """Run the detector and CLIP on float ``[3, H, W]`` images in ``[0, 1]`` (Grounding
-        DINO is prompted with the objects of ``classes``, default the model's)."""
+        """Run the detector and CLIP on float ``[3, H, W]`` images in ``[0, 1]`` (or
+        ``uint8``; Grounding DINO is prompted with the objects of ``classes``, default the
+        model's)."""
+        images = [image if image.is_floating_point() else image.float() / 255
+                  for image in images]
         detections = run_detector(self.detector, images, classes or self.classes)
         clip_out = self.clip.encode_image(self.clip.preprocess(images),
                                           layers=tuple(self.config.clip.layers))
