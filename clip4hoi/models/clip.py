@@ -170,12 +170,22 @@ class _PromptLayout:
     ids: Tensor  # [K, L] token ids (0 at learnable positions and after EOT)
     slot: Tensor  # [K, L] row of cat(prefix, conjunction) at learnable positions, else -1
     eot: Tensor  # [K] position of EOT
+    groups: tuple[tuple[Tensor, int], ...] = ()  # (prompt indices, length): same-length groups
 
 
 def _seq_first(block: nn.Module) -> bool:
     """Blocks of open_clip < 2.24 (and ``batch_first=False`` ones) take [L, B, W] sequences."""
     attn = getattr(block, "attn", None)
     return isinstance(attn, nn.MultiheadAttention) and not attn.batch_first
+
+
+def _plain_block(block: nn.Module) -> bool:
+    """An open_clip ``ResidualAttentionBlock`` with plain multi-head self-attention (what
+    :meth:`CLIPEncoder._encode_shared_prefix` reimplements)."""
+    attn = getattr(block, "attn", None)
+    return (type(block).__name__ == "ResidualAttentionBlock" and not hasattr(block, "ln_1_kv")
+            and isinstance(attn, nn.MultiheadAttention) and attn.in_proj_weight is not None
+            and attn.in_proj_bias is not None and attn._qkv_same_embed_dim)
 
 
 class CLIPEncoder(nn.Module):
@@ -387,24 +397,63 @@ class CLIPEncoder(nn.Module):
         with torch.no_grad():
             return self._token_embedding(ids.to(device)).clone()
 
-    def _encode_sequences(self, x: Tensor, eot: Tensor) -> Tensor:
+    def _encode_sequences(self, x: Tensor, eot: Tensor, shared: int = 0) -> Tensor:
         """Text transformer over embedded sequences ``x [K, L, Wt]`` (causal) -> ``[K, E]``
-        from the token at ``eot [K]``."""
+        from the token at ``eot [K]``. The first ``shared`` tokens are the same in every
+        sequence: as attention is causal their states are too, so they go through the
+        transformer once (:meth:`_encode_shared_prefix`)."""
         text = self._text
         length = x.shape[1]
         x = x + text.positional_embedding[:length].to(x.dtype)
-        mask = text.attn_mask[:length, :length]  # [L, L], -inf above the diagonal
         blocks = text.transformer.resblocks
-        seq_first = _seq_first(blocks[0])
-        h = x.transpose(0, 1) if seq_first else x
-        for block in blocks:
-            h = block(h, attn_mask=mask)
-        x = h.transpose(0, 1) if seq_first else h  # [K, L, Wt]
+        if 0 < shared < length and len(x) > 1 and all(map(_plain_block, blocks)):
+            x = self._encode_shared_prefix(x, shared)                  # [K, L - shared, Wt]
+            eot = eot - shared
+        else:
+            mask = text.attn_mask[:length, :length]  # [L, L], -inf above the diagonal
+            seq_first = _seq_first(blocks[0])
+            h = x.transpose(0, 1) if seq_first else x
+            for block in blocks:
+                h = block(h, attn_mask=mask)
+            x = h.transpose(0, 1) if seq_first else h  # [K, L, Wt]
         x = text.ln_final(x[torch.arange(x.shape[0], device=x.device), eot])  # [K, Wt]
         proj = text.text_projection
         if proj is None:
             return x
         return proj(x) if isinstance(proj, nn.Linear) else x @ proj  # [K, E]
+
+    def _encode_shared_prefix(self, x: Tensor, shared: int) -> Tensor:
+        """States ``[K, L - P, Wt]`` of the last ``L - P`` tokens of ``x [K, L, Wt]``
+        (position embeddings added) whose first ``P = shared`` tokens are the same in all
+        ``K`` sequences: the prefix runs through each block once (batch 1) and the other
+        tokens attend to its keys and values. Equal to the full causal pass; for CLIP4HOI's
+        prompts (``[SOT]`` + 8 ``[PREFIX]`` of about 14 tokens) it saves ~60 % of the text
+        encoder's work, forward and backward."""
+        prefix, rest = x[:1, :shared], x[:, shared:]
+        n = rest.shape[1]
+        # Rest tokens see the whole prefix and, causally, each other: [n, P + n], True = attend.
+        allowed = torch.ones(n, shared + n, dtype=torch.bool, device=x.device)
+        allowed[:, shared:] = torch.ones(n, n, dtype=torch.bool, device=x.device).tril()
+        causal = self._text.attn_mask[:shared, :shared]
+        for block in self._text.transformer.resblocks:
+            attn = block.attn
+            p_in, r_in = block.ln_1(prefix), block.ln_1(rest)
+            q, k, v = F.linear(r_in, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+            _, pk, pv = F.linear(p_in, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+            k = torch.cat([pk.expand(len(rest), -1, -1), k], dim=1)          # [K, P + n, Wt]
+            v = torch.cat([pv.expand(len(rest), -1, -1), v], dim=1)
+
+            def heads(t: Tensor, heads: int = attn.num_heads) -> Tensor:
+                return t.unflatten(-1, (heads, -1)).transpose(1, 2)      # [K, h, *, d]
+
+            out = F.scaled_dot_product_attention(heads(q), heads(k), heads(v),
+                                                 attn_mask=allowed)       # [K, h, n, d]
+            rest = rest + block.ls_1(attn.out_proj(out.transpose(1, 2).flatten(2)))
+            rest = rest + block.ls_2(block.mlp(block.ln_2(rest)))
+            prefix_h = prefix.transpose(0, 1) if _seq_first(block) else prefix
+            prefix_h = block(prefix_h, attn_mask=causal)
+            prefix = prefix_h.transpose(0, 1) if _seq_first(block) else prefix_h
+        return rest
 
     def encode_text(self, texts: str | Sequence[str], batch_size: int = 256) -> Tensor:
         """``[K, E]``, equal to open_clip's ``encode_text`` (not normalised; too long texts are
@@ -452,7 +501,9 @@ class CLIPEncoder(nn.Module):
             ids[k, : len(r)] = torch.tensor(r)
             slot[k, : len(s)] = torch.tensor(s)
         eot_pos = torch.tensor([len(r) - 1 for r in rows], dtype=torch.long)
-        layout = _PromptLayout(ids.to(device), slot.to(device), eot_pos.to(device))
+        groups = tuple((torch.nonzero(eot_pos == n - 1).squeeze(1).to(device), n)
+                       for n in sorted({len(r) for r in rows}))
+        layout = _PromptLayout(ids.to(device), slot.to(device), eot_pos.to(device), groups)
         if len(self._prompt_cache) >= 16:
             self._prompt_cache.clear()
         self._prompt_cache[key] = layout
@@ -474,8 +525,9 @@ class CLIPEncoder(nn.Module):
             conjunction: ``[m, Wt]`` learnable context between verb and object.
 
         With ``prefix``/``conjunction`` set to ``word_embeddings`` of some words, the result
-        equals ``encode_text("<prefix words> verb <conjunction words> object")``. Sequences are
-        trimmed to the longest prompt. ValueError names a class whose prompt exceeds the
+        equals ``encode_text("<prefix words> verb <conjunction words> object")``. Prompts are
+        encoded in groups of one length, and the ``[SOT] prefix`` tokens they all share run
+        through the transformer once. ValueError names a class whose prompt exceeds the
         context length.
         """
         for context in (prefix, conjunction):
@@ -491,4 +543,8 @@ class CLIPEncoder(nn.Module):
             context = torch.cat([prefix, conjunction]).to(x)  # [n + m, Wt]
             learned = context[layout.slot.clamp(min=0)]  # [K, L, Wt]
             x = torch.where((layout.slot >= 0)[..., None], learned, x)
-        return self._encode_sequences(x, layout.eot)
+        # Prompts of one length at a time, each cut after its EOT (exact: causal attention).
+        out = [self._encode_sequences(x[index, :length], layout.eot[index], 1 + len(prefix))
+               for index, length in layout.groups]
+        order = torch.cat([index for index, _ in layout.groups])
+        return torch.cat(out)[torch.argsort(order)]
