@@ -68,13 +68,13 @@ def test_added_ground_truth_boxes_become_proposals() -> None:
     config.detector.min_humans = config.detector.min_objects = 0
     model = build_model(config).train()
     features = crafted(model, [(PERSON, 0.9, [80, 5, 130, 100])])  # no object detected
-    assert len(model._instances(features, 0, SIZE, target(0)).boxes) == 1
+    assert len(model._instances(features, [SIZE], [target(0)])[0].boxes) == 1
     model.config.loss.add_gt_boxes = True
-    inst = model._instances(features, 0, SIZE, target(0))
+    inst = model._instances(features, [SIZE], [target(0)])[0]
     assert len(inst.boxes) == 3 and inst.objects.tolist() == [PERSON, PERSON, BICYCLE]
     assert inst.scores[1:].tolist() == [1.0, 1.0]
     model.eval()                              # only in training
-    assert len(model._instances(features, 0, SIZE, target(0)).boxes) == 1
+    assert len(model._instances(features, [SIZE], [target(0)])[0].boxes) == 1
 
 
 def test_confident_scores_give_finite_gradients() -> None:

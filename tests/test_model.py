@@ -216,3 +216,27 @@ def test_ground_truth_boxes_replace_detections_in_the_oracle_setting() -> None:
     assert len(det["scores"]) == 2 * sum(per_object.values())
     humans = {tuple(b) for b in det["human_boxes"].tolist()}
     assert humans == {(10.0, 10.0, 60.0, 110.0), (80.0, 5.0, 130.0, 100.0)}
+
+
+def test_batched_proposals_equal_the_per_image_ones() -> None:
+    """All images' proposals at once (two host syncs) select what image_proposals does."""
+    from clip4hoi.config import DetectorConfig
+    from clip4hoi.models.interactor import batch_proposals, image_proposals
+
+    torch.manual_seed(3)
+    batch, queries, classes = 4, 60, 91
+    logits = torch.randn(batch, queries, classes + 1) * 3
+    logits[..., 1] += 2.0                               # plenty of persons
+    boxes = torch.rand(batch, queries, 4) * 0.5 + 0.25  # overlapping, for NMS to act
+    hidden = torch.randn(batch, queries, 8)
+    table = detector_label_map(classes)
+    sizes = [(120, 160), (200, 100), (64, 64), (480, 640)]
+    for cfg in (DetectorConfig(), DetectorConfig(score_threshold=0.05, max_humans=4,
+                                                 min_objects=5, nms_threshold=0.7)):
+        batched = batch_proposals(logits, boxes, hidden, table, sizes, cfg)
+        for i, size in enumerate(sizes):
+            single = image_proposals(logits[i], boxes[i], hidden[i], table, size, cfg)
+            assert torch.equal(batched[i].objects, single.objects)
+            assert torch.allclose(batched[i].boxes, single.boxes)
+            assert torch.equal(batched[i].hidden, single.hidden)
+            assert batched[i].n_humans == int((single.objects == 0).sum())

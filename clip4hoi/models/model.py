@@ -52,8 +52,8 @@ from clip4hoi.models.grounding_dino import GroundingDINO, build_grounding_dino
 from clip4hoi.models.interactor import (
     HOInteractor,
     Instances,
+    batch_proposals,
     enumerate_pairs,
-    image_proposals,
 )
 from clip4hoi.models.losses import (
     binary_focal_loss_with_logits,
@@ -266,9 +266,8 @@ class CLIP4HOI(nn.Module):
         if targets is None and (self.training or self.config.detector.use_gt_boxes):
             raise ValueError("CLIP4HOI needs targets in training mode (call .eval() to "
                              "detect) and with detector.use_gt_boxes")
-        instances = [self._instances(features, i, size, None if targets is None else targets[i])
-                     for i, size in enumerate(image_sizes)]
-        pairs = [enumerate_pairs(inst.objects) for inst in instances]
+        instances = self._instances(features, image_sizes, targets)
+        pairs = [enumerate_pairs(inst.objects, inst.n_humans) for inst in instances]
         counts = [len(h) for h, _ in pairs]
         device = features.boxes.device
         image_of_pair = torch.repeat_interleave(
@@ -310,20 +309,28 @@ class CLIP4HOI(nn.Module):
                                       proposals.prior, head.alpha, lam)       # [P, K]
         return log_scores, global_logits
 
-    def _instances(self, features: FrozenFeatures, i: int, size: tuple[int, int],
-                   target: dict | None) -> Instances:
-        """Proposals of image ``i``: the detector's, the annotated boxes instead
+    def _instances(self, features: FrozenFeatures, image_sizes: list[tuple[int, int]],
+                   targets: list[dict] | None) -> list[Instances]:
+        """Proposals of every image: the detector's, the annotated boxes instead
         (``detector.use_gt_boxes``), or both (``loss.add_gt_boxes``, in training)."""
-        logits, boxes, hidden = features.logits[i], features.boxes[i], features.hidden[i]
         if self.config.detector.use_gt_boxes:
-            none = torch.zeros(0, dtype=torch.long, device=boxes.device)
-            inst = Instances(boxes[none], logits[none, 0], none, hidden[none])
-            return self._add_ground_truth(inst, target, boxes, size, hidden)
-        inst = image_proposals(logits, boxes, hidden, object_ids(self.label_to_object, logits),
-                               size, self.config.detector)
+            instances = []
+            for i, size in enumerate(image_sizes):
+                boxes, hidden = features.boxes[i], features.hidden[i]
+                none = torch.zeros(0, dtype=torch.long, device=boxes.device)
+                inst = Instances(boxes[none].float(), features.logits[i][none, 0].float(),
+                                 none, hidden[none])
+                instances.append(self._add_ground_truth(inst, targets[i], boxes, size, hidden))
+            return instances
+        instances = batch_proposals(features.logits, features.boxes, features.hidden,
+                                    object_ids(self.label_to_object, features.logits),
+                                    image_sizes, self.config.detector)
         if self.training and self.config.loss.add_gt_boxes:
-            inst = self._add_ground_truth(inst, target, boxes, size, hidden)
-        return inst
+            instances = [self._add_ground_truth(inst, targets[i], features.boxes[i], size,
+                                                features.hidden[i])
+                         for i, (inst, size) in enumerate(zip(instances, image_sizes,
+                                                              strict=True))]
+        return instances
 
     @staticmethod
     def _add_ground_truth(inst: Instances, target: dict, detr_boxes: Tensor,
