@@ -52,7 +52,7 @@ def flops_by_part() -> dict[str, float]:
     from clip4hoi.data.metadata import hicodet_classes, words
     from clip4hoi.engine.config import load_experiment
     from clip4hoi.models.detr import normalize
-    from clip4hoi.models.interactor import Instances
+    from clip4hoi.models.interactor import pair_index
     from clip4hoi.models.model import FrozenFeatures, Proposals, build_model
 
     config = load_experiment(REPO / "configs" / "hicodet.yaml", [
@@ -90,27 +90,23 @@ def flops_by_part() -> dict[str, float]:
     out["text_old"], out["text_new"] = gflop(text_old), gflop(text_new)
 
     n_h, n = 15, 30
-    h, o = torch.meshgrid(torch.arange(n_h), torch.arange(n), indexing="ij")
-    keep = h != o
-    pairs = [(h[keep].to("meta"), o[keep].to("meta"))] * MICRO_BATCH
-    p = len(pairs[0][0])
     k = len(classes)
     detr_dim = model.detector.config["hidden_dim"]
     meta = {"device": "meta"}
+    index = pair_index([n_h] * MICRO_BATCH, [n] * MICRO_BATCH, [(800, 1200)] * MICRO_BATCH,
+                       torch.device("meta"))
+    p = sum(index.pair_counts)
     features = FrozenFeatures(torch.empty(MICRO_BATCH, 100, 92, **meta),
                               torch.empty(MICRO_BATCH, 100, 4, **meta),
                               torch.empty(MICRO_BATCH, 100, detr_dim, **meta),
                               torch.empty(MICRO_BATCH, clip.embed_dim, **meta),
                               [torch.empty(MICRO_BATCH, 196, clip.width, **meta)], (14, 14))
-    instances = [Instances(torch.empty(n, 4, **meta), torch.empty(n, **meta),
-                           torch.zeros(n, dtype=torch.long, **meta),
-                           torch.empty(n, detr_dim, **meta))] * MICRO_BATCH
-    proposals = Proposals(instances, pairs, [p] * MICRO_BATCH, [(800, 1200)] * MICRO_BATCH,
-                          torch.zeros(p * MICRO_BATCH, dtype=torch.long, **meta),
-                          torch.empty(p * MICRO_BATCH, **meta),
-                          torch.ones(p * MICRO_BATCH, k, dtype=torch.bool, **meta),
-                          torch.zeros(p * MICRO_BATCH, k, **meta),
-                          torch.zeros(MICRO_BATCH, k, **meta))
+    proposals = Proposals([], [], index.pair_counts, [(800, 1200)] * MICRO_BATCH,
+                          index.pair_image, torch.empty(p, **meta),
+                          torch.ones(p, k, dtype=torch.bool, **meta),
+                          torch.zeros(p, k, **meta), torch.zeros(MICRO_BATCH, k, **meta),
+                          index, torch.empty(MICRO_BATCH * n, 4, **meta),
+                          torch.empty(MICRO_BATCH * n, detr_dim, **meta))
     text = torch.empty(k, clip.embed_dim, device="meta", requires_grad=True)
 
     def head() -> None:

@@ -27,7 +27,8 @@ def test_pairs_take_every_label_of_the_ground_truth_they_overlap() -> None:
     boxes_o = torch.tensor([[21.0, 0, 30, 10],           # IoU 0.9: matched
                             [25.0, 0, 30, 10],           # IoU 0.5: matched (>=)
                             [26.0, 0, 30, 10]])          # IoU 0.4: not matched
-    labels = pair_labels(boxes_h, boxes_o, target, num_classes=10, match_iou=0.5)
+    labels = pair_labels(boxes_h, boxes_o, [target], torch.zeros(3, dtype=torch.long),
+                         num_classes=10, match_iou=0.5)
     assert labels.shape == (3, 10)
     assert labels[0].nonzero().flatten().tolist() == [3, 7]
     assert labels[1].nonzero().flatten().tolist() == [3, 7]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from clip4hoi.models.interactor import sine_embedding
+from clip4hoi.models.interactor import PairIndex, sine_embedding
 
 
 def patch_centres(grid: tuple[int, int], device: torch.device | None = None) -> Tensor:
@@ -83,18 +83,17 @@ class HOIDecoder(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.out_proj = nn.Linear(dim, out_dim)
 
-    def forward(self, pair_tokens: list[Tensor], patch_tokens: list[Tensor],
-                grid: tuple[int, int], union_boxes: list[Tensor] | None = None
-                ) -> list[Tensor]:
-        """``pair_tokens``: per image ``[P_i, token_dim]``; ``patch_tokens``: per CLIP
-        block ``[B, N, clip_width]`` with ``N = gh * gw``; ``union_boxes``: per image
-        ``[P_i, 4]`` normalised xyxy (needed with ``union_mask``)."""
-        counts = [len(t) for t in pair_tokens]
-        p_max = max(counts, default=0)
-        if p_max == 0:
-            return [t.new_zeros(0, self.out_proj.out_features) for t in pair_tokens]
-        batch = len(pair_tokens)
+    def forward(self, pair_tokens: Tensor, patch_tokens: list[Tensor], grid: tuple[int, int],
+                index: PairIndex, union_boxes: Tensor | None = None) -> Tensor:
+        """``pair_tokens``: the batch's pairs ``[P, token_dim]`` (where they sit: ``index``);
+        ``patch_tokens``: per CLIP block ``[B, N, clip_width]`` with ``N = gh * gw``;
+        ``union_boxes``: ``[P, 4]`` normalised xyxy (needed with ``union_mask``). Returns the
+        pair features ``[P, out_dim]``, all images at once."""
+        if not index.pair_counts or max(index.pair_counts) == 0:
+            return pair_tokens.new_zeros(0, self.out_proj.out_features)
+        batch, p_max = len(index.pair_counts), max(index.pair_counts)
         dim = self.query_proj.out_features
+        where = (index.pair_image, index.pair_position)
 
         # Keys/values: [B, L*N, dim], one block of N patches per CLIP layer.
         levels = [self.memory_proj(self.memory_norm(t)) for t in patch_tokens]
@@ -104,35 +103,37 @@ class HOIDecoder(nn.Module):
         pos = sine_embedding(patch_centres(grid, memory.device), dim).to(memory.dtype)
         memory_pos = pos.repeat(len(levels), 1)[None]                  # [1, L*N, dim]
 
-        x = memory.new_zeros(batch, p_max, dim)
-        padding = torch.ones(batch, p_max, dtype=torch.bool, device=memory.device)
+        queries = self.query_proj(pair_tokens)
+        x = queries.new_zeros(batch, p_max, dim).index_put(where, queries)
+        padding = torch.ones(batch, p_max, dtype=torch.bool, device=memory.device).index_put(
+            where, torch.zeros((), dtype=torch.bool, device=memory.device))
         padding[:, 0] = False  # an image without pairs must not attend to nothing (NaN)
-        for i, tokens in enumerate(pair_tokens):
-            x[i, : counts[i]] = self.query_proj(tokens)
-            padding[i, : counts[i]] = False
 
         cross_mask = None
         if self.union_mask:
             if union_boxes is None:
                 raise ValueError("union_mask needs the pairs' union boxes")
             cross_mask = torch.zeros(batch, p_max, memory.shape[1], dtype=torch.bool,
-                                     device=memory.device)
-            for i, boxes in enumerate(union_boxes):
-                cross_mask[i, : counts[i]] = union_box_mask(boxes, grid).repeat(1, len(levels))
+                                     device=memory.device).index_put(
+                where, union_box_mask(union_boxes, grid).repeat(1, len(levels)))
             cross_mask = cross_mask.repeat_interleave(self.num_heads, dim=0)
 
         for layer in self.layers:
             x = layer(x, memory, memory_pos.expand(batch, -1, -1), padding, cross_mask)
-        out = self.out_proj(self.norm(x))                               # [B, P_max, out]
-        return [out[i, : counts[i]] for i in range(batch)]
+        return self.out_proj(self.norm(x))[where]                      # [P, out]
 
 
-def normalised_union_boxes(boxes_h: Tensor, boxes_o: Tensor, image_size: tuple[int, int]
-                           ) -> Tensor:
-    """Union boxes of pairs ``[P, 4]`` (fp32), xyxy normalised by ``image_size`` ``(h, w)``."""
-    height, width = image_size
+def normalised_union_boxes(boxes_h: Tensor, boxes_o: Tensor,
+                           image_size: tuple[int, int] | Tensor) -> Tensor:
+    """Union boxes of pairs ``[P, 4]`` (fp32), xyxy normalised by ``image_size`` ``(h, w)``
+    (or per pair ``(w, h, w, h)`` ``[P, 4]``)."""
     boxes_h, boxes_o = boxes_h.float(), boxes_o.float()
     union = torch.cat([torch.minimum(boxes_h[:, :2], boxes_o[:, :2]),
                        torch.maximum(boxes_h[:, 2:], boxes_o[:, 2:])], dim=1)
-    return (union / union.new_tensor([width, height, width, height])).clamp(0, 1)
+    if isinstance(image_size, Tensor):
+        scale = image_size.float()
+    else:
+        height, width = image_size
+        scale = union.new_tensor([width, height, width, height])
+    return (union / scale).clamp(0, 1)
 

@@ -119,13 +119,57 @@ def batch_proposals(logits: Tensor, boxes: Tensor, hidden: Tensor, label_to_obje
             0, bucket[order], chosen.long()).tolist()                       # sync 2
         # The chosen ones in (image, humans first, score) order, without a nonzero.
         picked = order[torch.argsort((~chosen).long(), stable=True)[: sum(counts)]]
-    out = []
-    for i, part in enumerate(picked.split([counts[2 * i] + counts[2 * i + 1]
-                                           for i in range(batch)])):
-        index = part - i * queries
-        out.append(Instances(xyxy[part], scores[part], objects[part], hidden[i][index],
-                             n_humans=counts[2 * i]))
-    return out
+    sizes = [counts[2 * i] + counts[2 * i + 1] for i in range(batch)]
+    parts = [t[picked].split(sizes) for t in (xyxy, scores, objects, hidden.flatten(0, 1))]
+    return [Instances(*fields, n_humans=counts[2 * i])
+            for i, fields in enumerate(zip(*parts, strict=True))]
+
+
+@dataclass
+class PairIndex:
+    """Where the instances and pairs of a batch of images sit once concatenated (``N``
+    instances, ``P`` pairs), so that the head runs on the whole batch at once. Built on
+    the host from the per-image counts (:func:`pair_index`): no host sync."""
+
+    counts: list[int]        # instances per image
+    pair_counts: list[int]   # pairs per image
+    image: Tensor            # [N] image of each instance
+    position: Tensor         # [N] its row within its image
+    pair_h: Tensor           # [P] the pair's human, an index into the N instances
+    pair_o: Tensor           # [P] the pair's object (another instance of the same image)
+    pair_image: Tensor       # [P] image of each pair
+    pair_position: Tensor    # [P] its row among its image's pairs
+    local_h: Tensor          # [P] the human's row within its image
+    local_o: Tensor          # [P] the object's row within its image
+    scale: Tensor            # [B, 4] (w, h, w, h) of each image, fp32
+
+
+def pair_index(n_humans: list[int], counts: list[int], image_sizes: list[tuple[int, int]],
+               device: torch.device) -> PairIndex:
+    """The :class:`PairIndex` of images with ``counts[i]`` instances, the first
+    ``n_humans[i]`` of them humans; every (human, other instance) pair, humans first, in
+    the order of :func:`enumerate_pairs`. One copy to ``device``."""
+    images, positions, pair_h, pair_o, pair_images, pair_positions, local_h, local_o = \
+        ([] for _ in range(8))
+    offset = 0
+    pair_counts = []
+    for i, (n_h, n) in enumerate(zip(n_humans, counts, strict=True)):
+        h, o = enumerate_pairs(torch.empty(n), n_h)                 # on the host
+        images.append(torch.full((n,), i))
+        positions.append(torch.arange(n))
+        local_h.append(h)
+        local_o.append(o)
+        pair_h.append(h + offset)
+        pair_o.append(o + offset)
+        pair_images.append(torch.full((len(h),), i))
+        pair_positions.append(torch.arange(len(h)))
+        pair_counts.append(len(h))
+        offset += n
+    fields = [torch.cat(t).long() for t in (images, positions, pair_h, pair_o, pair_images,
+                                             pair_positions, local_h, local_o)]
+    packed = torch.cat(fields).to(device, non_blocking=True).split([len(f) for f in fields])
+    scale = torch.tensor([[w, h, w, h] for h, w in image_sizes], dtype=torch.float32)
+    return PairIndex(list(counts), pair_counts, *packed, scale=scale.to(device))
 
 
 def enumerate_pairs(labels: Tensor, n_humans: int | None = None) -> tuple[Tensor, Tensor]:
@@ -148,24 +192,27 @@ def enumerate_pairs(labels: Tensor, n_humans: int | None = None) -> tuple[Tensor
     return h, other + (other >= h).long()        # every index but h itself, in order
 
 
-def spatial_encodings(boxes_h: Tensor, boxes_o: Tensor, image_size: tuple[int, int],
-                      eps: float = 1e-6) -> Tensor:
+def spatial_encodings(boxes_h: Tensor, boxes_o: Tensor,
+                      image_size: tuple[int, int] | Tensor, eps: float = 1e-6) -> Tensor:
     """Box-pair layout features ``[P, 36]``: 18 raw values and their logs.
 
     Raw values: both centres (x, y) and sizes (w, h) normalised by the image size, both
     areas and their ratio, both aspect ratios, the IoU, and the x and y distance between
     the centres normalised by the human box size, split by direction (4 values).
-    ``image_size`` is ``(height, width)``; boxes are xyxy ``[P, 4]``. Computed in fp32
-    whatever the autocast state.
+    ``image_size`` is ``(height, width)``, or per pair ``(w, h, w, h)`` ``[P, 4]``; boxes
+    are xyxy ``[P, 4]``. Computed in fp32 whatever the autocast state.
     """
     with full_precision(boxes_h.device):
-        return _spatial_encodings(boxes_h.float(), boxes_o.float(), image_size, eps)
+        if isinstance(image_size, Tensor):
+            scale = image_size.float()
+        else:
+            height, width = image_size
+            scale = boxes_h.new_tensor([width, height, width, height], dtype=torch.float32)
+        return _spatial_encodings(boxes_h.float(), boxes_o.float(), scale, eps)
 
 
-def _spatial_encodings(boxes_h: Tensor, boxes_o: Tensor, image_size: tuple[int, int],
-                       eps: float) -> Tensor:
-    height, width = image_size
-    scale = boxes_h.new_tensor([width, height, width, height])
+def _spatial_encodings(boxes_h: Tensor, boxes_o: Tensor, scale: Tensor, eps: float
+                       ) -> Tensor:
     ch, co = (box_convert(b, "xyxy", "cxcywh") / scale for b in (boxes_h, boxes_o))
     (cx_h, cy_h, w_h, h_h), (cx_o, cy_o, w_o, h_o) = ch.unbind(1), co.unbind(1)
     area_h, area_o = w_h * h_h, w_o * h_o
@@ -229,27 +276,27 @@ class HOInteractor(nn.Module):
             nn.LayerNorm(dim),
         )
 
-    def forward(self, features: list[Tensor], boxes: list[Tensor],
-                pairs: list[tuple[Tensor, Tensor]], image_sizes: list[tuple[int, int]]
-                ) -> list[Tensor]:
-        """Per image: instance features ``[n_i, dim]``, boxes ``[n_i, 4]`` (xyxy pixels),
-        pair indices ``([P_i], [P_i])`` and ``(h, w)``. Returns pair tokens ``[P_i, dim]``."""
-        counts = [len(f) for f in features]
-        n_max = max(counts, default=0)
-        if n_max == 0:
-            return [f.new_zeros(0, self.dim) for f in features]
+    def forward(self, features: Tensor, boxes: Tensor, index: PairIndex) -> Tensor:
+        """The batch's instances concatenated: features ``[N, dim]``, boxes ``[N, 4]`` (xyxy
+        pixels of their images), and where they and their pairs sit (``index``). Returns
+        the pair tokens ``[P, dim]``, all images at once."""
+        if not index.counts or max(index.counts) == 0:
+            return features.new_zeros(0, self.dim)
+        batch, n_max = len(index.counts), max(index.counts)
+        scale = index.scale[index.image]                                   # [N, 4]
+        with full_precision(boxes.device):
+            embedding = sine_embedding(box_convert(boxes.float(), "xyxy", "cxcywh") / scale,
+                                       self.dim)
         # Pad the images' instances into one batch [B, n_max, dim] with a padding mask.
-        tokens = features[0].new_zeros(len(features), n_max, self.dim)
-        padding = torch.ones(len(features), n_max, dtype=torch.bool, device=tokens.device)
+        tokens = features.new_zeros(batch, n_max, self.dim)
+        tokens = tokens.index_put((index.image, index.position),
+                                  (features + embedding).to(tokens.dtype))
+        padding = torch.ones(batch, n_max, dtype=torch.bool, device=tokens.device)
+        padding = padding.index_put((index.image, index.position),
+                                    torch.zeros((), dtype=torch.bool, device=tokens.device))
         padding[:, 0] = False  # an image without instances must not attend to nothing (NaN)
-        for i, (f, b, size) in enumerate(zip(features, boxes, image_sizes, strict=True)):
-            tokens[i, : len(f)] = f + box_sine_embedding(b, size, self.dim)
-            padding[i, : len(f)] = False
-        tokens = self.encoder(tokens, src_key_padding_mask=padding)
-
-        pair_tokens = []
-        for i, ((h, o), b, size) in enumerate(zip(pairs, boxes, image_sizes, strict=True)):
-            x = tokens[i, : counts[i]]
-            spatial = self.spatial(spatial_encodings(b[h], b[o], size))  # [P_i, spatial]
-            pair_tokens.append(self.fuse(torch.cat([x[h], x[o], spatial], dim=1)))
-        return pair_tokens
+        x = self.encoder(tokens, src_key_padding_mask=padding)[index.image, index.position]
+        h, o = index.pair_h, index.pair_o
+        spatial = self.spatial(spatial_encodings(boxes[h], boxes[o],
+                                                 index.scale[index.pair_image]))  # [P, s]
+        return self.fuse(torch.cat([x[h], x[o], spatial.to(x.dtype)], dim=1))

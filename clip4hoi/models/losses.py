@@ -16,28 +16,38 @@ from torch import Tensor
 from torchvision.ops import box_iou
 
 
-def pair_labels(boxes_h: Tensor, boxes_o: Tensor, target: dict[str, Tensor],
-                num_classes: int, match_iou: float) -> Tensor:
-    """Multi-hot labels ``[P, K]`` of proposal pairs (xyxy ``[P, 4]`` each) from one image's
-    target (``boxes_h``, ``boxes_o`` ``[N, 4]``, ``hoi`` ``[N]``), float32. Dense (no
-    data-dependent shapes, so no host sync)."""
-    if len(boxes_h) == 0 or len(target["hoi"]) == 0:
-        return torch.zeros(len(boxes_h), num_classes, device=boxes_h.device)
-    overlap = torch.minimum(box_iou(boxes_h.float(), target["boxes_h"].float()),
-                            box_iou(boxes_o.float(), target["boxes_o"].float()))  # [P, N]
-    matched = (overlap >= match_iou).float()                                    # [P, N]
-    classes = torch.zeros(len(target["hoi"]), num_classes, device=matched.device).scatter_(
-        1, target["hoi"][:, None], 1.0)                                          # [N, K]
+def pair_labels(boxes_h: Tensor, boxes_o: Tensor, targets: list[dict[str, Tensor]],
+                pair_image: Tensor, num_classes: int, match_iou: float) -> Tensor:
+    """Multi-hot labels ``[P, K]`` (float32) of a batch's proposal pairs (xyxy ``[P, 4]``
+    each, pair ``p`` in image ``pair_image[p]``) from the images' targets (``boxes_h``,
+    ``boxes_o`` ``[N_i, 4]``, ``hoi`` ``[N_i]``). Dense, all images at once: no host sync."""
+    device = boxes_h.device
+    counts = [len(t["hoi"]) for t in targets]
+    if len(boxes_h) == 0 or sum(counts) == 0:
+        return torch.zeros(len(boxes_h), num_classes, device=device)
+    gt_h = torch.cat([t["boxes_h"] for t in targets]).float()                  # [G, 4]
+    gt_o = torch.cat([t["boxes_o"] for t in targets]).float()
+    hoi = torch.cat([t["hoi"] for t in targets])                               # [G]
+    gt_image = torch.repeat_interleave(torch.arange(len(targets)), torch.tensor(counts),
+                                       output_size=sum(counts)).to(device)
+    overlap = torch.minimum(box_iou(boxes_h.float(), gt_h), box_iou(boxes_o.float(), gt_o))
+    matched = ((overlap >= match_iou) & (pair_image[:, None] == gt_image[None])).float()
+    classes = torch.zeros(len(hoi), num_classes, device=device).scatter_(
+        1, hoi[:, None], 1.0)                                                   # [G, K]
     return (matched @ classes).clamp(max=1).float()
 
 
 def image_labels(targets: list[dict[str, Tensor]], num_classes: int, device: torch.device
                  ) -> Tensor:
     """Multi-hot labels ``[B, K]``: the classes annotated anywhere in each image."""
+    counts = [len(t["hoi"]) for t in targets]
     labels = torch.zeros(len(targets), num_classes, device=device)
-    for i, target in enumerate(targets):
-        labels[i, target["hoi"]] = 1
-    return labels
+    if sum(counts) == 0:
+        return labels
+    image = torch.repeat_interleave(torch.arange(len(targets)), torch.tensor(counts),
+                                    output_size=sum(counts)).to(device)
+    hoi = torch.cat([t["hoi"] for t in targets]).to(device)
+    return labels.index_put((image, hoi), torch.ones((), device=device))
 
 
 def logit_from_log_prob(log_p: Tensor) -> Tensor:

@@ -52,8 +52,9 @@ from clip4hoi.models.grounding_dino import GroundingDINO, build_grounding_dino
 from clip4hoi.models.interactor import (
     HOInteractor,
     Instances,
+    PairIndex,
     batch_proposals,
-    enumerate_pairs,
+    pair_index,
 )
 from clip4hoi.models.losses import (
     binary_focal_loss_with_logits,
@@ -148,6 +149,9 @@ class Proposals:
     valid: Tensor                          # [P, K] bool: class object == detected object
     labels: Tensor | None = None           # [P, K] pair labels (training), 0 where not valid
     image_labels: Tensor | None = None     # [B, K] image labels (training)
+    index: PairIndex | None = None         # where the instances and pairs sit, batched
+    boxes: Tensor | None = None            # [N, 4] all images' instances, concatenated
+    hidden: Tensor | None = None           # [N, D]
 
 
 def detector_label_map(num_classes: int) -> Tensor:
@@ -267,43 +271,45 @@ class CLIP4HOI(nn.Module):
             raise ValueError("CLIP4HOI needs targets in training mode (call .eval() to "
                              "detect) and with detector.use_gt_boxes")
         instances = self._instances(features, image_sizes, targets)
-        pairs = [enumerate_pairs(inst.objects, inst.n_humans) for inst in instances]
-        counts = [len(h) for h, _ in pairs]
         device = features.boxes.device
-        image_of_pair = torch.repeat_interleave(
-            torch.arange(len(pairs), device=device),
-            torch.tensor(counts, device=device), output_size=sum(counts))
-        pair_objects = torch.cat([inst.objects[o] for inst, (_, o) in zip(instances, pairs,
-                                                                          strict=True)])
-        prior = torch.cat([inst.scores[h] * inst.scores[o]
-                           for inst, (h, o) in zip(instances, pairs, strict=True)])
+        n_humans = [inst.n_humans if inst.n_humans is not None else
+                    int((inst.objects == HUMAN_OBJECT_ID).sum()) for inst in instances]
+        index = pair_index(n_humans, [len(inst.objects) for inst in instances], image_sizes,
+                           device)
+        boxes = torch.cat([inst.boxes for inst in instances])                # [N, 4]
+        scores = torch.cat([inst.scores for inst in instances])              # [N]
+        objects = torch.cat([inst.objects for inst in instances])            # [N]
+        hidden = torch.cat([inst.hidden for inst in instances])              # [N, D]
+        h, o = index.pair_h, index.pair_o
+        prior = scores[h] * scores[o]                                        # [P]
         class_objects = torch.tensor(classes.objects, device=device)
-        valid = pair_objects[:, None] == class_objects[None, :]                # [P, K]
+        valid = objects[o][:, None] == class_objects[None, :]                # [P, K]
         labels = image = None
         if targets is not None and self.training:
-            labels = torch.cat([pair_labels(inst.boxes[h], inst.boxes[o], target,
-                                            len(classes), self.config.loss.match_iou)
-                                for inst, (h, o), target in zip(instances, pairs, targets,
-                                                                strict=True)]) * valid
+            labels = pair_labels(boxes[h], boxes[o], targets, index.pair_image, len(classes),
+                                 self.config.loss.match_iou) * valid
             image = image_labels(targets, len(classes), device)
-        return Proposals(instances, pairs, counts, image_sizes, image_of_pair, prior, valid,
-                         labels, image)
+        pairs = list(zip(index.local_h.split(index.pair_counts),
+                         index.local_o.split(index.pair_counts), strict=True))
+        return Proposals(instances, pairs, index.pair_counts, image_sizes, index.pair_image,
+                         prior, valid, labels, image, index, boxes, hidden)
 
     def score(self, features: FrozenFeatures, proposals: Proposals, text: Tensor
               ) -> tuple[Tensor, Tensor]:
         """The trainable part: fused log scores ``[P, K]`` (fp32) of the pairs and global
-        logits ``[B, K]`` from the frozen features, the proposals and class embeddings."""
+        logits ``[B, K]`` from the frozen features, the proposals and class embeddings,
+        all images at once."""
         head = self.config.head
-        instances, pairs, sizes = proposals.instances, proposals.pairs, proposals.image_sizes
-        tokens = self.interactor([inst.hidden for inst in instances],
-                                 [inst.boxes for inst in instances], pairs, sizes)
+        index, boxes = proposals.index, proposals.boxes
+        tokens = self.interactor(proposals.hidden, boxes, index)             # [P, D]
         union_boxes = None
         if head.union_mask:
-            union_boxes = [normalised_union_boxes(inst.boxes[h], inst.boxes[o], size)
-                           for inst, (h, o), size in zip(instances, pairs, sizes, strict=True)]
-        pair_features = self.decoder(tokens, features.clip_patches, features.grid, union_boxes)
+            union_boxes = normalised_union_boxes(boxes[index.pair_h], boxes[index.pair_o],
+                                                 index.scale[index.pair_image])
+        pair_features = self.decoder(tokens, features.clip_patches, features.grid, index,
+                                     union_boxes)                            # [P, E]
         pair_logits, global_logits = self.classifier(
-            torch.cat(pair_features), features.clip_global, text)          # [P, K], [B, K]
+            pair_features, features.clip_global, text)                      # [P, K], [B, K]
         lam = head.lambda_train if self.training else head.lambda_test
         log_scores = fused_log_scores(pair_logits, global_logits[proposals.image_of_pair],
                                       proposals.prior, head.alpha, lam)       # [P, K]
