@@ -462,7 +462,7 @@ class Trainer:
             sizes = [(int(t["size"][0]), int(t["size"][1])) for t in targets]
             with autocast(info.device, self.amp):
                 features = inputs if isinstance(inputs, FrozenFeatures) else \
-                    model.extract_features(inputs)
+                    model.extract_features(inputs, classes)
                 proposals = model.proposals(features, sizes, device_targets, classes)
             frozen.append((features, proposals))
         counts = all_reduce_sum(torch.stack([
