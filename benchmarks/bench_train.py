@@ -145,14 +145,15 @@ def child(spec: dict) -> dict:
     data = work / "data"
     if not (data / "instances_train2015.json").is_file():
         make_synthetic(data, n_train=8, n_test=1, seed=0, image_size=spec["image_size"])
+    configs = Path.cwd() / "configs"    # the measured tree's own configs
     if spec["full_size"]:
-        config = REPO / "configs" / "hicodet.yaml"
+        config = configs / "hicodet.yaml"
         overrides = ["model.detector.weights=random",
                      "model.detector.architecture={num_classes: 91}",
                      "model.clip.pretrained=null", "data.transform.augment=false",
                      "data.train_images=images/train2015", "data.test_images=images/test2015"]
     else:
-        config = REPO / "configs" / "smoke.yaml"
+        config = configs / "smoke.yaml"
         overrides = ["data.transform.scales=[112,128]", "data.transform.test_scale=128",
                      "data.transform.max_size=256"]
     if spec.get("detector"):   # DETR's proposals instead of the annotated boxes

@@ -89,7 +89,7 @@ class HOITransform:
                                             saturation=jitter))
         if not uint8:
             steps.append(v2.ToDtype(torch.float32, scale=True))
-        self.pipeline = v2.Compose(steps)
+        self.pipeline = v2.Compose(steps) if steps else v2.Identity()
 
     def __call__(self, image: torch.Tensor, target: dict) -> tuple[torch.Tensor, dict]:
         height, width = image.shape[-2:]

@@ -207,13 +207,13 @@ class Trainer:
 
         seed_everything(cfg.seed)       # the same initial weights on every rank
         self.model = build_model(config.model).to(info.device)
-        head = HeadStep(self.model)
-        self.step_module: nn.Module = head
+        head_step = HeadStep(self.model)
+        self.step_module: nn.Module = head_step
         if info.distributed:
             DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
-                head, head.names_ddp_ignores())
+                head_step, head_step.names_ddp_ignores())
             self.step_module = DistributedDataParallel(
-                head, device_ids=[info.device.index] if info.device.type == "cuda" else None,
+                head_step, device_ids=[info.device.index] if info.device.type == "cuda" else None,
                 find_unused_parameters=cfg.find_unused_parameters, broadcast_buffers=False)
         self.amp = amp_dtype(cfg.amp, info.device)
         # fp16 needs loss scaling; bf16 has fp32's range.
