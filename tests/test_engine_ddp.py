@@ -63,7 +63,7 @@ def test_a_failing_rank_ends_the_job_within_seconds(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                "--nproc_per_node=2", str(tests / "distributed_worker.py"), "fail", "train",
                str(CONFIGS / "smoke.yaml"), "--output-dir", str(tmp_path / "run"),
-               "--set", *settings]
+               *set_flags(settings)]
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(tests), os.environ.get("PYTHONPATH", "")])}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
