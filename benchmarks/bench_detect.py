@@ -2,8 +2,8 @@
 against the new path, on the same images, with identical JSON results.
 
 * **sequential**: per image, in one thread — read, resize, model, records, draw, JPEG,
-  write (the loop ``cli.py`` had before ``clip4hoi.engine.inference``);
-* **new**: :func:`clip4hoi.engine.inference.run_detect` — a ``DataLoader`` whose workers
+  write (the loop ``cli.py`` had before ``clip4hoi.detect`` existed);
+* **new**: :func:`clip4hoi.detect.run_detect` — a ``DataLoader`` whose workers
   decode and resize ahead, ``--batch-size`` images per forward pass, drawing and writing on
   a background thread.
 
@@ -37,7 +37,7 @@ from PIL import Image
 
 from clip4hoi.api import build_training_free_detector, to_records
 from clip4hoi.data.images import load_image
-from clip4hoi.engine.inference import DetectOptions, run_detect
+from clip4hoi.detect import DetectOptions, run_detect
 from clip4hoi.fileio import write_atomic
 from clip4hoi.visualize import draw_detections
 
@@ -112,9 +112,9 @@ def main() -> None:
         seq_time = time.perf_counter() - start
 
         # the new path, with the same (already built and encoded) detector
-        from clip4hoi.engine import inference
+        from clip4hoi import detect
 
-        inference.build_detector = lambda *_: detector
+        detect.build_detector = lambda *_: detector
         options = DetectOptions(inputs=[str(root / "photos")], out=str(root / "new"),
                                 mode="dense", classes=CLASSES, random_weights=True,
                                 device="cpu", batch_size=args.batch_size,
@@ -126,7 +126,7 @@ def main() -> None:
         same = results(root / "seq") == results(root / "new")
         count = len(results(root / "seq"))
 
-    workers = args.workers if args.workers >= 0 else inference.default_workers(args.images)
+    workers = args.workers if args.workers >= 0 else detect.default_workers(args.images)
     rows = [("sequential (old loop)", seq_time), (f"new: {workers} worker(s), batch "
                                                   f"{args.batch_size}, writer thread", new_time)]
     print(f"clip4hoi detect --mode dense --random-weights on {count} images {args.size} "

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from clip4hoi.config import ModelConfig, TrainingFreeConfig, apply_overrides
 from clip4hoi.data.images import load_image
 from clip4hoi.data.metadata import HOIClassSet, load_classes
-from clip4hoi.data.transforms import HOITransform, TransformConfig
+from clip4hoi.data.transforms import HOITransform, TransformConfig, rescale_boxes
 from clip4hoi.errors import InputError
 from clip4hoi.hub import HEAD_FILE, download_head, resolve_checkpoint
 from clip4hoi.models.model import CLIP4HOI, build_model, load_checkpoint
@@ -215,16 +215,6 @@ def load_detector(mode: str | None = None, checkpoint: str | Path | None = None,
     config = apply_overrides(ModelConfig(), [
         "detector.weights=random", "clip.pretrained=null", *overrides])
     return HOIDetector.from_config(config, device, **sizes)
-
-
-def rescale_boxes(detections: dict[str, Tensor], size: tuple[int, int] | list[int],
-                  new_size: tuple[int, int] | list[int]) -> dict[str, Tensor]:
-    """One image's detections with the boxes moved from an image of ``size`` ``(h, w)``
-    to the same image resized to ``new_size`` (e.g. the model's input → the original)."""
-    (h1, w1), (h0, w0) = size, new_size
-    scale = detections["human_boxes"].new_tensor([w0 / w1, h0 / h1, w0 / w1, h0 / h1])
-    return {**detections, "human_boxes": detections["human_boxes"] * scale,
-            "object_boxes": detections["object_boxes"] * scale}
 
 
 def to_records(result: dict[str, Tensor], classes: HOIClassSet, top_k: int = 0,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
-    from clip4hoi.engine.inference import DetectOptions, run_detect
+    from clip4hoi.detect import DetectOptions, run_detect
 
     return run_detect(DetectOptions.from_args(args))
 
@@ -28,7 +28,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     from clip4hoi.api import RANDOM_WEIGHTS_WARNING, load_detector
     from clip4hoi.demo import DemoBackend, launch
-    from clip4hoi.engine.inference import resolve_device
+    from clip4hoi.detect import resolve_device
 
     device = resolve_device(args.device)
     mode = args.mode or ("trained" if args.checkpoint or args.random_weights else "crop")

@@ -109,3 +109,22 @@ def crafted_features(model, images: list[list[tuple[int, float, list[float]]]]):
     clip = model.clip.encode_image(torch.randn(len(images), 3, 64, 64), layers=(-1,))
     return FrozenFeatures(detr["pred_logits"], detr["pred_boxes"], detr["hidden_states"],
                           clip.global_embedding, clip.patch_tokens, clip.grid)
+
+
+def write_test_video(path: Path, frames: int = 8, rate: int = 4, size: tuple[int, int] = (48, 64)
+                     ) -> Path:
+    """A small H.264 video (``size`` = (h, w)) whose frames brighten one step at a time."""
+    import av
+    import numpy as np
+
+    height, width = size
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for i in range(frames):
+            pixels = np.full((height, width, 3), 10 * i, dtype=np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path

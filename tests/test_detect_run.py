@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, TINY_CLIP, TINY_DETR, set_flags
+from conftest import REPO, TINY_CLIP, TINY_DETR, set_flags, write_test_video
 from PIL import Image
 
+from clip4hoi import detect
 from clip4hoi.cli import build_parser, main
-from clip4hoi.engine import inference
 
 TINY = set_flags([f"detector.architecture={json.dumps(TINY_DETR)}",
                   f"detector.num_heads={TINY_DETR['num_heads']}",
@@ -89,8 +89,8 @@ def test_mode_auto_is_dense_on_a_cpu_and_detect_accepts_train_key_names(
     assert _detect(str(image), "--out", str(tmp_path / "out"), "--no-draw",
                    "--set", "training_free.margin=0.2") == 0
     assert "mode dense (auto: CPU" in capsys.readouterr().err
-    assert inference.resolve_mode("auto", None, "cuda:0")[0] == "crop"
-    assert inference.resolve_mode("auto", "head.safetensors", "cpu")[0] == "trained"
+    assert detect.resolve_mode("auto", None, "cuda:0")[0] == "crop"
+    assert detect.resolve_mode("auto", "head.safetensors", "cpu")[0] == "trained"
 
 
 def test_exit_codes_of_a_bad_device_and_missing_weights(
@@ -107,7 +107,7 @@ def test_exit_codes_of_a_bad_device_and_missing_weights(
     def offline(*_: object) -> None:
         raise WeightsUnavailableError("detr-r50-e632da11.pth: download it from URL to DIR")
 
-    monkeypatch.setattr(inference, "build_detector", offline)
+    monkeypatch.setattr(detect, "build_detector", offline)
     assert main(["detect", image, "--out", str(tmp_path / "o"), "--device", "cpu"]) == 3
     from clip4hoi import weights
 
@@ -133,7 +133,7 @@ def test_out_that_is_a_file_is_refused_before_the_model_loads(
         tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     _photo(tmp_path / "a.jpg")
     (tmp_path / "out").write_text("not a folder")
-    monkeypatch.setattr(inference, "build_detector", lambda *a: pytest.fail("model loaded"))
+    monkeypatch.setattr(detect, "build_detector", lambda *a: pytest.fail("model loaded"))
     assert main(["detect", str(tmp_path / "a.jpg"), "--out", str(tmp_path / "out")]) == 2
     assert "--out" in capsys.readouterr().err
 
@@ -260,26 +260,13 @@ def test_a_trained_heads_class_embeddings_are_cached_too(tmp_path: Path) -> None
 # --------------------------------------------------------------------------- video
 
 
-def _video(path: Path, frames: int = 8, rate: int = 4) -> Path:
-    import av
-
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        for i in range(frames):
-            pixels = np.full((48, 64, 3), 20 * i, dtype=np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
 
 
 def test_video_gives_json_lines_and_an_annotated_movie(
         tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     import av
 
-    clip = _video(tmp_path / "clip.mp4")
+    clip = write_test_video(tmp_path / "clip.mp4")
     out = tmp_path / "out"
     assert _detect(str(clip), "--out", str(out), "--every", "2") == 0
     lines = [json.loads(line) for line in (out / "clip.mp4.jsonl").read_text().splitlines()]

@@ -11,9 +11,8 @@ import pytest
 import torch
 import yaml
 
-from clip4hoi.api import rescale_boxes
 from clip4hoi.data.synthetic import make_synthetic
-from clip4hoi.data.transforms import TransformConfig
+from clip4hoi.data.transforms import TransformConfig, rescale_boxes
 from clip4hoi.engine.checkpoint import (
     CheckpointManager,
     load_state,

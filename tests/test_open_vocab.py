@@ -173,6 +173,18 @@ def test_long_vocabularies_run_in_chunks(gdino: GroundingDINO) -> None:
         assert set(labels[i * queries:(i + 1) * queries].tolist()) <= set(prompt.objects.tolist())
 
 
+@torch.no_grad()
+def test_runs_in_fp32_under_autocast(gdino: GroundingDINO) -> None:
+    """Under bf16 autocast the detector's boxes, logits and states equal the fp32 ones."""
+    image, vocabulary = torch.rand(3, 64, 80), ["person", "guitar", "camel"]
+    reference = gdino([image], vocabulary)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = gdino([image], vocabulary)
+    for key, value in reference.items():
+        assert mixed[key].dtype == torch.float32
+        torch.testing.assert_close(mixed[key], value)
+
+
 # --------------------------------------------------------------------------- parity
 
 

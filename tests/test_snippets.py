@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, TINY_CLIP, TINY_DETR
+from conftest import REPO, TINY_CLIP, TINY_DETR, write_test_video
 from PIL import Image
 
 from clip4hoi.cli import build_parser, main
@@ -97,18 +97,6 @@ def tiny_weights(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(training_free, "build_frozen", tiny)
 
 
-def _video(path: Path, frames: int = 10) -> None:
-    import av
-
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=10)
-        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
-        for i in range(frames):
-            pixels = np.full((64, 96, 3), 10 * i, dtype=np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
 
 
 def _run(block: str, faster: dict[str, list[str]] | None = None) -> None:
@@ -126,7 +114,7 @@ def test_readme_runs_as_written(tmp_path: Path, tiny_weights: None,
     for name in ("photo.jpg", "photos/a.jpg", "photos/b.png"):
         Image.fromarray(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)).save(name)
     Path("my_classes.txt").write_text("ride bicycle\nhold cup\n")
-    _video(Path("clip.mp4"))
+    write_test_video(Path("clip.mp4"), frames=10, rate=10, size=(64, 96))
     shutil.copytree(REPO / "configs", "configs")
     readme = REPO / "README.md"
     (usage,) = blocks(readme, "bash", "## Usage")

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import Tensor
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
@@ -130,3 +131,13 @@ class HOITransform:
 
     def __repr__(self) -> str:
         return f"HOITransform(train={self.train}, {self.pipeline})"
+
+
+def rescale_boxes(detections: dict[str, Tensor], size: tuple[int, int] | list[int],
+                  new_size: tuple[int, int] | list[int]) -> dict[str, Tensor]:
+    """One image's detections with the boxes moved from an image of ``size`` ``(h, w)``
+    to the same image resized to ``new_size`` (e.g. the model's input → the original)."""
+    (h1, w1), (h0, w0) = size, new_size
+    scale = detections["human_boxes"].new_tensor([w0 / w1, h0 / h1, w0 / w1, h0 / h1])
+    return {**detections, "human_boxes": detections["human_boxes"] * scale,
+            "object_boxes": detections["object_boxes"] * scale}

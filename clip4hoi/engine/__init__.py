@@ -1,5 +1,4 @@
-"""Training and evaluation of experiments (``clip4hoi train`` / ``clip4hoi test``), and the
-run loop of ``clip4hoi detect``.
+"""Training and evaluation of experiments (``clip4hoi train`` / ``clip4hoi test``).
 
 * :mod:`~clip4hoi.engine.config` — ``ExperimentConfig`` (model, data, train, feature cache,
   training-free sections) and ``load_experiment`` (YAML with ``base:`` includes);
@@ -11,7 +10,5 @@ run loop of ``clip4hoi detect``.
 * :mod:`~clip4hoi.engine.data` — datasets, resumable seeded sampling, loaders;
 * :mod:`~clip4hoi.engine.feature_cache` — the on-disk cache of frozen DETR / CLIP outputs;
 * :mod:`~clip4hoi.engine.distributed` — process group and collectives (torchrun);
-* :mod:`~clip4hoi.engine.inference` — ``run_detect``: images, folders and videos to result
-  files (DataLoader reading, batches, background writing, resume);
 * :mod:`~clip4hoi.engine.text_cache` — the on-disk cache of class text embeddings.
 """

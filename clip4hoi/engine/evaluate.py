@@ -18,9 +18,9 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from clip4hoi.api import rescale_boxes
 from clip4hoi.data.hicodet import HOIDataset
 from clip4hoi.data.metadata import HOIClassSet
+from clip4hoi.data.transforms import rescale_boxes
 from clip4hoi.engine.config import ExperimentConfig
 from clip4hoi.engine.data import build_dataset, inputs_to_device, test_loader, to_device
 from clip4hoi.engine.distributed import DistInfo, gather_to_main, init_distributed

@@ -19,6 +19,9 @@ ids of a *vocabulary* — the class set's object names (:attr:`HOIClassSet.objec
 The text encoder reads at most ``max_text_len`` (256) tokens: a longer vocabulary is split
 into chunks of whole names, each prompted with ``person`` first, and the queries of all
 chunks are concatenated (``Q' = Q × chunks``; per-class NMS later merges the duplicates).
+The whole detector runs in fp32 whatever the autocast state: its boxes are refined layer by
+layer through the decoder, so unlike DETR there is no separate box head to keep in fp32
+(:mod:`.precision`); being frozen, it costs only speed under bf16 training.
 
 Shapes: ``B`` images, ``Q`` queries, ``L`` text tokens, ``V`` vocabulary size, ``n`` names
 of one chunk.
@@ -39,6 +42,7 @@ from torchvision.ops import box_convert
 
 from clip4hoi.errors import UserError
 from clip4hoi.models.detr import pad_images
+from clip4hoi.models.precision import full_precision
 
 __all__ = ["GroundingDINO", "Prompt", "best_object_logits", "build_grounding_dino",
            "name_logits", "postprocess"]
@@ -157,6 +161,11 @@ class GroundingDINO(nn.Module):
         bottom/right). Prompts with the names of ``vocabulary`` whose ids are in
         ``objects`` (default: all) and returns the outputs of all prompts' queries."""
         pixels, padding = pad_images(images)                          # [B, 3, H, W], [B, H, W]
+        with full_precision(pixels.device):
+            return self._forward(pixels.float(), padding, vocabulary, objects)
+
+    def _forward(self, pixels: Tensor, padding: Tensor, vocabulary: Sequence[str],
+                 objects: Sequence[int] | None) -> dict[str, Tensor]:
         logits, boxes, hidden = [], [], []
         for prompt in self.prompts(vocabulary, objects):
             ids = prompt.input_ids.to(pixels.device).repeat(len(pixels), 1)        # [B, L]
