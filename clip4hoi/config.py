@@ -6,10 +6,11 @@ data and evaluation settings live in :mod:`clip4hoi.engine.config` and nest this
 
 from __future__ import annotations
 
+import re
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import yaml
 
@@ -216,8 +217,27 @@ def apply_overrides(config: T, overrides: list[str]) -> T:
         if leaf not in node:
             raise ValueError(f"--set {item!r}: unknown key {leaf!r}; valid: {sorted(node)}"
                              f"{_did_you_mean(data, key.strip())}")
-        node[leaf] = yaml.safe_load(raw)
+        node[leaf] = parse_yaml(raw)
     return from_dict(type(config), data)
+
+
+class _YAMLLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 booleans: only ``true``/``false`` are booleans, so
+    ``amp: off`` or ``--set train.amp=off`` is the string ``"off"`` (YAML 1.1 reads
+    ``on``/``off``/``yes``/``no`` as booleans)."""
+
+
+_BOOL = "tag:yaml.org,2002:bool"
+_YAMLLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _BOOL]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_YAMLLoader.add_implicit_resolver(
+    _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
+def parse_yaml(text: str | IO[str]) -> Any:
+    """YAML text (or an open file) as Python values; booleans are ``true``/``false`` only."""
+    return yaml.load(text, Loader=_YAMLLoader)  # a SafeLoader subclass: no arbitrary objects
 
 
 def yaml_problem(error: Exception) -> str:
@@ -245,7 +265,7 @@ def load_yaml(cls: type[T], path: str, overrides: list[str] | None = None) -> T:
     """Read a YAML config file into ``cls`` and apply ``overrides``."""
     try:
         with open(path) as handle:
-            data = yaml.safe_load(handle) or {}
+            data = parse_yaml(handle) or {}
     except OSError as error:
         raise FileNotFoundError(f"config file {path}: {error.strerror}") from error
     except yaml.YAMLError as error:

@@ -321,3 +321,15 @@ def test_vcoco_records_are_scored_by_role_ap(shared_dir: Path, tmp_path: Path) -
     assert {"agent", "role_scenario_1", "role_scenario_2"} <= set(result.maps)
     assert result.maps["role_scenario_2"] > 90
     assert "role AP" in result.table and "NOT the official" in result.table
+
+
+def test_yaml_off_is_a_string_and_true_a_boolean(tmp_path: Path) -> None:
+    """YAML 1.2 booleans: ``amp: off`` (file or --set) is the mode "off", not False."""
+    config = tmp_path / "run.yaml"
+    config.write_text(f"base: {REPO / 'configs' / 'smoke.yaml'}\ntrain:\n  amp: off\n"
+                      "  eval_at_end: false\n")
+    experiment = load_experiment(config)
+    assert experiment.train.amp == "off" and experiment.train.eval_at_end is False
+    experiment = load_experiment(config, ["train.amp=bf16", "train.eval_at_end=true"])
+    assert experiment.train.amp == "bf16" and experiment.train.eval_at_end is True
+    assert load_experiment(config, ["train.amp=off"]).train.amp == "off"

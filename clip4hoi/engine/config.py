@@ -26,6 +26,7 @@ from clip4hoi.config import (
     TrainingFreeConfig,
     apply_overrides,
     from_dict,
+    parse_yaml,
     to_dict,
     yaml_problem,
 )
@@ -169,7 +170,7 @@ def read_yaml_with_base(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict
     if path.resolve() in _chain:
         raise ValueError(f"config file {path}: 'base' includes form a cycle")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = parse_yaml(path.read_text()) or {}
     except OSError as error:
         raise FileNotFoundError(f"config file {path}: {error.strerror}") from error
     except yaml.YAMLError as error:
