@@ -4,8 +4,11 @@ Upload images, type the classes (``ride bicycle, hold cup``) or pick a preset, c
 mode and thresholds, and get the drawn images, a sortable table of the interactions and a
 JSON download: the same results as ``clip4hoi detect`` on the same files, made by the same
 functions (:class:`~clip4hoi.api.HOIDetector`, :func:`~clip4hoi.api.to_records`,
-:func:`~clip4hoi.visualize.draw_detections`). A file that cannot be read, a class list
-that cannot be parsed or missing weights give a message in the page; the server goes on.
+:func:`~clip4hoi.visualize.draw_detections`). A short video goes through ``detect``'s own
+:func:`~clip4hoi.detect.detect_video` (every N-th frame): the drawn MP4, one table row per
+detection (image ``name@frame``) and the ``.jsonl`` download. A file that cannot be read,
+a class list that cannot be parsed or missing weights give a message in the page; the
+server goes on.
 
 The app is built by :func:`build_demo` from a :class:`DemoBackend`, which holds one
 detector per mode, each built on first use (the startup mode at once). Gradio is an
@@ -26,7 +29,8 @@ from typing import Any
 from clip4hoi.api import RANDOM_WEIGHTS_WARNING, HOIDetector, to_records
 from clip4hoi.data.images import ImageError, load_image
 from clip4hoi.data.metadata import HOIClassSet, load_classes, parse_class_text
-from clip4hoi.errors import UserError
+from clip4hoi.detect import VIDEO_SUFFIXES, DetectOptions, Item, detect_video
+from clip4hoi.errors import InputError, UserError
 from clip4hoi.visualize import draw_detections
 
 PRESETS = {"HICO-DET (600 classes)": "hicodet", "V-COCO": "vcoco"}
@@ -102,6 +106,36 @@ class DemoBackend:
                      for d in records]
         return pictures, rows, payloads, errors
 
+    def detect_video(self, file: str, mode: str, preset: str, text: str, min_score: float,
+                     top_k: int, draw: int, every: int
+                     ) -> tuple[Path, Path, list[list], list[dict]]:
+        """Detect on every ``every``-th frame of the uploaded video ``file`` with
+        :func:`clip4hoi.detect.detect_video` (into a new folder of ``output_dir``): the
+        drawn MP4, the ``.jsonl``, table rows (image ``name@frame``) and the frames'
+        records (one per sampled frame)."""
+        path = Path(file)
+        if path.suffix.lower() not in VIDEO_SUFFIXES:
+            raise InputError(f"{path.name}: not a video (expected one of "
+                             f"{', '.join(sorted(VIDEO_SUFFIXES))})")
+        detector = self.detector(mode)
+        classes = self.classes(detector, preset, text)
+        # batch_size 1: what ``clip4hoi detect`` uses on a CPU (GPU batches may differ in
+        # the last digits)
+        options = DetectOptions(inputs=[file], top_k=int(top_k), min_score=float(min_score),
+                                draw=int(draw), every=int(every), batch_size=1)
+        options.check()
+        out = Path(tempfile.mkdtemp(dir=self.output_dir))
+        detect_video(detector, classes, Item(path, path.name), out, options)
+        jsonl = out / f"{path.name}.jsonl"
+        frames = [json.loads(line) for line in jsonl.read_text().splitlines()]
+        if not frames:
+            raise InputError(f"{path.name}: no frame could be decoded")
+        rows = [[f"{path.name}@{f['frame']}", d["score"], d["verb"],
+                 d["object"].replace("_", " "), _box_text(d["human_box"]),
+                 _box_text(d["object_box"]), d["hoi"]]
+                for f in frames for d in f["detections"]]
+        return out / f"{path.name}.drawn.mp4", jsonl, rows, frames
+
     def write_json(self, payloads: list[dict]) -> Path:
         """The payloads as one downloadable JSON file (a list, one entry per image)."""
         folder = Path(tempfile.mkdtemp(dir=self.output_dir))
@@ -115,7 +149,8 @@ def _box_text(box: list[float]) -> str:
 
 
 def build_demo(backend: DemoBackend) -> Any:
-    """The Gradio app (``gr.Blocks``) of ``backend``; its API endpoint is ``/detect``."""
+    """The Gradio app (``gr.Blocks``) of ``backend``; its API endpoints are ``/detect``
+    (images) and ``/detect_video`` (one video)."""
     import gradio as gr
 
     def run(files: list[str] | None, mode: str, preset: str, text: str, min_score: float,
@@ -140,6 +175,23 @@ def build_demo(backend: DemoBackend) -> Any:
             status = f"⚠️ {RANDOM_WEIGHTS_WARNING}\n\n{status}"
         return pictures, rows, str(backend.write_json(payloads)), status
 
+    def run_video(file: str | None, mode: str, preset: str, text: str, min_score: float,
+                  top_k: float, draw: float, every: float) -> tuple:
+        if not file:
+            raise gr.Error("Upload a video first.")
+        try:
+            start = time.perf_counter()
+            movie, jsonl, rows, frames = backend.detect_video(
+                file, mode, preset, text or "", min_score, int(top_k or 0), int(draw or 0),
+                int(every or 1))
+        except (UserError, ValueError, FileNotFoundError) as error:
+            raise gr.Error(str(error), print_exception=False) from None
+        status = (f"**{Path(file).name}: {len(frames)} frame(s), {len(rows)} detections, "
+                  f"mode {mode}, {time.perf_counter() - start:.2f} s**")
+        if backend.random_weights:
+            status = f"⚠️ {RANDOM_WEIGHTS_WARNING}\n\n{status}"
+        return str(movie), rows, str(jsonl), status
+
     with gr.Blocks(title="CLIP4HOI demo", analytics_enabled=False) as demo:
         gr.Markdown("# CLIP4HOI: human–object interactions from text\nUpload images, "
                     "name the interactions (`VERB OBJECT`; with DETR, the object one of the 80 "
@@ -160,6 +212,12 @@ def build_demo(backend: DemoBackend) -> Any:
                                   label="Detections kept per image (0: all)")
                 draw = gr.Slider(0, 50, value=10, step=1, label="Pairs drawn per image")
                 button = gr.Button("Detect", variant="primary", elem_id="detect")
+                with gr.Accordion("Video", open=False):
+                    video = gr.File(label="A short video", file_types=sorted(VIDEO_SUFFIXES),
+                                    elem_id="video")
+                    every = gr.Number(5, precision=0, minimum=1,
+                                      label="Detect on every N-th frame")
+                    video_button = gr.Button("Detect in the video", elem_id="detect_video")
             with gr.Column(scale=2):
                 status = gr.Markdown(elem_id="status")
                 gallery = gr.Gallery(label="Drawn detections", columns=1, format="jpeg",
@@ -169,11 +227,17 @@ def build_demo(backend: DemoBackend) -> Any:
                                                "number"],
                                      label="Interactions (sort or filter from a column's ⋮ menu)",
                                      elem_id="table")
-                download = gr.File(label="JSON (the clip4hoi detect schema)",
-                                   elem_id="json")
+                download = gr.File(label="JSON, JSON lines for a video (the clip4hoi detect "
+                                   "schema)", elem_id="json")
+                drawn_video = gr.Video(label="Drawn video (from Video, on the left)", height=420,
+                                       elem_id="drawn_video")
         button.click(run, [files, mode, preset, text, min_score, top_k, draw],
                      [gallery, table, download, status], api_name="detect",
                      concurrency_limit=1)
+        video_button.click(run_video, [video, mode, preset, text, min_score, top_k, draw,
+                                       every],
+                           [drawn_video, table, download, status], api_name="detect_video",
+                           concurrency_limit=1)
     return demo
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import SCENE, crafted_detr_outputs, tiny_model_config
+from conftest import SCENE, crafted_detr_outputs, tiny_model_config, write_test_video
 from PIL import Image, ImageDraw
 
 from clip4hoi.api import RANDOM_WEIGHTS_WARNING, load_detector
@@ -140,6 +140,53 @@ def test_bad_uploads_get_a_clear_message_and_the_server_goes_on(
     gallery, _, download, status = _detect(client, files["broken"], files["image"])
     assert [p["file_name"] for p in _json(download)] == ["rider.png"]
     assert len(gallery) == 1 and "skipped: broken.jpg: cannot decode" in status
+
+
+def _detect_video(client: gradio_client.Client, path: Path, every: int) -> tuple:
+    return client.predict(gradio_client.handle_file(str(path)), "trained", CUSTOM, CLASSES,
+                          0.0, 5, 10, every, api_name="/detect_video")
+
+
+def test_demo_video_gives_the_frames_of_detect(client: gradio_client.Client,
+                                               files: dict[str, Path], tmp_path: Path) -> None:
+    video = write_test_video(tmp_path / "clip.mp4", frames=6, rate=4)
+    drawn, table, download, status = _detect_video(client, video, every=2)
+    path = download["path"] if isinstance(download, dict) else download
+    assert Path(path).name == "clip.mp4.jsonl"
+    frames = [json.loads(line) for line in Path(path).read_text().splitlines()]
+    assert main(["detect", str(video), "--checkpoint", str(files["checkpoint"]), "--out",
+                 str(tmp_path / "out"), "--device", "cpu", "--classes", CLASSES, "--top-k",
+                 "5", "--every", "2"]) == 0
+    expected = [json.loads(line) for line in
+                (tmp_path / "out" / "clip.mp4.jsonl").read_text().splitlines()]
+    assert frames == expected and [f["frame"] for f in frames] == [0, 2, 4]
+    assert all(f["detections"] for f in frames)
+    assert [row[0] for row in table["data"]] == [
+        f"clip.mp4@{f['frame']}" for f in expected for _ in f["detections"]]
+    assert [row[1] for row in table["data"]] == [
+        d["score"] for f in expected for d in f["detections"]]
+    av = pytest.importorskip("av")
+    with av.open(drawn["path"]) as movie:  # the server's copy (same machine)
+        assert Path(drawn["path"]).name == "clip.mp4.drawn.mp4"
+        assert sum(1 for _ in movie.decode(video=0)) == 3
+    assert "clip.mp4: 3 frame(s), 15 detections" in status and RANDOM_WEIGHTS_WARNING in status
+
+
+def test_bad_video_gets_a_clear_message_and_the_server_goes_on(
+        client: gradio_client.Client, files: dict[str, Path], tmp_path: Path) -> None:
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42 truncated, not a movie")
+    with pytest.raises(gradio_client.exceptions.AppError,
+                       match=r"broken.mp4: cannot (read|decode) the video"):
+        _detect_video(client, broken, every=5)
+    with pytest.raises(gradio_client.exceptions.AppError, match="Upload a video first"):
+        client.predict(None, "trained", CUSTOM, CLASSES, 0.0, 5, 10, 5,
+                       api_name="/detect_video")
+    _, _, _, status = _detect_video(client, write_test_video(tmp_path / "ok.mp4", frames=2),
+                                    every=5)
+    assert "ok.mp4: 1 frame(s), 5 detections" in status
+    _, _, download, _ = _detect(client, files["image"])
+    assert [p["file_name"] for p in _json(download)] == ["rider.png"]
 
 
 def test_demo_cli_loads_the_detector_before_serving(monkeypatch: pytest.MonkeyPatch,
