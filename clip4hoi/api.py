@@ -217,6 +217,15 @@ def load_detector(mode: str | None = None, checkpoint: str | Path | None = None,
     return HOIDetector.from_config(config, device, **sizes)
 
 
+def image_payload(file_name: str, size: tuple[int, int], mode: str, classes: HOIClassSet,
+                  records: list[dict], seconds: float) -> dict:
+    """One image's result in the per-image schema of ``clip4hoi detect`` (``docs/outputs.md``):
+    ``size`` is the original ``(h, w)``, ``records`` come from :func:`to_records`."""
+    height, width = (int(v) for v in size)
+    return {"file_name": file_name, "width": width, "height": height, "mode": mode,
+            "classes": classes.name, "seconds": round(seconds, 3), "detections": records}
+
+
 def to_records(result: dict[str, Tensor], classes: HOIClassSet, top_k: int = 0,
                min_score: float = 0.0) -> list[dict]:
     """JSON records of one image's detections (``clip4hoi detect`` schema): boxes as

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from clip4hoi.api import RANDOM_WEIGHTS_WARNING, HOIDetector, to_records
+from clip4hoi.api import RANDOM_WEIGHTS_WARNING, HOIDetector, image_payload, to_records
 from clip4hoi.data.images import ImageError, load_image
 from clip4hoi.data.metadata import HOIClassSet, load_classes, parse_class_text
 from clip4hoi.detect import VIDEO_SUFFIXES, DetectOptions, Item, detect_video
@@ -94,10 +94,8 @@ class DemoBackend:
             start = time.perf_counter()
             result = detector(image, classes)[0]
             records = to_records(result, classes, int(top_k), float(min_score))
-            payloads.append({"file_name": path.name, "width": int(image.shape[2]),
-                             "height": int(image.shape[1]), "mode": detector.mode,
-                             "seconds": round(time.perf_counter() - start, 3),
-                             "detections": records})
+            payloads.append(image_payload(path.name, image.shape[-2:], detector.mode, classes,
+                                          records, time.perf_counter() - start))
             picture = Image.fromarray(image.permute(1, 2, 0).numpy())
             pictures.append((draw_detections(picture, records, max_pairs=int(draw)),
                              f"{path.name}: {len(records)} detections"))

@@ -348,7 +348,7 @@ def detect_images(detector: Any, classes: Any, items: list[Item], out: Path,
     """Detect on ``items`` (all pending) in batches; returns (done, error messages)."""
     from torch.utils.data import DataLoader
 
-    from clip4hoi.api import to_records
+    from clip4hoi.api import image_payload, to_records
 
     workers = options.workers if options.workers >= 0 else default_workers(len(items))
     loader = DataLoader(ImageReader(items, detector.transform, boxes),
@@ -370,12 +370,9 @@ def detect_images(detector: Any, classes: Any, items: list[Item], out: Path,
         seconds = (time.perf_counter() - start) / len(ready)
         for (i, original, _, _, _), result in zip(ready, results, strict=True):
             item = items[i]
-            height, width = (int(v) for v in original.shape[-2:])
-            payload = {"file_name": item.name, "width": width, "height": height,
-                       "mode": detector.mode, "classes": classes.name,
-                       "seconds": round(seconds, 3),
-                       "detections": to_records(result, classes, options.top_k,
-                                                options.min_score)}
+            records = to_records(result, classes, options.top_k, options.min_score)
+            payload = image_payload(item.name, original.shape[-2:], detector.mode, classes,
+                                    records, seconds)
             writer.submit(save_image_result, out, item, payload,
                           None if options.no_draw else original, options)
             done += 1
