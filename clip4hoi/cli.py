@@ -28,9 +28,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     from clip4hoi.api import RANDOM_WEIGHTS_WARNING, load_detector
     from clip4hoi.demo import DemoBackend, launch
-    from clip4hoi.detect import resolve_device
+    from clip4hoi.devices import parse_device
 
-    device = resolve_device(args.device)
+    device = str(parse_device(args.device))
     mode = args.mode or ("trained" if args.checkpoint or args.random_weights else "crop")
     modes = (["trained"] if args.checkpoint or args.random_weights else []) + ["crop", "dense"]
     loader = partial(load_detector, checkpoint=args.checkpoint, device=device,
@@ -434,10 +434,8 @@ def _check_early(args: argparse.Namespace) -> None:
     top_k = getattr(args, "top_k", None)
     if isinstance(top_k, int) and top_k < 0:
         raise InputError(f"--top-k {top_k}: must be >= 0 (0 keeps every detection)")
-    out = getattr(args, "out", None)
-    if isinstance(out, str) and Path(out).exists() and not Path(out).is_dir():
-        raise InputError(f"--out {out} is a file; give a folder for the results")
-    # detect checks its device itself, after its inputs (a wrong path answers at once)
+    # detect checks --out and its device itself, after its inputs (a wrong path answers
+    # at once)
     if isinstance(getattr(args, "device", None), str) and args.command != "detect":
         from clip4hoi.devices import parse_device
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from clip4hoi.errors import EXIT_OK, EXIT_PARTIAL, EnvironmentFault, InputError
-from clip4hoi.fileio import write_atomic
+from clip4hoi.fileio import same_file, write_atomic
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"}
@@ -126,20 +126,13 @@ def _walk(folder: Path, skip: Path | None) -> list[Path]:
     for root, dirs, names in os.walk(folder, followlinks=True):
         here = Path(root)
         info = here.stat()
-        if (info.st_dev, info.st_ino) in seen or (skip is not None and _same(here, skip)):
+        if (info.st_dev, info.st_ino) in seen or (skip is not None and same_file(here, skip)):
             dirs[:] = []
             continue
         seen.add((info.st_dev, info.st_ino))
         dirs.sort()
         files += [here / name for name in names]
     return sorted(files)
-
-
-def _same(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve()
-    except OSError:
-        return False
 
 
 def scan_inputs(inputs: list[str], out: Path) -> Scan:
@@ -153,7 +146,7 @@ def scan_inputs(inputs: list[str], out: Path) -> Scan:
     for text in inputs:
         path = Path(text)
         if path.is_dir():
-            if _same(path, out):
+            if same_file(path, out):
                 raise InputError(f"--out {out} is the input folder {text}: the results would "
                                  f"mix with the inputs; choose another --out")
             files = [(file, file.relative_to(path).as_posix()) for file in _walk(path, out)]
@@ -170,7 +163,7 @@ def scan_inputs(inputs: list[str], out: Path) -> Scan:
                     unknown[suffix] += 1
                 continue
             if name in names:
-                if _same(names[name], file):
+                if same_file(names[name], file):
                     continue
                 raise InputError(f"{names[name]} and {file} would both write {out / name}"
                                  f".json; detect them in separate runs with different --out")
@@ -508,14 +501,6 @@ def detect_video(detector: Any, classes: Any, item: Item, out: Path, options: De
 # ----------------------------------------------------------------------------- the run
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` → ``cuda`` when available, else ``cpu``; other names are checked
-    (:func:`clip4hoi.devices.parse_device`)."""
-    from clip4hoi.devices import parse_device
-
-    return str(parse_device(device))
-
-
 def resolve_mode(mode: str, checkpoint: str | None, device: str) -> tuple[str, str]:
     """The mode to run and why: ``auto`` is ``trained`` with a checkpoint, else ``crop``
     on a GPU and ``dense`` on a CPU (crop encodes every pair: minutes per crowded image
@@ -565,14 +550,16 @@ def run_detect(options: DetectOptions, log: Any = None) -> int:
     options.check()
     out = Path(options.out)
     if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} is a file, not a folder")
+        raise InputError(f"--out {out} is a file; give a folder for the results")
     scan = scan_inputs(options.inputs, out)
     _check_checkpoint(options.checkpoint)
     if options.boxes and not Path(options.boxes).is_file():
         raise InputError(f"--boxes {options.boxes}: no such file")
     out.mkdir(parents=True, exist_ok=True)  # OSErrors: exit 4 (disk, permission) or 2
 
-    device = resolve_device(options.device)
+    from clip4hoi.devices import parse_device
+
+    device = str(parse_device(options.device))
     mode, why = resolve_mode(options.mode, options.checkpoint, device)
     if options.batch_size == 0:
         options.batch_size = 4 if device.startswith("cuda") else 1
