@@ -14,8 +14,6 @@ from typing import IO, Any, TypeVar
 
 import yaml
 
-from clip4hoi.errors import InputError
-
 T = TypeVar("T")
 
 
@@ -259,20 +257,6 @@ def _did_you_mean(data: dict[str, Any], key: str) -> str:
 
     matches = [p for p in paths(data, "") if p.endswith("." + key)]
     return f"; did you mean {' or '.join(matches)}?" if matches else ""
-
-
-def load_yaml(cls: type[T], path: str, overrides: list[str] | None = None) -> T:
-    """Read a YAML config file into ``cls`` and apply ``overrides``."""
-    try:
-        with open(path) as handle:
-            data = parse_yaml(handle) or {}
-    except OSError as error:
-        raise FileNotFoundError(f"config file {path}: {error.strerror}") from error
-    except yaml.YAMLError as error:
-        raise InputError(f"config file {path}: not valid YAML ({yaml_problem(error)})"
-                         ) from error
-    config = from_dict(cls, data, where=path)
-    return apply_overrides(config, overrides or [])
 
 
 # --------------------------------------------------------------------------------------

@@ -20,6 +20,9 @@ exit code  meaning
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+
 EXIT_OK = 0
 EXIT_PARTIAL = 1
 EXIT_USAGE = 2
@@ -42,3 +45,31 @@ class EnvironmentFault(UserError, OSError):
     """The machine refused: disk full, permission denied, device not available."""
 
     exit_code = EXIT_ENVIRONMENT
+
+
+class OptionError(InputError):
+    """An option (a setting of ``detect``, the API or the demo) has a value out of range.
+
+    ``option`` is the option's name in the library (``top_k``). The message is ``"{option}
+    {value}: {problem}"`` (``"{option}: {problem}"`` when ``value`` is None); ``problem``
+    names other options as ``{name}``. The library shows every option by its name, the
+    command line by its flag (:meth:`worded` with ``--top-k``): the wording of flags lives
+    in ``cli.py`` only.
+    """
+
+    def __init__(self, option: str, value: object, problem: str) -> None:
+        self.option, self.value, self.problem = option, value, problem
+        super().__init__(self.worded(lambda name: name))
+
+    def worded(self, label: Callable[[str], str]) -> str:
+        """The message with each option called ``label(name)`` (e.g. its flag)."""
+        problem = re.sub(r"\{([a-z_]+)\}", lambda match: label(match.group(1)), self.problem)
+        value = "" if self.value is None else f" {self.value}"
+        return f"{label(self.option)}{value}: {problem}"
+
+
+class WeightsUnavailableError(UserError, RuntimeError):
+    """Pretrained weights are neither on disk nor downloadable; the message says what to
+    download and where to put it."""
+
+    exit_code = EXIT_WEIGHTS

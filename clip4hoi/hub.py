@@ -9,10 +9,12 @@ A Hub model repository of clip4hoi holds
 * ``README.md`` — the model card written by :func:`model_card`.
 
 ``hf://ORG/NAME[@REVISION]`` (optionally ``hf://ORG/NAME/FILE.safetensors@REVISION``) works
-wherever a checkpoint path does. Files go through ``huggingface_hub`` into its cache
-(``$HF_HOME/hub``, or ``$HF_HUB_CACHE``) and are read from there afterwards, also offline
-(``HF_HUB_OFFLINE=1``). A head that is neither cached nor downloadable raises
-:class:`~clip4hoi.weights.WeightsUnavailableError` (exit code 3), as other weights do.
+wherever a checkpoint path does. Files come through the package's one Hub route,
+:func:`clip4hoi.weights.fetch_hub`, into its one cache (``$CLIP4HOI_HOME/huggingface``, or
+the Hugging Face cache when ``HF_HOME``/``HF_HUB_CACHE`` is set) and are read from there
+afterwards, also offline (``HF_HUB_OFFLINE=1``). A head that is neither cached nor
+downloadable raises :class:`~clip4hoi.errors.WeightsUnavailableError` (exit code 3), as
+other weights do.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 import yaml
 
 from clip4hoi.errors import EnvironmentFault, InputError, UserError
-from clip4hoi.weights import WeightsUnavailableError
+from clip4hoi.weights import fetch_hub
 
 SCHEME = "hf://"
 HEAD_FILE = "model.safetensors"
@@ -52,43 +54,11 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 def download_head(repo_id: str, filename: str = HEAD_FILE, revision: str | None = None) -> Path:
     """Path of ``filename`` of the Hub repository ``repo_id`` at ``revision`` (a branch, tag
-    or commit; default ``main``) in the ``huggingface_hub`` cache, downloaded if missing."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        GatedRepoError,
-        HFValidationError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
+    or commit; default ``main``) in the Hub cache (:func:`clip4hoi.weights.fetch_hub`),
+    downloaded if missing."""
     where = f"hf://{repo_id}/{filename}" + (f"@{revision}" if revision else "")
-    try:
-        return Path(hf_hub_download(repo_id, filename, revision=revision,
-                                    library_name="clip4hoi"))
-    except LocalEntryNotFoundError as error:  # (an EntryNotFoundError: catch it first)
-        from huggingface_hub import constants
-
-        raise WeightsUnavailableError(
-            f"checkpoint {where} is not in the Hugging Face cache and could not be "
-            f"downloaded (offline, or HF_HUB_OFFLINE is set).\n"
-            f"  download on a machine with internet:  hf download {repo_id} {filename}"
-            + (f" --revision {revision}" if revision else "") +
-            f"\n  then copy the cache folder to:        {constants.HF_HUB_CACHE}"
-            f"\n  (or pass the path of a local .safetensors file as --checkpoint)") from error
-    except GatedRepoError as error:
-        raise UserError(f"checkpoint {where}: the repository is gated; accept its terms on "
-                        f"https://huggingface.co/{repo_id} and log in (hf auth login, or "
-                        f"set HF_TOKEN)") from error
-    except RepositoryNotFoundError as error:
-        raise InputError(f"checkpoint {where}: no such model repository on the Hub (or it "
-                         f"is private: log in with hf auth login, or set HF_TOKEN)") from error
-    except RevisionNotFoundError as error:
-        raise InputError(f"checkpoint {where}: the repository has no revision "
-                         f"{revision!r}") from error
-    except (EntryNotFoundError, HFValidationError) as error:
-        raise InputError(f"checkpoint {where}: {error}") from error
+    return fetch_hub(repo_id, filename, revision=revision, what=f"checkpoint {where}",
+                     hint="(or give the path of a local .safetensors file as the checkpoint)")
 
 
 # ----------------------------------------------------------------------------- push
@@ -106,7 +76,7 @@ def push(checkpoint: str | Path, repo_id: str, revision: str | None = None,
     from huggingface_hub import CommitOperationAdd, HfApi
     from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError, OfflineModeIsEnabled
 
-    from clip4hoi.models.model import read_checkpoint
+    from clip4hoi.engine.checkpoint import read_checkpoint
 
     checkpoint = Path(checkpoint)
     config, _, _ = read_checkpoint(checkpoint)
@@ -187,7 +157,7 @@ def model_card(checkpoint: str | Path, repo_id: str, run_dir: str | Path | None 
     from huggingface_hub import ModelCardData
 
     from clip4hoi.data.metadata import load_classes
-    from clip4hoi.models.model import read_checkpoint
+    from clip4hoi.engine.checkpoint import read_checkpoint
 
     checkpoint = Path(checkpoint)
     config, tensors, metadata = read_checkpoint(checkpoint)

@@ -1,17 +1,20 @@
 """Where pretrained weights come from and where they are kept.
 
-All lookup and download of the frozen networks' weights lives here; ``clip4hoi.models``
-only builds networks and loads given files.
+All lookup and download of weights lives here; ``clip4hoi.models`` only builds networks and
+loads given files.
 
 * DETR checkpoints are registered by name (:data:`DETR_WEIGHTS`) and cached under
   ``$CLIP4HOI_HOME/detr`` (default ``~/.cache/clip4hoi``).
-* CLIP weights are open_clip pretrained tags, fetched by open_clip into
-  ``$CLIP4HOI_HOME/clip`` (:func:`resolve_clip`). Before any download the conventional file
-  ``<cache_dir>/<name>-<tag>.<ext>`` is looked up (``ext`` one of ``.safetensors``,
-  ``.bin``, ``.pt``, ``.pth``), then open_clip's own caches.
-* Open-vocabulary detectors (Grounding DINO) are Hugging Face model repositories, registered
-  by name (:data:`OPEN_VOCAB_WEIGHTS`) and fetched by ``huggingface_hub`` into
-  ``$CLIP4HOI_HOME/huggingface`` (:func:`resolve_open_vocab`).
+* CLIP weights are open_clip pretrained tags (:func:`resolve_clip`). The conventional file
+  ``$CLIP4HOI_HOME/clip/<name>-<tag>.<ext>`` (``ext`` one of ``.safetensors``, ``.bin``,
+  ``.pt``, ``.pth``) is looked up first, then the tag's Hugging Face file, then its
+  original URL (downloaded into ``$CLIP4HOI_HOME/clip``).
+* Every file of the Hugging Face Hub — Grounding DINO repositories
+  (:data:`OPEN_VOCAB_WEIGHTS`), trained heads (``hf://``, :mod:`clip4hoi.hub`) and CLIP
+  tags published there — goes through one helper, :func:`fetch_hub`, into one cache,
+  :func:`hub_cache_dir`: ``$CLIP4HOI_HOME/huggingface``, or the user's Hugging Face cache
+  when ``HF_HUB_CACHE`` or ``HF_HOME`` is set. ``HF_HUB_OFFLINE`` and ``HF_ENDPOINT`` are
+  read in :func:`hub_environment` only.
 
 A local file (or, for Grounding DINO, a local model folder) is accepted wherever a name is.
 When weights are neither on disk nor downloadable, :class:`WeightsUnavailableError` says
@@ -34,14 +37,7 @@ import open_clip
 import torch
 from open_clip import pretrained as oc_pretrained
 
-from clip4hoi.errors import EXIT_WEIGHTS, UserError
-
-
-class WeightsUnavailableError(UserError, RuntimeError):
-    """Pretrained weights are neither on disk nor downloadable; the message says what to
-    download and where to put it."""
-
-    exit_code = EXIT_WEIGHTS
+from clip4hoi.errors import InputError, UserError, WeightsUnavailableError
 
 
 @dataclass(frozen=True)
@@ -221,44 +217,35 @@ def _hf_files(cfg: dict[str, Any]) -> tuple[str, list[str]] | None:
 
 
 def _hf_url(repo: str, filename: str) -> str:
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
-    return f"{endpoint}/{repo}/resolve/main/{filename}"
+    return f"{hub_environment()[1]}/{repo}/resolve/main/{filename}"
 
 
-def _find_on_disk(
-    name: str, tag: str, cfg: dict[str, Any], cache_dir: Path, default_caches: bool
-) -> Path | None:
-    """The weights of ``name``/``tag`` if already on disk: the conventional file first, then
-    open_clip's download caches (in ``cache_dir``, and its default ones if ``default_caches``)."""
+def _find_on_disk(name: str, tag: str, cfg: dict[str, Any], cache_dir: Path,
+                  hub_cache: Path) -> Path | None:
+    """The weights of ``name``/``tag`` if already on disk: the conventional file in
+    ``cache_dir``, the tag's Hugging Face file in ``hub_cache``, its URL's file in
+    ``cache_dir``."""
     for ext in CLIP_WEIGHT_EXTENSIONS:
         path = cache_dir / f"{name}-{tag}{ext}"
         if path.is_file():
             return path
-    hf_dirs: list[Path | None] = [cache_dir, *([None] if default_caches else [])]
-    url_dirs = [cache_dir, *([Path.home() / ".cache" / "clip"] if default_caches else [])]
     hf = _hf_files(cfg)
-    if hf is not None:
-        try:
-            from huggingface_hub import try_to_load_from_cache
-        except ImportError:
-            pass
-        else:
-            for hub_dir in hf_dirs:
-                for filename in hf[1]:
-                    found = try_to_load_from_cache(hf[0], filename, cache_dir=hub_dir)
-                    if isinstance(found, str):
-                        return Path(found)
+    for filename in hf[1] if hf else []:
+        found = _hub_cached(hf[0], filename, None, None, hub_cache)
+        if found is not None:
+            return found
     if cfg.get("url"):
-        for url_dir in url_dirs:
-            path = url_dir / os.path.basename(cfg["url"])
-            if path.is_file():
-                return path
+        path = cache_dir / os.path.basename(cfg["url"])
+        if path.is_file():
+            return path
     return None
 
 
-def _unreachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
-    """None if ``url`` answers a HEAD request within ``timeout`` seconds, else the reason.
-    Runs in a thread so that a hanging name resolution cannot exceed the timeout either."""
+def _unreachable(url: str, timeout: float = PROBE_TIMEOUT_S, any_answer: bool = False
+                 ) -> str | None:
+    """None if ``url`` answers a HEAD request within ``timeout`` seconds (with any HTTP
+    status if ``any_answer``, else a success), else the reason. Runs in a thread so that a
+    hanging name resolution cannot exceed the timeout either."""
     result: list[str | None] = ["timed out"]
 
     def probe() -> None:
@@ -266,7 +253,7 @@ def _unreachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
             urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout)
             result[0] = None
         except urllib.error.HTTPError as e:
-            result[0] = f"HTTP {e.code}"
+            result[0] = None if any_answer else f"HTTP {e.code}"
         except Exception as e:  # URLError, socket errors, timeouts
             result[0] = str(getattr(e, "reason", e)) or type(e).__name__
 
@@ -326,27 +313,24 @@ def resolve_clip(
 
 def _clip_file(name: str, pretrained: str, cache_dir: str | Path | None
                ) -> tuple[Path, dict[str, Any]]:
-    """(weights file, tag config) of a pretrained tag; downloads if needed."""
+    """(weights file, tag config) of a pretrained tag; downloads if needed. An explicit
+    ``cache_dir`` holds everything (also the Hugging Face files); by default the files of
+    the Hub are in :func:`hub_cache_dir`, the others in :func:`clip_cache_dir`."""
     tag, cfg = _tag_cfg(name, pretrained)
     folder = Path(cache_dir).expanduser() if cache_dir is not None else clip_cache_dir()
-    found = _find_on_disk(name, tag, cfg, folder, default_caches=cache_dir is None)
+    hub_cache = folder if cache_dir is not None else hub_cache_dir()
+    found = _find_on_disk(name, tag, cfg, folder, hub_cache)
     if found is not None:
         return found, cfg
 
     reasons: list[str] = []
     hf = _hf_files(cfg)
     if hf is not None:
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-        reason = "HF_HUB_OFFLINE is set" if offline else _unreachable(_hf_url(hf[0], hf[1][-1]))
-        if reason is None:
-            try:
-                path = oc_pretrained.download_pretrained_from_hf(
-                    hf[0], filename=hf[1][-1], cache_dir=str(folder)
-                )
-                return Path(path), cfg
-            except Exception as e:
-                reason = str(e)
-        reasons.append(f"Hugging Face hub: {reason}")
+        try:
+            return _hub_download(hf[0], hf[1][-1], None, None, hub_cache,
+                                 f"CLIP weights {name} / {tag}"), cfg
+        except HubUnreachable as error:
+            reasons.append(f"Hugging Face hub: {error}")
     if cfg.get("url"):
         reason = _unreachable(cfg["url"])
         if reason is None:
@@ -377,6 +361,126 @@ def download_clip(
 
 
 # --------------------------------------------------------------------------------------
+# The Hugging Face Hub: one route, one cache
+# --------------------------------------------------------------------------------------
+
+
+def hub_cache_dir() -> Path:
+    """The one cache of every Hugging Face Hub file (detector repositories, heads, CLIP
+    tags): ``$HF_HUB_CACHE``, else ``$HF_HOME/hub`` when the user set one of them (their
+    Hugging Face cache, shared with other libraries), else ``$CLIP4HOI_HOME/huggingface``."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    return cache_root() / "huggingface"
+
+
+def hub_environment() -> tuple[bool, str]:
+    """``(offline, endpoint)``: ``HF_HUB_OFFLINE`` (as ``huggingface_hub`` read it at its
+    import, or set since) and ``HF_ENDPOINT`` (default ``https://huggingface.co``) — the
+    only place the package reads them."""
+    from huggingface_hub import constants
+
+    offline = bool(constants.HF_HUB_OFFLINE) or os.environ.get(
+        "HF_HUB_OFFLINE", "").upper() in constants.ENV_VARS_TRUE_VALUES
+    return offline, os.environ.get("HF_ENDPOINT", constants.ENDPOINT).rstrip("/")
+
+
+class HubUnreachable(Exception):
+    """The Hub cannot be asked (offline, no network); the message says why."""
+
+
+def _hub_get(repo: str, filename: str | None, revision: str | None,
+             patterns: list[str] | None, cache: Path, local_only: bool) -> Path:
+    """One file (``filename``) or a snapshot (``patterns``) of ``repo`` through
+    ``huggingface_hub``, in ``cache``."""
+    from huggingface_hub import hf_hub_download, snapshot_download
+
+    if filename is None:
+        return Path(snapshot_download(repo, revision=revision, cache_dir=cache,
+                                      allow_patterns=patterns, local_files_only=local_only,
+                                      library_name="clip4hoi"))
+    return Path(hf_hub_download(repo, filename, revision=revision, cache_dir=cache,
+                                local_files_only=local_only, library_name="clip4hoi"))
+
+
+def _hub_cached(repo: str, filename: str | None, revision: str | None,
+                patterns: list[str] | None, cache: Path) -> Path | None:
+    """The file or snapshot if ``cache`` holds it, else None."""
+    try:
+        return _hub_get(repo, filename, revision, patterns, cache, local_only=True)
+    except Exception:  # not (completely) in the cache: huggingface_hub's own error types
+        return None
+
+
+def _hub_download(repo: str, filename: str | None, revision: str | None,
+                  patterns: list[str] | None, cache: Path, what: str) -> Path:
+    """Download into ``cache``. :class:`HubUnreachable` when offline or the Hub does not
+    answer; a missing, private or gated repository, revision or file is the user's
+    (:class:`InputError`, :class:`UserError`, naming ``what``)."""
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    offline, endpoint = hub_environment()
+    reason = "HF_HUB_OFFLINE is set" if offline else _unreachable(endpoint, any_answer=True)
+    if reason is not None:
+        raise HubUnreachable(reason)
+    try:
+        return _hub_get(repo, filename, revision, patterns, cache, local_only=False)
+    except LocalEntryNotFoundError as error:   # the connection failed on the way
+        raise HubUnreachable(str(error).splitlines()[0]) from error
+    except GatedRepoError as error:   # (a RepositoryNotFoundError: catch it first)
+        raise UserError(f"{what}: the repository is gated; accept its terms on "
+                        f"{endpoint}/{repo} and log in (hf auth login, or set HF_TOKEN)"
+                        ) from error
+    except RepositoryNotFoundError as error:
+        raise InputError(f"{what}: no such model repository on the Hub (or it is private: "
+                         f"log in with hf auth login, or set HF_TOKEN)") from error
+    except RevisionNotFoundError as error:
+        raise InputError(f"{what}: the repository has no revision {revision!r}") from error
+    except (EntryNotFoundError, HFValidationError) as error:
+        raise InputError(f"{what}: {error}") from error
+    except Exception as error:  # network and server errors of huggingface_hub
+        raise HubUnreachable(str(error) or type(error).__name__) from error
+
+
+def fetch_hub(repo: str, filename: str | None = None, *, revision: str | None = None,
+              patterns: list[str] | None = None, what: str, hint: str = "",
+              download: bool = True) -> Path:
+    """The one route to the Hugging Face Hub: the path of ``filename`` of model repository
+    ``repo`` at ``revision`` (branch, tag or commit; default ``main``) — or, without
+    ``filename``, the folder of its files matching ``patterns`` — in :func:`hub_cache_dir`,
+    downloaded when missing (unless ``download`` is False).
+
+    Raises :class:`WeightsUnavailableError` (exit 3) when it is neither cached nor
+    downloadable, saying how to fetch it: ``what`` names it, ``hint`` is a last line.
+    """
+    cache = hub_cache_dir()
+    found = _hub_cached(repo, filename, revision, patterns, cache)
+    if found is not None:
+        return found
+    try:
+        if not download:
+            raise HubUnreachable("downloads disabled")
+        return _hub_download(repo, filename, revision, patterns, cache, what)
+    except HubUnreachable as error:
+        command = " ".join(["hf download", repo, *([filename] if filename else []),
+                            *(["--revision", revision] if revision else [])])
+        raise WeightsUnavailableError(
+            f"{what} is not in the Hugging Face cache and could not be downloaded ({error})."
+            f"\n  download on a machine with internet:  {command}"
+            f"\n  then copy its cache folder to:        {cache}"
+            + (f"\n  {hint}" if hint else "")) from None
+
+
+# --------------------------------------------------------------------------------------
 # Open-vocabulary detectors (Hugging Face model repositories)
 # --------------------------------------------------------------------------------------
 
@@ -402,27 +506,10 @@ DEFAULT_OPEN_VOCAB = "grounding-dino-tiny"
 _HUB_FILES = ["*.json", "*.safetensors", "*.txt"]  # config, weights, tokenizer
 
 
-def hub_cache_dir() -> Path:
-    """``$CLIP4HOI_HOME/huggingface``: where Hugging Face repositories are downloaded."""
-    return cache_root() / "huggingface"
-
-
-def _unavailable_hub(name: str, reason: str) -> WeightsUnavailableError:
-    entry = OPEN_VOCAB_WEIGHTS[name]
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
-    return WeightsUnavailableError(
-        f"detector weights '{name}' ({entry.description}) are not on disk and could not be "
-        f"downloaded ({reason}).\n  repository: {endpoint}/{entry.repo}\n  on a machine "
-        f"with internet access: CLIP4HOI_HOME={cache_root()} clip4hoi download {name}\n"
-        f"  or: hf download {entry.repo} --cache-dir {hub_cache_dir()}\n"
-        f"  (or pass the path of a local copy of the repository instead of the name)")
-
-
 def resolve_open_vocab(name_or_path: str, download: bool = True) -> Path:
     """The local folder (``config.json``, weights, tokenizer files) of an open-vocabulary
     detector given by registered name (:data:`OPEN_VOCAB_WEIGHTS`) or local folder; a
-    registered one is downloaded by ``huggingface_hub`` into :func:`hub_cache_dir` when
-    missing (unless ``download`` is False)."""
+    registered one comes through :func:`fetch_hub`."""
     if name_or_path not in OPEN_VOCAB_WEIGHTS:
         path = Path(name_or_path).expanduser()
         if (path / "config.json").is_file():
@@ -430,27 +517,10 @@ def resolve_open_vocab(name_or_path: str, download: bool = True) -> Path:
         raise FileNotFoundError(
             f"detector weights {name_or_path!r}: not a model folder (with config.json) and "
             f"not a registered name ({', '.join(OPEN_VOCAB_WEIGHTS)})")
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError as error:
-        raise UserError("open-vocabulary detectors need huggingface_hub and transformers: "
-                        "pip install 'clip4hoi[openvocab]'") from error
-    repo = OPEN_VOCAB_WEIGHTS[name_or_path].repo
-    try:
-        return Path(snapshot_download(repo, cache_dir=hub_cache_dir(),
-                                      allow_patterns=_HUB_FILES, local_files_only=True))
-    except Exception:  # not (completely) in the cache: huggingface_hub's own error types
-        pass
-    if not download:
-        raise _unavailable_hub(name_or_path, "downloads disabled")
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
-    reason = ("HF_HUB_OFFLINE is set" if offline
-              else _unreachable(f"{endpoint}/{repo}/resolve/main/config.json"))
-    if reason is None:
-        try:
-            return Path(snapshot_download(repo, cache_dir=hub_cache_dir(),
-                                          allow_patterns=_HUB_FILES))
-        except Exception as error:  # network and hub errors of huggingface_hub
-            reason = str(error)
-    raise _unavailable_hub(name_or_path, reason)
+    entry = OPEN_VOCAB_WEIGHTS[name_or_path]
+    return fetch_hub(entry.repo, patterns=_HUB_FILES, download=download,
+                     what=f"detector weights '{name_or_path}' ({entry.description}, "
+                     f"{hub_environment()[1]}/{entry.repo})",
+                     hint=f"or: CLIP4HOI_HOME={cache_root()} clip4hoi download {name_or_path}"
+                     f"\n  (or give the path of a local copy of the repository instead of "
+                     f"the name)")

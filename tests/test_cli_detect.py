@@ -13,8 +13,9 @@ from PIL import Image
 
 from clip4hoi.api import HOIDetector, to_records
 from clip4hoi.cli import main
+from clip4hoi.engine.checkpoint import save_checkpoint
 from clip4hoi.models.detr import DETR
-from clip4hoi.models.model import build_model, save_checkpoint
+from clip4hoi.models.model import build_model
 
 
 @pytest.fixture(scope="module")

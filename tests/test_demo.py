@@ -19,8 +19,9 @@ from PIL import Image, ImageDraw
 
 from clip4hoi.api import RANDOM_WEIGHTS_WARNING, load_detector
 from clip4hoi.cli import main
+from clip4hoi.engine.checkpoint import save_checkpoint
 from clip4hoi.models.detr import DETR
-from clip4hoi.models.model import build_model, save_checkpoint
+from clip4hoi.models.model import build_model
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 gradio_client = pytest.importorskip("gradio_client")

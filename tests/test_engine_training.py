@@ -17,11 +17,11 @@ from test_engine import CONFIGS, make_small_data, single_thread, tiny_experiment
 
 from clip4hoi.cli import main
 from clip4hoi.data.synthetic import make_synthetic
-from clip4hoi.engine.checkpoint import CheckpointManager, load_state
+from clip4hoi.engine.checkpoint import CheckpointManager, load_state, read_checkpoint
 from clip4hoi.engine.config import load_experiment
 from clip4hoi.engine.evaluate import evaluate_model
 from clip4hoi.engine.trainer import Trainer, TrainingError
-from clip4hoi.models.model import CLIP4HOI, head_state_dict, read_checkpoint
+from clip4hoi.models.model import CLIP4HOI, head_state_dict
 
 TENSORBOARD = importlib.util.find_spec("tensorboard") is not None
 

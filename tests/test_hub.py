@@ -14,8 +14,9 @@ from conftest import tiny_model_config
 
 from clip4hoi.api import HOIDetector
 from clip4hoi.cli import main
+from clip4hoi.engine.checkpoint import save_checkpoint
 from clip4hoi.hub import HEAD_FILE, model_card, parse_hub_uri, read_metrics
-from clip4hoi.models.model import build_model, head_state_dict, save_checkpoint
+from clip4hoi.models.model import build_model, head_state_dict
 from clip4hoi.weights import WeightsUnavailableError
 
 huggingface_hub = pytest.importorskip("huggingface_hub")

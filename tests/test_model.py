@@ -7,14 +7,8 @@ import torch
 from conftest import BICYCLE, CUP, PERSON, SCENE, SIZE, crafted_features, tiny_model_config
 
 from clip4hoi.data.metadata import hicodet_classes, parse_class_text
-from clip4hoi.models.model import (
-    CLIP4HOI,
-    build_model,
-    detector_label_map,
-    load_checkpoint,
-    read_checkpoint,
-    save_checkpoint,
-)
+from clip4hoi.engine.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from clip4hoi.models.model import CLIP4HOI, build_model, detector_label_map
 
 
 def exact_config():

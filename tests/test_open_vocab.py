@@ -30,6 +30,11 @@ from clip4hoi.data.metadata import (  # noqa: E402
     load_classes,
     parse_class_text,
 )
+from clip4hoi.engine.checkpoint import (  # noqa: E402
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
 from clip4hoi.models.detr import normalize  # noqa: E402
 from clip4hoi.models.grounding_dino import (  # noqa: E402
     GroundingDINO,
@@ -37,14 +42,7 @@ from clip4hoi.models.grounding_dino import (  # noqa: E402
     build_prompts,
     postprocess,
 )
-from clip4hoi.models.model import (  # noqa: E402
-    CLIP4HOI,
-    build_detector,
-    build_model,
-    load_checkpoint,
-    read_checkpoint,
-    save_checkpoint,
-)
+from clip4hoi.models.model import CLIP4HOI, build_detector, build_model  # noqa: E402
 from clip4hoi.models.training_free import build_training_free  # noqa: E402
 from clip4hoi.weights import WeightsUnavailableError, resolve_open_vocab  # noqa: E402
 

@@ -1,10 +1,15 @@
-"""Training checkpoints: the head's weights plus everything needed to resume exactly.
+"""Checkpoint files: the head's weights and config, and the training state to resume.
 
-A checkpoint at optimiser step ``s`` is two files in ``OUTPUT_DIR/checkpoints/``:
+A head checkpoint (:func:`save_checkpoint`, :func:`read_checkpoint`,
+:func:`load_checkpoint`) is one safetensors file: the trainable head's weights, with the
+model config as JSON in its metadata (format :data:`HEAD_FORMAT`); the frozen DETR and
+CLIP are named by the config, not stored. It is what ``detect``, ``test``, the API and the
+Hub read.
 
-* ``step_<s>.safetensors`` — the model, written by
-  :func:`clip4hoi.models.model.save_checkpoint` (head weights + model config), so it works
-  as is with ``clip4hoi detect --checkpoint`` and ``clip4hoi test --checkpoint``;
+A training checkpoint at optimiser step ``s`` is two files in ``OUTPUT_DIR/checkpoints/``:
+
+* ``step_<s>.safetensors`` — the head checkpoint, so it works as is with ``clip4hoi
+  detect --checkpoint`` and ``clip4hoi test --checkpoint``;
 * ``step_<s>.state.pt`` — the training state: optimiser, schedule, progress (epoch,
   batches of the epoch done, step), best metric so far and the RNG states of every rank,
   as plain tensors and lists readable with ``torch.load(..., weights_only=True)``.
@@ -17,6 +22,7 @@ kept, and ``best.safetensors`` — the model with the best evaluation so far —
 from __future__ import annotations
 
 import io
+import json
 import random
 import re
 import warnings
@@ -25,15 +31,107 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import save as save_safetensors
+from torch import Tensor
 
+from clip4hoi.config import ModelConfig, apply_overrides, from_dict, to_dict
 from clip4hoi.errors import InputError
 from clip4hoi.fileio import write_atomic
-from clip4hoi.models.model import CLIP4HOI, save_checkpoint
+from clip4hoi.models.model import CLIP4HOI, build_model, head_state_dict
+
+HEAD_FORMAT = "clip4hoi-head/1"
 
 STATE_SUFFIX = ".state.pt"
 WEIGHTS_SUFFIX = ".safetensors"
 BEST = "best.safetensors"
 _STEP_FILE = re.compile(r"step_(\d+)\.state\.pt$")
+
+
+# ------------------------------------------------------------------ head checkpoints
+
+
+def save_checkpoint(model: CLIP4HOI, path: str | Path, extra: dict[str, str] | None = None
+                    ) -> None:
+    """Write the head's weights and the model config (JSON, in the safetensors metadata)
+    atomically to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {"format": HEAD_FORMAT, "config": json.dumps(to_dict(model.config)),
+                **(extra or {})}
+    tensors = {k: v.detach().contiguous().cpu() for k, v in head_state_dict(model).items()}
+    write_atomic(path, save_safetensors(tensors, metadata=metadata))
+
+
+def read_checkpoint(path: str | Path) -> tuple[ModelConfig, dict[str, Tensor], dict[str, str]]:
+    """Config, head weights and metadata of a checkpoint written by :func:`save_checkpoint`."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"checkpoint {path} is a folder, not a file")
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+    except Exception as error:  # safetensors raises its own error types
+        raise InputError(f"checkpoint {path} is not a safetensors file ({error}); CLIP4HOI "
+                         f"checkpoints are written by clip4hoi train") from error
+    if metadata.get("format") != HEAD_FORMAT:
+        raise InputError(f"checkpoint {path} is not a CLIP4HOI head checkpoint (format "
+                         f"{metadata.get('format')!r}, expected {HEAD_FORMAT!r})")
+    try:
+        stored = json.loads(metadata["config"])
+    except KeyError:
+        raise InputError(f"checkpoint {path}: its metadata has no model 'config'; it was not "
+                         f"written by clip4hoi train") from None
+    except (TypeError, ValueError) as error:
+        raise InputError(f"checkpoint {path}: its model 'config' metadata is not valid JSON "
+                         f"({error})") from None
+    if not isinstance(stored, dict):
+        raise InputError(f"checkpoint {path}: its model 'config' metadata is "
+                         f"{type(stored).__name__}, expected a mapping")
+    config = from_dict(ModelConfig, stored, where=f"{path} config")
+    check_finite(tensors, f"checkpoint {path}")   # before minutes of building the model
+    return config, tensors, metadata
+
+
+def load_checkpoint(path: str | Path, overrides: list[str] | None = None,
+                    download: bool = True) -> CLIP4HOI:
+    """Rebuild a model from a checkpoint (``overrides`` like ``detector.weights=FILE``)."""
+    config, tensors, _ = read_checkpoint(path)
+    model = build_model(apply_overrides(config, overrides or []), download)
+    load_head(model, tensors, source=str(path))
+    return model
+
+
+def load_head(model: CLIP4HOI, tensors: dict[str, Tensor], source: str) -> None:
+    """Load head weights strictly (the frozen parts are not in ``tensors``); weights that
+    are not finite are refused (:class:`~clip4hoi.errors.InputError`)."""
+    expected = head_state_dict(model)
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    mismatched = sorted(k for k in set(expected) & set(tensors)
+                        if expected[k].shape != tensors[k].shape)
+    if missing or unexpected or mismatched:
+        raise InputError(f"{source} does not fit this model: missing {missing}, unexpected "
+                         f"{unexpected}, shape mismatch {mismatched}")
+    check_finite(tensors, source)
+    model.load_state_dict(tensors, strict=False)
+
+
+def check_finite(tensors: dict[str, Tensor], source: str) -> None:
+    """Refuse weights that are NaN or infinite (a diverged run) with an
+    :class:`~clip4hoi.errors.InputError` naming ``source``."""
+    broken = sorted(k for k, v in tensors.items()
+                    if v.is_floating_point() and not bool(torch.isfinite(v).all()))
+    if broken:
+        raise InputError(f"{source} has non-finite weights (NaN or inf) in {broken[:3]}"
+                         f"{' ...' if len(broken) > 3 else ''}: the run that wrote it "
+                         f"diverged; use an earlier checkpoint")
+
+
+# ------------------------------------------------------------- training checkpoints
 
 
 def seed_everything(seed: int) -> None:

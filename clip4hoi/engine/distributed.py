@@ -113,15 +113,6 @@ def broadcast_object(item: Any) -> Any:
     return box[0]
 
 
-def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:
-    """Mean of ``values`` over the ranks (a copy)."""
-    values = values.detach().clone()
-    if dist.is_initialized():
-        dist.all_reduce(values)
-        values /= dist.get_world_size()
-    return values
-
-
 def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     """Sum of ``values`` over the ranks (a copy; no host sync on NCCL)."""
     values = values.detach().clone()
@@ -141,12 +132,3 @@ def all_gather_rows(tensor: torch.Tensor) -> torch.Tensor:
     with warnings.catch_warnings():   # deprecated in favour of a functional collective
         warnings.simplefilter("ignore", FutureWarning)
         return torch.cat(all_gather(tensor))
-
-
-def all_true(flag: bool, device: torch.device) -> bool:
-    """Whether ``flag`` holds on every rank."""
-    if not dist.is_initialized():
-        return flag
-    value = torch.tensor([int(flag)], device=device)
-    dist.all_reduce(value, op=dist.ReduceOp.MIN)
-    return bool(value.item())

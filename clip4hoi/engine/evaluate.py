@@ -21,6 +21,7 @@ from tqdm import tqdm
 from clip4hoi.data.hicodet import HOIDataset
 from clip4hoi.data.metadata import HOIClassSet
 from clip4hoi.data.transforms import rescale_boxes
+from clip4hoi.engine.checkpoint import load_checkpoint
 from clip4hoi.engine.config import ExperimentConfig
 from clip4hoi.engine.data import build_dataset, inputs_to_device, test_loader, to_device
 from clip4hoi.engine.distributed import DistInfo, gather_to_main, init_distributed
@@ -37,7 +38,7 @@ from clip4hoi.evaluation import (
     write_detections,
 )
 from clip4hoi.fileio import write_atomic
-from clip4hoi.models.model import CLIP4HOI, FrozenFeatures, load_checkpoint
+from clip4hoi.models.model import CLIP4HOI, FrozenFeatures
 from clip4hoi.models.precision import amp_dtype, autocast
 from clip4hoi.models.training_free import build_training_free
 

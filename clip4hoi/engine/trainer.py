@@ -42,7 +42,9 @@ from clip4hoi.data.metadata import HOIClassSet
 from clip4hoi.engine.checkpoint import (
     CheckpointManager,
     check_state,
+    load_head,
     load_state,
+    read_checkpoint,
     resolve_resume,
     rng_state,
     seed_everything,
@@ -72,8 +74,6 @@ from clip4hoi.models.model import (
     FrozenFeatures,
     Proposals,
     build_model,
-    load_head,
-    read_checkpoint,
 )
 from clip4hoi.models.precision import amp_dtype, autocast
 

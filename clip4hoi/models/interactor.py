@@ -249,15 +249,6 @@ def sine_embedding(coords: Tensor, dim: int, temperature: float = 10000.0) -> Te
     return torch.cat([angles.sin(), angles.cos()], dim=-1).flatten(-2)  # [..., dim]
 
 
-def box_sine_embedding(boxes: Tensor, image_size: tuple[int, int], dim: int) -> Tensor:
-    """Sine embedding ``[N, dim]`` (fp32) of the normalised centre and size of xyxy boxes."""
-    height, width = image_size
-    with full_precision(boxes.device):
-        boxes = boxes.float()
-        scale = boxes.new_tensor([width, height, width, height])
-        return sine_embedding(box_convert(boxes, "xyxy", "cxcywh") / scale, dim)
-
-
 class HOInteractor(nn.Module):
     """Turns each image's proposals into pair tokens of width ``dim`` (the DETR width)."""
 

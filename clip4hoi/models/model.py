@@ -1,4 +1,5 @@
-"""The assembled CLIP4HOI model, its factory and its checkpoints.
+"""The assembled CLIP4HOI model and its factory (its checkpoint files:
+:mod:`clip4hoi.engine.checkpoint`).
 
     images ─┬─ DETR ─ proposals ─ HO interactor ─ pair tokens ─┐  (or Grounding DINO)
             │                                              HOI decoder ─ pair features ─┐
@@ -17,33 +18,20 @@ vocabulary (COCO-80 ids for COCO objects).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save as save_safetensors
 from torch import Tensor, nn
 from torchvision.ops import box_convert, box_iou
 
-from clip4hoi.config import (
-    CLIPConfig,
-    DetectorConfig,
-    ModelConfig,
-    apply_overrides,
-    from_dict,
-    to_dict,
-)
+from clip4hoi.config import CLIPConfig, DetectorConfig, ModelConfig
 from clip4hoi.data.metadata import (
     COCO_CATEGORY_IDS,
     HUMAN_OBJECT_ID,
     HOIClassSet,
     load_classes,
 )
-from clip4hoi.errors import InputError
-from clip4hoi.fileio import write_atomic
 from clip4hoi.models.classifier import HOIClassifier
 from clip4hoi.models.clip import CLIPEncoder, build_clip
 from clip4hoi.models.decoder import HOIDecoder, normalised_union_boxes
@@ -72,7 +60,6 @@ from clip4hoi.weights import (
     resolve_open_vocab,
 )
 
-HEAD_FORMAT = "clip4hoi-head/1"
 FROZEN_PREFIXES = ("detector.", "clip.")
 DETECTOR_TYPES = ("detr", "grounding_dino")
 FrozenDetector = DETR | GroundingDINO
@@ -464,83 +451,3 @@ def build_model(config: ModelConfig, download: bool = True) -> CLIP4HOI:
 def head_state_dict(model: CLIP4HOI) -> dict[str, Tensor]:
     """The trainable head's weights (the frozen DETR and CLIP are referenced by config)."""
     return {k: v for k, v in model.state_dict().items() if not k.startswith(FROZEN_PREFIXES)}
-
-
-def save_checkpoint(model: CLIP4HOI, path: str | Path, extra: dict[str, str] | None = None
-                    ) -> None:
-    """Write the head's weights and the model config (JSON, in the safetensors metadata)
-    atomically to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    metadata = {"format": HEAD_FORMAT, "config": json.dumps(to_dict(model.config)),
-                **(extra or {})}
-    tensors = {k: v.detach().contiguous().cpu() for k, v in head_state_dict(model).items()}
-    write_atomic(path, save_safetensors(tensors, metadata=metadata))
-
-
-def read_checkpoint(path: str | Path) -> tuple[ModelConfig, dict[str, Tensor], dict[str, str]]:
-    """Config, head weights and metadata of a checkpoint written by :func:`save_checkpoint`."""
-    path = Path(path)
-    if path.is_dir():
-        raise InputError(f"checkpoint {path} is a folder, not a file")
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-            tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
-    except Exception as error:  # safetensors raises its own error types
-        raise InputError(f"checkpoint {path} is not a safetensors file ({error}); CLIP4HOI "
-                         f"checkpoints are written by clip4hoi train") from error
-    if metadata.get("format") != HEAD_FORMAT:
-        raise InputError(f"checkpoint {path} is not a CLIP4HOI head checkpoint (format "
-                         f"{metadata.get('format')!r}, expected {HEAD_FORMAT!r})")
-    try:
-        stored = json.loads(metadata["config"])
-    except KeyError:
-        raise InputError(f"checkpoint {path}: its metadata has no model 'config'; it was not "
-                         f"written by clip4hoi train") from None
-    except (TypeError, ValueError) as error:
-        raise InputError(f"checkpoint {path}: its model 'config' metadata is not valid JSON "
-                         f"({error})") from None
-    if not isinstance(stored, dict):
-        raise InputError(f"checkpoint {path}: its model 'config' metadata is "
-                         f"{type(stored).__name__}, expected a mapping")
-    config = from_dict(ModelConfig, stored, where=f"{path} config")
-    check_finite(tensors, f"checkpoint {path}")   # before minutes of building the model
-    return config, tensors, metadata
-
-
-def load_checkpoint(path: str | Path, overrides: list[str] | None = None,
-                    download: bool = True) -> CLIP4HOI:
-    """Rebuild a model from a checkpoint (``overrides`` like ``detector.weights=FILE``)."""
-    config, tensors, _ = read_checkpoint(path)
-    model = build_model(apply_overrides(config, overrides or []), download)
-    load_head(model, tensors, source=str(path))
-    return model
-
-
-def load_head(model: CLIP4HOI, tensors: dict[str, Tensor], source: str) -> None:
-    """Load head weights strictly (the frozen parts are not in ``tensors``); weights that
-    are not finite are refused (:class:`~clip4hoi.errors.InputError`)."""
-    expected = head_state_dict(model)
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    mismatched = sorted(k for k in set(expected) & set(tensors)
-                        if expected[k].shape != tensors[k].shape)
-    if missing or unexpected or mismatched:
-        raise InputError(f"{source} does not fit this model: missing {missing}, unexpected "
-                         f"{unexpected}, shape mismatch {mismatched}")
-    check_finite(tensors, source)
-    model.load_state_dict(tensors, strict=False)
-
-
-def check_finite(tensors: dict[str, Tensor], source: str) -> None:
-    """Refuse weights that are NaN or infinite (a diverged run) with an
-    :class:`~clip4hoi.errors.InputError` naming ``source``."""
-    broken = sorted(k for k, v in tensors.items()
-                    if v.is_floating_point() and not bool(torch.isfinite(v).all()))
-    if broken:
-        raise InputError(f"{source} has non-finite weights (NaN or inf) in {broken[:3]}"
-                         f"{' ...' if len(broken) > 3 else ''}: the run that wrote it "
-                         f"diverged; use an earlier checkpoint")
