@@ -1,73 +1,75 @@
-"""Python API: find human–object interactions in images from text.
+"""Python API: find human–object interactions in images and videos from text.
 
     from clip4hoi import HOIDetector
     detector = HOIDetector.from_checkpoint("outputs/smoke/checkpoints/best.safetensors")
     # or HOIDetector.from_pretrained("org/name") from the Hugging Face Hub
     results = detector(["photo.jpg"], classes="ride bicycle, hold cup", batch_size=4)
+    results[0].records(top_k=5)       # JSON records; .plot(), .save(folder), .to_dict()
+    for result in detector.stream("clip.mp4", every=5):   # folders and videos, lazily
+        print(result.frame, result.records(top_k=1))
 
 (no trained head is published yet; ``clip4hoi train`` writes one, and
-:func:`build_training_free_detector` needs none.)
+:func:`build_training_free_detector` needs none.) Every call goes through the pipeline of
+``clip4hoi detect`` (:class:`~clip4hoi.engine.predictor.Predictor`) and returns its
+:class:`~clip4hoi.engine.results.Results`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Union
+from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor, nn
 
-from clip4hoi.config import ModelConfig, TrainingFreeConfig, apply_overrides
-from clip4hoi.data.images import load_image
-from clip4hoi.data.metadata import HOIClassSet, load_classes
-from clip4hoi.data.transforms import HOITransform, TransformConfig, rescale_boxes
+from clip4hoi.config import ModelConfig
+from clip4hoi.data.metadata import HOIClassSet
+from clip4hoi.data.sources import as_sources, as_uint8_tensor
+from clip4hoi.engine.backend import (
+    Backend,
+    TorchBackend,
+    build_backend,
+    prepare_image,
+    resolve_mode,
+)
+from clip4hoi.engine.checkpoint import load_checkpoint
+from clip4hoi.engine.predictor import Predictor
+from clip4hoi.engine.results import Results, to_records
 from clip4hoi.errors import InputError
 from clip4hoi.hub import HEAD_FILE, download_head, resolve_checkpoint
-from clip4hoi.models.model import CLIP4HOI, build_model, load_checkpoint
-from clip4hoi.models.training_free import TrainingFreeHOI, build_training_free
+from clip4hoi.models.model import build_model
+from clip4hoi.options import check_option
 
-ImageInput = Union[str, Path, Image.Image, Tensor]  # noqa: UP007 (a runtime alias)
+__all__ = ["RANDOM_WEIGHTS_WARNING", "HOIDetector", "Results", "build_training_free_detector",
+           "load_detector", "to_records"]
 
-RANDOM_WEIGHTS_WARNING = ("--random-weights: the networks are randomly initialised; the "
+RANDOM_WEIGHTS_WARNING = ("random weights: the networks are randomly initialised; the "
                           "detections are MEANINGLESS (smoke test only).")
-"""What ``detect`` and ``demo`` say loudly when run with ``--random-weights``."""
-
-
-def as_uint8_tensor(image: ImageInput) -> Tensor:
-    """A path, PIL image or ``[3, H, W]`` tensor (uint8, or float in ``[0, 1]``) as a uint8
-    RGB tensor ``[3, H, W]``."""
-    if isinstance(image, str | Path):
-        return load_image(image)
-    if isinstance(image, Image.Image):
-        return torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1)
-    if isinstance(image, Tensor):
-        if image.dim() != 3 or image.shape[0] != 3:
-            raise ValueError(f"expected an image tensor [3, H, W], got {tuple(image.shape)}")
-        if image.is_floating_point():
-            return (image.clamp(0, 1) * 255).round().to(torch.uint8)
-        return image.to(torch.uint8)
-    raise TypeError(f"unsupported image type {type(image).__name__}")
+"""What ``detect`` and ``demo`` say loudly when run with random weights."""
 
 
 class HOIDetector:
     """Detects ⟨human, verb, object⟩ triplets for any class set given as text.
 
     ``model`` maps float images to per-image detections (a trained :class:`CLIP4HOI`
-    or a training-free scorer); images are resized to the detector's test scale and the
-    boxes mapped back to the original pixels (continuous xyxy).
+    or a training-free scorer); ``classes`` is the default class set (the model's when
+    None); images are resized to short side ``min_size`` (long side
+    at most ``max_size``) and the boxes mapped back to the original pixels (continuous
+    xyxy). :meth:`from_backend` wraps another backend (:mod:`clip4hoi.engine.backend`).
     """
 
-    def __init__(self, model: nn.Module, classes: HOIClassSet, mode: str,
-                 device: str | torch.device = "cpu", min_size: int = 800,
-                 max_size: int = 1333) -> None:
-        self.model = model.to(device).eval()
-        self.classes = classes
-        self.mode = mode
-        self.device = torch.device(device)
-        self.transform = HOITransform(train=False, config=TransformConfig(
-            scales=(min_size,), test_scale=min_size, max_size=max_size))
+    def __init__(self, model: nn.Module, classes: HOIClassSet | None = None,
+                 mode: str = "trained", device: str | torch.device = "cpu",
+                 min_size: int = 800, max_size: int = 1333) -> None:
+        self.backend: Backend = TorchBackend(model, mode, device, min_size, max_size, classes)
+
+    @classmethod
+    def from_backend(cls, backend: Backend) -> HOIDetector:
+        """A detector running ``backend``."""
+        detector = cls.__new__(cls)
+        detector.backend = backend
+        return detector
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu",
@@ -75,17 +77,17 @@ class HOIDetector:
         """A trained CLIP4HOI head (its config names the frozen DETR and CLIP weights):
         a local ``.safetensors`` file or ``hf://ORG/NAME[@REVISION]`` (:mod:`clip4hoi.hub`);
         ``sizes``: ``min_size``/``max_size`` of the test scale."""
-        model = load_checkpoint(resolve_checkpoint(path), overrides)
-        return cls(model, model.classes, "trained", device, **sizes)
+        return cls(load_checkpoint(resolve_checkpoint(path), overrides), None, "trained",
+                   device, **sizes)
 
     @classmethod
     def from_pretrained(cls, repo_id: str, revision: str | None = None,
                         device: str | torch.device = "cpu", overrides: list[str] | None = None,
                         filename: str = HEAD_FILE) -> HOIDetector:
         """A trained head from the Hugging Face Hub repository ``repo_id`` (``"org/name"``)
-        at ``revision`` (branch, tag or commit; default ``main``), downloaded into the
-        ``huggingface_hub`` cache or read from it offline. Raises
-        :class:`~clip4hoi.weights.WeightsUnavailableError` when neither works."""
+        at ``revision`` (branch, tag or commit; default ``main``), downloaded into the Hub
+        cache (:func:`clip4hoi.weights.hub_cache_dir`) or read from it offline. Raises
+        :class:`~clip4hoi.errors.WeightsUnavailableError` when neither works."""
         return cls.from_checkpoint(download_head(repo_id, filename, revision), device,
                                    overrides)
 
@@ -93,90 +95,73 @@ class HOIDetector:
     def from_config(cls, config: ModelConfig, device: str | torch.device = "cpu",
                     **sizes: int) -> HOIDetector:
         """An untrained CLIP4HOI model (e.g. all-random weights for smoke tests)."""
-        model = build_model(config)
-        return cls(model, model.classes, "trained", device, **sizes)
+        return cls(build_model(config), None, "trained", device, **sizes)
+
+    # ------------------------------------------------------------------ what it runs
+
+    @property
+    def model(self) -> nn.Module:
+        return self.backend.model
+
+    @property
+    def mode(self) -> str:
+        return self.backend.mode
+
+    @property
+    def device(self) -> torch.device:
+        return self.backend.device
+
+    @property
+    def classes(self) -> HOIClassSet:
+        """The default class set (the checkpoint's, or ``hicodet``)."""
+        return self.backend.classes
 
     def resolve_classes(self, classes: str | HOIClassSet | None) -> HOIClassSet:
         """``None`` → the detector's default; text, file or ``hicodet``/``vcoco`` → parsed
         (with an open-vocabulary detector, any noun can be the object)."""
-        if classes is None:
-            return self.classes
-        if isinstance(classes, HOIClassSet):
-            return classes
-        return load_classes(classes, getattr(self.model, "open_vocabulary", False))
-
-    def preprocess(self, image: ImageInput, target: dict | None = None
-                   ) -> tuple[Tensor, dict]:
-        """``image`` resized to the detector's test scale: a float ``[3, H', W']`` tensor
-        in ``[0, 1]`` (on the CPU) and ``target`` (default: no boxes) with its boxes
-        resized alike and ``size``/``orig_size`` (a 5000×1 image becomes 1333×1)."""
-        return preprocess_image(as_uint8_tensor(image), self.transform, target)
+        return self.backend.resolve_classes(classes)
 
     def encode_classes(self, classes: str | HOIClassSet | None = None) -> HOIClassSet:
         """Resolve ``classes`` and compute their text embeddings now (with a progress bar
-        for large class sets; from the disk cache when the model has one), so that the
-        first image does not pay for them. Returns the class set."""
-        from clip4hoi.engine.text_cache import cached_text_embeddings
+        for large class sets; from the disk cache when there), so that the first image
+        does not pay for them. Returns the class set."""
+        return self.backend.encode_classes(classes)
 
-        class_set = self.resolve_classes(classes)
-        if isinstance(self.model, TrainingFreeHOI | CLIP4HOI):
-            with torch.no_grad():
-                cached_text_embeddings(self.model, class_set)
-        return class_set
+    def preprocess(self, image: Any, target: dict | None = None) -> tuple[Tensor, dict]:
+        """``image`` (path, PIL image, array or tensor) resized as the model takes it: a
+        float ``[3, H', W']`` tensor in ``[0, 1]`` and ``target`` with ``orig_size``."""
+        return prepare_image(as_uint8_tensor(image), self.backend.transform, target)
 
-    @torch.no_grad()
-    def detect(self, inputs: list[Tensor], targets: list[dict],
-               classes: str | HOIClassSet | None = None) -> list[dict[str, Tensor]]:
-        """The model on images already :meth:`preprocess`-ed (one forward pass): per image
-        the detections, best first, with boxes in the original pixels. ``targets`` come
-        from :meth:`preprocess`; their boxes are used only by a model with
-        ``detector.use_gt_boxes`` (the oracle setting)."""
-        class_set = self.resolve_classes(classes)
-        device_targets = None
-        if isinstance(self.model, CLIP4HOI) and self.model.config.detector.use_gt_boxes:
-            device_targets = [{"boxes_h": t["boxes_h"].to(self.device),
-                               "boxes_o": t["boxes_o"].to(self.device),
-                               "object": t["object"].to(self.device)} for t in targets]
-        outputs = self.model([image.to(self.device) for image in inputs], device_targets,
-                             class_set)
-        results = []
-        for resized, target, out in zip(inputs, targets, outputs, strict=True):
-            order = torch.argsort(out["scores"], descending=True, stable=True)
-            original = target["orig_size"].tolist()
-            result = rescale_boxes({key: value[order].cpu() for key, value in out.items()},
-                                   resized.shape[-2:], original)
-            result["size"] = torch.tensor(original)
-            results.append(result)
-        return results
+    # ------------------------------------------------------------------ detecting
 
-    def __call__(self, images: ImageInput | list[ImageInput],
-                 classes: str | HOIClassSet | None = None, batch_size: int = 1
-                 ) -> list[dict[str, Tensor]]:
-        """Detect interactions in one image or a list, ``batch_size`` images per forward
-        pass. Returns per image the model's detection dict (see ``docs/conventions.md``)
-        with boxes in the original image's pixels and ``size`` ``(h, w)``, sorted by
-        descending score."""
-        if batch_size < 1:
-            raise InputError(f"batch_size must be at least 1, got {batch_size}")
-        class_set = self.resolve_classes(classes)
-        batch = images if isinstance(images, list) else [images]
-        results: list[dict[str, Tensor]] = []
-        for start in range(0, len(batch), batch_size):
-            prepared = [self.preprocess(image) for image in batch[start:start + batch_size]]
-            results += self.detect([p[0] for p in prepared], [p[1] for p in prepared],
-                                   class_set)
-        return results
+    def stream(self, images: Any, classes: str | HOIClassSet | None = None, *,
+               batch_size: int = 1, workers: int = 0, every: int = 1, fps: float = 0.0,
+               keep_pixels: bool = True) -> Iterator[Results]:
+        """Detect lazily: one :class:`Results` per image or video frame, in order, holding
+        only a few in memory. ``images``: one or a list of image files, videos (every
+        ``every``-th frame, or about ``fps`` per second), folders (scanned recursively),
+        PIL images, ``[H, W, 3]`` uint8 arrays or ``[3, H, W]`` tensors; ``batch_size``
+        pictures of one size per forward pass (0: 4 on a GPU, 1 on a CPU; the results do
+        not depend on it); ``workers``
+        decoding processes. A file that cannot be read raises
+        :class:`~clip4hoi.errors.InputError` naming it."""
+        check_option("every", every)
+        check_option("fps", fps)
+        batch_size = check_option("batch_size", batch_size) or (
+            4 if self.device.type == "cuda" else 1)
+        predictor = Predictor(self.backend, self.resolve_classes(classes),
+                              batch_size=batch_size, workers=workers, keep_pixels=keep_pixels)
+        for result in predictor(as_sources(images, every, fps)):
+            if result.error is not None:
+                raise InputError(result.error)
+            yield result
 
-
-def preprocess_image(image: Tensor, transform: HOITransform, target: dict | None = None
-                     ) -> tuple[Tensor, dict]:
-    """A uint8 ``[3, H, W]`` image through a test ``transform`` (see
-    :meth:`HOIDetector.preprocess`)."""
-    height, width = (int(v) for v in image.shape[-2:])
-    target = target or {"boxes_h": torch.zeros(0, 4), "boxes_o": torch.zeros(0, 4)}
-    resized, target = transform(image, target)
-    target["orig_size"] = torch.tensor([height, width])
-    return resized, target
+    def __call__(self, images: Any, classes: str | HOIClassSet | None = None,
+                 batch_size: int = 1, **options: Any) -> list[Results]:
+        """Detect interactions in one image or a list (anything :meth:`stream` takes),
+        ``batch_size`` images per forward pass: a list of :class:`Results`, one per image
+        (per frame for videos), with boxes in the original image's pixels, best first."""
+        return list(self.stream(images, classes, batch_size=batch_size, **options))
 
 
 def build_training_free_detector(mode: str, device: str | torch.device = "cpu",
@@ -185,73 +170,25 @@ def build_training_free_detector(mode: str, device: str | torch.device = "cpu",
                                  ) -> HOIDetector:
     """The :class:`HOIDetector` of ``clip4hoi detect --mode crop|dense``: the public DETR and
     CLIP weights, or — with ``random_weights`` — the full-size architectures (DETR-R50 with
-    91 classes, ViT-B-16) randomly initialised. ``overrides`` are ``--set KEY=VALUE`` items
-    of :class:`TrainingFreeConfig` (``margin=0.2``, ``detector.score_threshold=0.3``);
-    ``sizes``: ``min_size``/``max_size`` of the test scale (:class:`HOIDetector`)."""
-    base = ["detector.weights=random", "clip.pretrained=null"] if random_weights else []
-    config = apply_overrides(TrainingFreeConfig(mode=mode), [*base, *(overrides or [])])
-    model = build_training_free(config)
-    return HOIDetector(model, model.classes, config.mode, device, **sizes)
+    91 classes, ViT-B-16) randomly initialised. ``overrides`` are ``KEY=VALUE`` items of
+    :class:`~clip4hoi.config.TrainingFreeConfig` (``margin=0.2``,
+    ``detector.score_threshold=0.3``); ``sizes``: ``min_size``/``max_size`` of the test
+    scale."""
+    return load_detector(mode, None, device, random_weights, overrides, **sizes)
 
 
-def load_detector(mode: str | None = None, checkpoint: str | Path | None = None,
+def load_detector(mode: str = "auto", checkpoint: str | Path | None = None,
                   device: str | torch.device = "cpu", random_weights: bool = False,
                   overrides: list[str] | None = None, **sizes: int) -> HOIDetector:
-    """The detector of ``clip4hoi detect`` and ``clip4hoi demo``. ``mode`` ``trained``
-    (the default with a ``checkpoint``: a path or ``hf://`` URI; without one, all-random
-    weights if ``random_weights``) or ``crop``/``dense`` (training-free, the default
-    ``crop`` without a checkpoint). ``overrides``: ``--set KEY=VALUE`` items of
-    :class:`ModelConfig` (trained) or :class:`TrainingFreeConfig` (crop, dense);
-    ``sizes``: ``min_size``/``max_size`` of the test scale."""
-    mode = mode or ("trained" if checkpoint else "crop")
-    overrides = list(overrides or [])
-    if mode != "trained":
-        return build_training_free_detector(mode, device, random_weights, overrides, **sizes)
-    if checkpoint:
-        return HOIDetector.from_checkpoint(checkpoint, device, overrides, **sizes)
-    if not random_weights:
-        raise InputError("--mode trained needs --checkpoint (or --random-weights for a "
-                         "smoke test)")
-    config = apply_overrides(ModelConfig(), [
-        "detector.weights=random", "clip.pretrained=null", *overrides])
-    return HOIDetector.from_config(config, device, **sizes)
-
-
-def image_payload(file_name: str, size: tuple[int, int], mode: str, classes: HOIClassSet,
-                  records: list[dict], seconds: float) -> dict:
-    """One image's result in the per-image schema of ``clip4hoi detect`` (``docs/outputs.md``):
-    ``size`` is the original ``(h, w)``, ``records`` come from :func:`to_records`."""
-    height, width = (int(v) for v in size)
-    return {"file_name": file_name, "width": width, "height": height, "mode": mode,
-            "classes": classes.name, "seconds": round(seconds, 3), "detections": records}
-
-
-def to_records(result: dict[str, Tensor], classes: HOIClassSet, top_k: int = 0,
-               min_score: float = 0.0) -> list[dict]:
-    """JSON records of one image's detections (``clip4hoi detect`` schema): boxes as
-    0-based inclusive pixel indices of the original image, best first. ``top_k`` 0 keeps
-    every detection; a negative one is refused."""
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
-        raise InputError(f"--top-k {top_k!r}: must be an integer >= 0 (0 keeps all)")
-    if min_score != min_score:
-        raise InputError("--min-score nan: must be a number")
-    keep = torch.nonzero(result["scores"] >= min_score).squeeze(1)
-    if top_k:
-        keep = keep[:top_k]
-    records = []
-    for i in keep.tolist():
-        k = int(result["hoi"][i])
-        records.append({
-            "human_box": _pixel_indices(result["human_boxes"][i]),
-            "object_box": _pixel_indices(result["object_boxes"][i]),
-            "object": classes.object_vocabulary[int(result["objects"][i])],
-            "verb": classes.verbs[k],
-            "hoi": k,
-            "score": round(float(result["scores"][i]), 6),
-        })
-    return records
-
-
-def _pixel_indices(box: Tensor) -> list[float]:
-    x1, y1, x2, y2 = box.tolist()
-    return [round(x1, 2), round(y1, 2), round(x2 - 1, 2), round(y2 - 1, 2)]
+    """The detector of ``clip4hoi detect`` and ``clip4hoi demo``: ``mode`` ``auto``
+    (:func:`~clip4hoi.engine.backend.resolve_mode`: ``trained`` with a ``checkpoint`` — a
+    path or ``hf://`` URI — else ``dense`` on a CPU, ``crop`` on a GPU), ``trained``
+    (without a checkpoint: all-random weights if ``random_weights``), ``crop`` or
+    ``dense``. ``overrides``: ``KEY=VALUE`` items of the checkpoint's model config
+    (trained) or of the training-free config; ``sizes``: ``min_size``/``max_size`` of the
+    test scale."""
+    checkpoint = str(checkpoint) if checkpoint else None
+    mode, _ = resolve_mode(mode, checkpoint, str(device), overrides or [])
+    return HOIDetector.from_backend(build_backend(
+        mode, checkpoint, device, random_weights, overrides or [],
+        min_size=sizes.get("min_size", 800), max_size=sizes.get("max_size", 1333)))

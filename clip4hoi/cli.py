@@ -1,5 +1,11 @@
 """The ``clip4hoi`` command line: detect, demo, push, download, eval, make-synthetic, train,
-test."""
+test.
+
+Here, and only here, options are worded as flags: the library names them by their field
+names (``top_k``) and raises :class:`~clip4hoi.errors.OptionError`, which :func:`main`
+prints with the flag (``--top-k``, :func:`flag`). Building and using the parser imports
+neither torch nor any model code, so ``--help`` and argument errors answer at once.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +14,94 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+MODE_REASONS = {
+    "checkpoint": " (auto: a checkpoint is given)",
+    "gpu": " (auto: GPU; --mode dense is faster)",
+    "cpu": " (auto: CPU; --mode crop is more accurate but much slower on a CPU)",
+    "override": " (from --set mode=...)",
+}
+"""How ``detect`` says why it runs the mode that ``resolve_mode`` chose."""
+
+
+def flag(option: str) -> str:
+    """The command-line flag of an option (``top_k`` -> ``--top-k``)."""
+    return {"overrides": "--set", "inputs": "INPUT"}.get(option, f"--{option.replace('_', '-')}")
+
+
+def _ranked(command: str, body: Callable[[], int], stops: tuple[type, ...] = ()) -> int:
+    """Run ``body`` on this rank of a ``torchrun`` job (or the only process). A rank that
+    fails leaves the process group at once, naming itself: no barrier holds it while the
+    others wait in a collective it will never join, so ``torchrun`` sees it exit and ends
+    the job within seconds. ``stops``: errors that end the run on purpose (printed, exit 1).
+    """
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    try:
+        code = body()
+    except BaseException as error:
+        if distributed:   # (a single process has no group: torch need not be imported)
+            from clip4hoi.engine.distributed import shutdown
+
+            shutdown(failed=True)
+        if isinstance(error, stops):
+            print(f"clip4hoi {command}: stopped: {error}", file=sys.stderr)
+            return 1
+        if distributed:
+            print(f"clip4hoi {command}: rank {os.environ.get('RANK', '0')} failed: "
+                  f"{type(error).__name__}: {error}", file=sys.stderr)
+        raise
+    if distributed:
+        from clip4hoi.engine.distributed import shutdown
+
+        shutdown()
+    return code
+
+
+# ----------------------------------------------------------------------------- commands
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
-    from clip4hoi.detect import DetectOptions, run_detect
+    from dataclasses import fields
 
-    return run_detect(DetectOptions.from_args(args))
+    from clip4hoi.options import DetectOptions
+
+    names = {field.name for field in fields(DetectOptions)} - {"overrides"}
+    options = DetectOptions(**{name: getattr(args, name) for name in names},
+                            overrides=list(args.set))
+    return _ranked("detect", lambda: _detect(options))
+
+
+def _detect(options: object) -> int:
+    from clip4hoi.engine.detect import DetectJob
+    from clip4hoi.errors import EXIT_OK, EXIT_PARTIAL
+
+    job = DetectJob(options)   # options and inputs checked: no torch imported yet
+    job.start()
+    from clip4hoi.api import RANDOM_WEIGHTS_WARNING
+
+    if job.info.is_main:
+        scan, classes = job.scan, job.classes
+        inputs = f"{len(scan.images)} image(s)" + (f", {len(scan.videos)} video(s)"
+                                                   if scan.videos else "")
+        ranks = f" on {job.info.world_size} ranks" if job.info.distributed else ""
+        print(f"clip4hoi detect: mode {job.mode}{MODE_REASONS.get(job.reason, '')}, "
+              f"{len(classes)} classes ({classes.name}), {inputs}{ranks} -> {job.out}",
+              file=sys.stderr)
+        if scan.unknown:
+            print(f"clip4hoi detect: {scan.describe_unknown()}", file=sys.stderr)
+        if options.random_weights:
+            print(f"WARNING: --random-weights: {RANDOM_WEIGHTS_WARNING}", file=sys.stderr)
+    summary = job.run(sys.stderr)
+    if not job.info.is_main:
+        return EXIT_OK
+    if summary.combined is not None:
+        print(f"clip4hoi detect: all image results in {summary.combined} (clip4hoi eval "
+              f"--detections reads it)", file=sys.stderr)
+    print(f"clip4hoi detect: {summary.done} done, {summary.skipped} skipped (already done; "
+          f"--overwrite to redo), {len(summary.errors)} failed", file=sys.stderr)
+    return EXIT_PARTIAL if summary.errors else EXIT_OK
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -29,16 +116,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from clip4hoi.api import RANDOM_WEIGHTS_WARNING, load_detector
     from clip4hoi.demo import DemoBackend, launch
     from clip4hoi.devices import parse_device
+    from clip4hoi.engine.backend import resolve_mode
 
     device = str(parse_device(args.device))
-    mode = args.mode or ("trained" if args.checkpoint or args.random_weights else "crop")
+    mode, _ = resolve_mode(args.mode, args.checkpoint, device, args.set)
     modes = (["trained"] if args.checkpoint or args.random_weights else []) + ["crop", "dense"]
     loader = partial(load_detector, checkpoint=args.checkpoint, device=device,
                      random_weights=args.random_weights, overrides=args.set)
     backend = DemoBackend(loader, modes, mode, args.random_weights)
     backend.detector(mode)  # load now: missing weights stop here, the first request is fast
     if args.random_weights:
-        print(f"WARNING: {RANDOM_WEIGHTS_WARNING}", file=sys.stderr)
+        print(f"WARNING: --random-weights: {RANDOM_WEIGHTS_WARNING}", file=sys.stderr)
     print(f"clip4hoi demo: mode {mode} on {device}; serving http://{args.host}:"
           f"{args.port or 7860} (Ctrl-C stops)", file=sys.stderr)
     launch(backend, args.host, args.port)
@@ -54,12 +142,13 @@ def cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
+
+
 def cmd_download(args: argparse.Namespace) -> int:
-    from clip4hoi.errors import EXIT_WEIGHTS, InputError
+    from clip4hoi.errors import EXIT_WEIGHTS, InputError, WeightsUnavailableError
     from clip4hoi.weights import (
         DETR_WEIGHTS,
         OPEN_VOCAB_WEIGHTS,
-        WeightsUnavailableError,
         cache_root,
         download_clip,
         download_detr,
@@ -95,6 +184,8 @@ def cmd_download(args: argparse.Namespace) -> int:
     return EXIT_WEIGHTS if failures else 0
 
 
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from clip4hoi.data.vcoco_official import PER_PAIR_WARNING
     from clip4hoi.errors import InputError
@@ -105,9 +196,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         vcoco_result_to_json,
     )
     from clip4hoi.fileio import check_output_path, write_atomic
+    from clip4hoi.options import check_option
 
-    if args.top_k < 0:
-        raise InputError(f"--top-k {args.top_k}: must be >= 0 (0 keeps every detection)")
+    check_option("top_k", args.top_k)
     inputs = [args.annotations, args.detections,
               *(p for p in (args.coco_annotations, args.split_ids) if p)]
     if not Path(args.annotations).exists():   # V-COCO's official files: a folder
@@ -140,6 +231,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+
+
 def cmd_make_synthetic(args: argparse.Namespace) -> int:
     from clip4hoi.data.synthetic import make_synthetic
 
@@ -158,63 +251,53 @@ def _set_cpu_threads(threads: int) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from clip4hoi.engine.config import load_experiment
-    from clip4hoi.engine.distributed import shutdown
     from clip4hoi.engine.trainer import TrainingError, train
 
     config = load_experiment(args.config, args.set)
     if args.output_dir:
         config.train.output_dir = args.output_dir
     _set_cpu_threads(config.train.cpu_threads)
-    rank = os.environ.get("RANK", "0")
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    try:
-        output_dir = train(config, resume=args.resume)
-    except BaseException as error:
-        # No barrier after an error: the other ranks may wait in a collective this one
-        # never joins. Leaving at once lets torchrun stop the job within seconds.
-        shutdown(failed=True)
-        if isinstance(error, TrainingError):
-            print(f"clip4hoi train: stopped: {error}", file=sys.stderr)
-            return 1
-        if distributed:
-            print(f"clip4hoi train: rank {rank} failed: {type(error).__name__}: {error}",
-                  file=sys.stderr)
-        if isinstance(error, KeyboardInterrupt):
+
+    def body() -> int:
+        try:
+            output_dir = train(config, resume=args.resume)
+        except KeyboardInterrupt:
             raise KeyboardInterrupt(f"the checkpoints written so far are kept in "
                                     f"{config.output_dir / 'checkpoints'}; continue with "
                                     f"--resume") from None
-        raise
-    shutdown()
-    if rank == "0":
-        print(f"clip4hoi train: done; checkpoints, config.yaml and metrics.jsonl in "
-              f"{output_dir}", file=sys.stderr)
-    return 0
+        if os.environ.get("RANK", "0") == "0":
+            print(f"clip4hoi train: done; checkpoints, config.yaml and metrics.jsonl in "
+                  f"{output_dir}", file=sys.stderr)
+        return 0
+
+    return _ranked("train", body, stops=(TrainingError,))
 
 
 def cmd_test(args: argparse.Namespace) -> int:
     from clip4hoi.engine.config import load_experiment
-    from clip4hoi.engine.distributed import shutdown
     from clip4hoi.engine.evaluate import run_test
     from clip4hoi.fileio import check_output_path
     from clip4hoi.hub import resolve_checkpoint
 
     config = load_experiment(args.config, args.set)
     _set_cpu_threads(config.train.cpu_threads)
-    model_overrides = [item.removeprefix("model.") for item in args.set
-                       if item.startswith("model.")]
     output = Path(args.output or config.output_dir / "detections.json")
     inputs = [args.config, config.data.path(config.data.test_annotations),
               *([args.checkpoint] if args.checkpoint else [])]
     check_output_path(output, inputs, what="--output")   # before the model runs
     checkpoint = resolve_checkpoint(args.checkpoint) if args.checkpoint else None
-    try:
-        result = run_test(config, checkpoint, args.mode, output, model_overrides)
-    finally:
-        shutdown()
-    if result is not None:
-        print(result.table)
-        print(f"clip4hoi test: detections in {output}", file=sys.stderr)
-    return 0
+
+    def body() -> int:
+        result = run_test(config, checkpoint, args.mode, output, args.set)
+        if result is not None:
+            print(result.table)
+            print(f"clip4hoi test: detections in {output}", file=sys.stderr)
+        return 0
+
+    return _ranked("test", body)
+
+
+# ----------------------------------------------------------------------------- the parser
 
 
 def _add_set(parser: argparse.ArgumentParser, what: str) -> None:
@@ -223,33 +306,38 @@ def _add_set(parser: argparse.ArgumentParser, what: str) -> None:
                         help=f"config override, repeatable (--set a=1 --set b=2); {what}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``clip4hoi`` command. Building and using it imports
-    neither torch nor any model code, so ``--help`` and argument errors answer at once."""
-    from clip4hoi import __version__
+def _add_model_source(parser: argparse.ArgumentParser, set_help: str, mode_help: str,
+                      device: bool = True, random_weights: bool = True) -> None:
+    """The flags that choose the model: ``--checkpoint --mode [--random-weights]
+    [--device] --set``, the same in ``detect``, ``demo`` and ``test``."""
+    parser.add_argument("--checkpoint", help="trained CLIP4HOI head: .safetensors or "
+                        "hf://ORG/NAME[@REVISION] (Hugging Face Hub)")
+    parser.add_argument("--mode", choices=["auto", "trained", "crop", "dense"], default="auto",
+                        help=f"auto (default): trained with --checkpoint, else the "
+                        f"training-free scorer, dense on a CPU and crop on a GPU; {mode_help}")
+    if random_weights:
+        parser.add_argument("--random-weights", action="store_true",
+                            help="random networks, meaningless output: smoke tests only")
+    if device:
+        parser.add_argument("--device", default="auto", help="auto (default: cuda when "
+                            "available, else cpu), cpu, cuda, cuda:1")
+    _add_set(parser, set_help)
 
-    parser = argparse.ArgumentParser(
-        prog="clip4hoi", description="CLIP4HOI: zero-shot human-object interaction detection",
-        epilog="exit codes: 0 ok, 1 some inputs failed or training stopped, 2 bad usage or "
-        "input, 3 pretrained weights missing, 4 environment (disk, permission, device), "
-        "130 interrupted (docs/cli.md)")
-    parser.add_argument("--version", action="version", version=f"clip4hoi {__version__}")
-    parser.add_argument("--debug", action="store_true",
-                        help="show the traceback of an error (also after the command)")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+def _add_detect_parser(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "detect", help="find interactions in images, folders and videos",
         description="Find human-object interactions in images, folders (recursive) and "
         "videos. Writes OUT/<name>.json per image, OUT/<name>.jsonl per video, drawn copies "
-        "and OUT/detections.json (the format clip4hoi eval reads); see docs/outputs.md.")
+        "and OUT/detections.json (the format clip4hoi eval reads); see docs/outputs.md. "
+        "torchrun --nproc_per_node=N -m clip4hoi detect ... shares the inputs among N "
+        "processes (docs/cli.md).")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="image files, folders (searched recursively) or video files")
-    p.add_argument("--checkpoint", help="trained CLIP4HOI head: .safetensors or "
-                   "hf://ORG/NAME[@REVISION] (Hugging Face Hub)")
-    p.add_argument("--mode", choices=["auto", "trained", "crop", "dense"], default="auto",
-                   help="auto (default): trained with --checkpoint, else the training-free "
-                   "scorer, dense on a CPU and crop on a GPU")
+    _add_model_source(p, "trained mode: the checkpoint's model config "
+                      "(detector.score_threshold=0.3 or model.detector.score_threshold=0.3); "
+                      "crop/dense: TrainingFreeConfig (margin=0.2 or training_free.margin=0.2)",
+                      "the mode is fixed for the run")
     p.add_argument("--classes", help="hicodet | vcoco | FILE | 'ride bicycle, hold cup' "
                    "(default: the checkpoint's classes, or hicodet)")
     p.add_argument("--out", default="detections", help="output folder (default: %(default)s)")
@@ -257,25 +345,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use the boxes of this annotation file (HICO-DET instances_*.json or "
                    "QPIC) as proposals instead of DETR's: the oracle setting, for checkpoints "
                    "trained with detector.use_gt_boxes (e.g. configs/smoke.yaml)")
-    p.add_argument("--random-weights", action="store_true",
-                   help="random networks, meaningless output: smoke tests only")
-    p.add_argument("--device", default="auto",
-                   help="auto (default: cuda when available, else cpu), cpu, cuda, cuda:1")
     p.add_argument("--batch-size", type=int, default=0, metavar="N",
-                   help="images per forward pass (default: 4 on a GPU, 1 on a CPU)")
+                   help="images per forward pass (default: 4 on a GPU, 1 on a CPU); only "
+                   "images of one resized size share a batch, so results do not depend on it")
     p.add_argument("--workers", type=int, default=-1, metavar="N",
                    help="image-decoding worker processes (default: up to 4; 0: none)")
     p.add_argument("--overwrite", action="store_true",
                    help="redo inputs already done (default: skip them, so a run resumes)")
-    p.add_argument("--top-k", type=int, default=100, metavar="K",
-                   help="detections kept per image, best first (default: %(default)s; 0: all)")
-    p.add_argument("--min-score", type=float, default=0.0, metavar="S",
-                   help="drop detections scoring below S (default: %(default)s)")
-    p.add_argument("--draw", type=int, default=5, metavar="N",
-                   help="human-object pairs drawn per image (default: %(default)s)")
-    p.add_argument("--draw-score", type=float, default=0.0, metavar="S",
-                   help="draw only detections scoring at least S (default: %(default)s)")
-    p.add_argument("--no-draw", action="store_true", help="write JSON only, no pictures")
+    _add_result_flags(p)
     p.add_argument("--test-scale", type=int, default=800, metavar="PIXELS",
                    help="short side images are resized to (default: %(default)s; the "
                    "training config's data.transform.test_scale)")
@@ -285,26 +362,34 @@ def build_parser() -> argparse.ArgumentParser:
                    help="video: detect on every N-th frame (default: every frame)")
     p.add_argument("--fps", type=float, default=0.0,
                    help="video: detect on about FPS frames per second (overrides --every)")
-    _add_set(p, "trained mode: the checkpoint's model config (detector.score_threshold=0.3 "
-             "or model.detector.score_threshold=0.3); crop/dense: TrainingFreeConfig "
-             "(margin=0.2 or training_free.margin=0.2)")
     p.set_defaults(func=cmd_detect)
 
+
+def _add_result_flags(parser: argparse.ArgumentParser) -> None:
+    """What is kept of each picture's detections and what is drawn."""
+    parser.add_argument("--top-k", type=int, default=100, metavar="K", help="detections "
+                        "kept per image, best first (default: %(default)s; 0: all)")
+    parser.add_argument("--min-score", type=float, default=0.0, metavar="S",
+                        help="drop detections scoring below S (default: %(default)s)")
+    parser.add_argument("--draw", type=int, default=5, metavar="N",
+                        help="human-object pairs drawn per image (default: %(default)s)")
+    parser.add_argument("--draw-score", type=float, default=0.0, metavar="S",
+                        help="draw only detections scoring at least S (default: %(default)s)")
+    parser.add_argument("--no-draw", action="store_true",
+                        help="write JSON only, no pictures")
+
+
+def _add_demo_parser(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("demo", help="web demo in the browser (needs the demo extra)")
-    p.add_argument("--checkpoint", help="trained head: .safetensors or hf://ORG/NAME[@REV]")
-    p.add_argument("--mode", choices=["trained", "crop", "dense"],
-                   help="mode at startup (the page can switch); default: trained with "
-                   "--checkpoint or --random-weights, else crop")
-    p.add_argument("--random-weights", action="store_true",
-                   help="random networks, meaningless output: smoke tests only")
-    p.add_argument("--device", default="auto",
-                   help="auto (default: cuda when available, else cpu), cpu, cuda, cuda:1")
+    _add_model_source(p, "for every mode's detector (as for detect)",
+                      "the mode at startup (the page can switch)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to serve on (0.0.0.0: every interface; default: %(default)s)")
     p.add_argument("--port", type=int, help="default: the first free port from 7860")
-    _add_set(p, "for every mode's detector (as for detect)")
     p.set_defaults(func=cmd_demo)
 
+
+def _add_hub_parsers(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("push", help="upload a trained head to the Hugging Face Hub")
     p.add_argument("checkpoint", help="head checkpoint (.safetensors), e.g. "
                    "outputs/RUN/checkpoints/best.safetensors")
@@ -328,6 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="list the registered detector weights")
     p.set_defaults(func=cmd_download)
 
+
+def _add_eval_parser(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("eval", help="score detections with the official protocols")
     p.add_argument("--annotations", required=True,
                    help="HICO-DET: instances_test2015.json or test_hico.json; V-COCO: the "
@@ -358,6 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write the results here")
     p.set_defaults(func=cmd_eval)
 
+
+def _add_experiment_parsers(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("make-synthetic", help="write a small synthetic HICO-DET dataset")
     p.add_argument("out_dir", help="folder to write the dataset to")
     p.add_argument("--train", type=int, default=64, help="training images (%(default)s)")
@@ -380,13 +469,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("test", help="detect on an experiment's test set, write "
                             "DETS.json and evaluate")
     p.add_argument("config", help="experiment YAML (its data section names the test set)")
-    p.add_argument("--checkpoint", help="trained CLIP4HOI head (.safetensors)")
-    p.add_argument("--mode", choices=["trained", "crop", "dense"], default="trained",
-                   help="trained (default, needs --checkpoint) or the training-free scorer")
+    _add_model_source(p, "model.* ones also apply to the checkpoint's model, e.g. "
+                      "--set model.detector.weights=detr-r50 --set data.root=/data/hicodet",
+                      "the device is the config's train.device", device=False,
+                      random_weights=False)
     p.add_argument("--output", help="DETS.json to write (default: OUTPUT_DIR/detections.json)")
-    _add_set(p, "model.* ones also apply to the checkpoint's model, e.g. "
-             "--set model.detector.weights=detr-r50 --set data.root=/data/hicodet")
     p.set_defaults(func=cmd_test)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``clip4hoi`` command (no torch is imported)."""
+    from clip4hoi import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="clip4hoi", description="CLIP4HOI: zero-shot human-object interaction detection",
+        epilog="exit codes: 0 ok, 1 some inputs failed or training stopped, 2 bad usage or "
+        "input, 3 pretrained weights missing, 4 environment (disk, permission, device), "
+        "130 interrupted (docs/cli.md)")
+    parser.add_argument("--version", action="version", version=f"clip4hoi {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error (also after the command)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_detect_parser, _add_demo_parser, _add_hub_parsers, _add_eval_parser,
+                _add_experiment_parsers):
+        add(commands)
     return parser
 
 
@@ -411,8 +517,10 @@ def _exit_code(error: BaseException) -> int | None:
 
 
 def _message(error: BaseException) -> str:
-    from clip4hoi.errors import EXIT_WEIGHTS, UserError
+    from clip4hoi.errors import EXIT_WEIGHTS, OptionError, UserError
 
+    if isinstance(error, OptionError):
+        return f"error: {error.worded(flag)}"
     # Missing weights (clip4hoi.weights, not imported here: it loads torch) say how to get
     # them, over a few lines.
     if isinstance(error, UserError) and error.exit_code == EXIT_WEIGHTS:
@@ -428,14 +536,8 @@ def _message(error: BaseException) -> str:
 
 
 def _check_early(args: argparse.Namespace) -> None:
-    """The arguments that can be checked before minutes of model loading."""
-    from clip4hoi.errors import InputError
-
-    top_k = getattr(args, "top_k", None)
-    if isinstance(top_k, int) and top_k < 0:
-        raise InputError(f"--top-k {top_k}: must be >= 0 (0 keeps every detection)")
-    # detect checks --out and its device itself, after its inputs (a wrong path answers
-    # at once)
+    """The arguments that can be checked before minutes of model loading (``detect``
+    checks its options, inputs and device itself: a wrong path answers at once)."""
     if isinstance(getattr(args, "device", None), str) and args.command != "detect":
         from clip4hoi.devices import parse_device
 

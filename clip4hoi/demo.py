@@ -3,12 +3,12 @@
 Upload images, type the classes (``ride bicycle, hold cup``) or pick a preset, choose the
 mode and thresholds, and get the drawn images, a sortable table of the interactions and a
 JSON download: the same results as ``clip4hoi detect`` on the same files, made by the same
-functions (:class:`~clip4hoi.api.HOIDetector`, :func:`~clip4hoi.api.to_records`,
-:func:`~clip4hoi.visualize.draw_detections`). A short video goes through ``detect``'s own
-:func:`~clip4hoi.detect.detect_video` (every N-th frame): the drawn MP4, one table row per
-detection (image ``name@frame``) and the ``.jsonl`` download. A file that cannot be read,
-a class list that cannot be parsed or missing weights give a message in the page; the
-server goes on.
+pipeline (:class:`~clip4hoi.engine.predictor.Predictor` and its
+:class:`~clip4hoi.engine.results.Results`). A short video goes through ``detect``'s own
+video sink (:class:`~clip4hoi.engine.sinks.VideoFiles`, every N-th frame): the drawn MP4,
+one table row per detection (image ``name@frame``) and the ``.jsonl`` download. A file
+that cannot be read, a class list that cannot be parsed or missing weights give a message
+in the page; the server goes on.
 
 The app is built by :func:`build_demo` from a :class:`DemoBackend`, which holds one
 detector per mode, each built on first use (the startup mode at once). Gradio is an
@@ -26,12 +26,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from clip4hoi.api import RANDOM_WEIGHTS_WARNING, HOIDetector, image_payload, to_records
-from clip4hoi.data.images import ImageError, load_image
+from clip4hoi.api import RANDOM_WEIGHTS_WARNING, HOIDetector
 from clip4hoi.data.metadata import HOIClassSet, load_classes, parse_class_text
-from clip4hoi.detect import VIDEO_SUFFIXES, DetectOptions, Item, detect_video
+from clip4hoi.data.sources import VIDEO_SUFFIXES, ImageFile, VideoFile
+from clip4hoi.engine.predictor import Predictor
+from clip4hoi.engine.sinks import VideoFiles, write_results
 from clip4hoi.errors import InputError, UserError
-from clip4hoi.visualize import draw_detections
+from clip4hoi.options import check_option
 
 PRESETS = {"HICO-DET (600 classes)": "hicodet", "V-COCO": "vcoco"}
 CUSTOM = "custom (the text below)"
@@ -79,59 +80,50 @@ class DemoBackend:
         """Detect in the uploaded ``files``: drawn images with captions, table rows, the
         ``clip4hoi detect`` payload of each image that could be read, and one error message
         per file that could not."""
-        from PIL import Image
-
+        top_k, min_score, draw = (check_option(name, value) for name, value in (
+            ("top_k", int(top_k)), ("min_score", float(min_score)), ("draw", int(draw))))
         detector = self.detector(mode)
-        classes = self.classes(detector, preset, text)
+        # batch_size 1: what ``clip4hoi detect`` uses on a CPU
+        predictor = Predictor(detector.backend, self.classes(detector, preset, text))
         pictures, rows, payloads, errors = [], [], [], []
-        for file in files:
-            path = Path(file)
-            try:
-                image = load_image(path)
-            except ImageError as error:
-                errors.append(f"{path.name}: {str(error).removeprefix(f'{path}: ')}")
+        for result in predictor([ImageFile(Path(file), Path(file).name) for file in files]):
+            if result.error is not None:
+                path = result.source.path
+                errors.append(f"{path.name}: {result.error.removeprefix(f'{path}: ')}")
                 continue
-            start = time.perf_counter()
-            result = detector(image, classes)[0]
-            records = to_records(result, classes, int(top_k), float(min_score))
-            payloads.append(image_payload(path.name, image.shape[-2:], detector.mode, classes,
-                                          records, time.perf_counter() - start))
-            picture = Image.fromarray(image.permute(1, 2, 0).numpy())
-            pictures.append((draw_detections(picture, records, max_pairs=int(draw)),
-                             f"{path.name}: {len(records)} detections"))
-            rows += [[path.name, d["score"], d["verb"], d["object"].replace("_", " "),
-                      _box_text(d["human_box"]), _box_text(d["object_box"]), d["hoi"]]
-                     for d in records]
+            payload = result.to_json(top_k, min_score)
+            payloads.append(payload)
+            records = payload["detections"]
+            pictures.append((result.plot(draw, records=records),
+                             f"{result.name}: {len(records)} detections"))
+            rows += _rows(result.name, records)
         return pictures, rows, payloads, errors
 
     def detect_video(self, file: str, mode: str, preset: str, text: str, min_score: float,
                      top_k: int, draw: int, every: int
                      ) -> tuple[Path, Path, list[list], list[dict]]:
-        """Detect on every ``every``-th frame of the uploaded video ``file`` with
-        :func:`clip4hoi.detect.detect_video` (into a new folder of ``output_dir``): the
-        drawn MP4, the ``.jsonl``, table rows (image ``name@frame``) and the frames'
-        records (one per sampled frame)."""
+        """Detect on every ``every``-th frame of the uploaded video ``file`` through
+        ``detect``'s video sink (into a new folder of ``output_dir``): the drawn MP4, the
+        ``.jsonl``, table rows (image ``name@frame``) and the frames' records (one per
+        sampled frame)."""
         path = Path(file)
         if path.suffix.lower() not in VIDEO_SUFFIXES:
             raise InputError(f"{path.name}: not a video (expected one of "
                              f"{', '.join(sorted(VIDEO_SUFFIXES))})")
+        kept = {"top_k": check_option("top_k", int(top_k)),
+                "min_score": check_option("min_score", float(min_score)),
+                "draw": check_option("draw", int(draw))}
         detector = self.detector(mode)
-        classes = self.classes(detector, preset, text)
-        # batch_size 1: what ``clip4hoi detect`` uses on a CPU (GPU batches may differ in
-        # the last digits)
-        options = DetectOptions(inputs=[file], top_k=int(top_k), min_score=float(min_score),
-                                draw=int(draw), every=int(every), batch_size=1)
-        options.check()
+        predictor = Predictor(detector.backend, self.classes(detector, preset, text))
         out = Path(tempfile.mkdtemp(dir=self.output_dir))
-        detect_video(detector, classes, Item(path, path.name), out, options)
+        source = VideoFile(path, path.name, check_option("every", int(every)))
+        failures = write_results(predictor([source]), [VideoFiles(out, **kept)])
+        if failures:
+            raise InputError(failures[0])
         jsonl = out / f"{path.name}.jsonl"
         frames = [json.loads(line) for line in jsonl.read_text().splitlines()]
-        if not frames:
-            raise InputError(f"{path.name}: no frame could be decoded")
-        rows = [[f"{path.name}@{f['frame']}", d["score"], d["verb"],
-                 d["object"].replace("_", " "), _box_text(d["human_box"]),
-                 _box_text(d["object_box"]), d["hoi"]]
-                for f in frames for d in f["detections"]]
+        rows = [row for f in frames for row in _rows(f"{path.name}@{f['frame']}",
+                                                     f["detections"])]
         return out / f"{path.name}.drawn.mp4", jsonl, rows, frames
 
     def write_json(self, payloads: list[dict]) -> Path:
@@ -140,6 +132,13 @@ class DemoBackend:
         path = folder / "detections.json"
         path.write_text(json.dumps(payloads, indent=1))
         return path
+
+
+def _rows(image: str, records: list[dict]) -> list[list]:
+    """The table rows of one image's (or frame's) records."""
+    return [[image, d["score"], d["verb"], d["object"].replace("_", " "),
+             _box_text(d["human_box"]), _box_text(d["object_box"]), d["hoi"]]
+            for d in records]
 
 
 def _box_text(box: list[float]) -> str:

@@ -84,8 +84,10 @@ def test_api_boxes_are_in_original_pixels(checkpoint: Path) -> None:
     detector = HOIDetector.from_checkpoint(checkpoint)
     image = torch.rand(3, 90, 200)
     (result,) = detector([image], classes="ride bicycle")
-    assert result["size"].tolist() == [90, 200]
-    boxes = torch.cat([result["human_boxes"], result["object_boxes"]])
+    detections = result.to_dict()
+    assert result.size == (90, 200) and detections["size"].tolist() == [90, 200]
+    boxes = torch.cat([detections["human_boxes"], detections["object_boxes"]])
     assert len(boxes) and (boxes[:, 2] <= 200 + 1e-3).all() and (boxes[:, 3] <= 90 + 1e-3).all()
-    records = to_records(result, detector.resolve_classes("ride bicycle"), top_k=3)
+    records = to_records(detections, detector.resolve_classes("ride bicycle"), top_k=3)
     assert len(records) == 3 and records[0]["object"] == "bicycle"
+    assert result.records(top_k=3) == records

@@ -15,8 +15,8 @@ import torch
 from conftest import REPO, TINY_CLIP, TINY_DETR, set_flags, write_test_video
 from PIL import Image
 
-from clip4hoi import detect
 from clip4hoi.cli import build_parser, main
+from clip4hoi.engine import backend
 
 TINY = set_flags([f"detector.architecture={json.dumps(TINY_DETR)}",
                   f"detector.num_heads={TINY_DETR['num_heads']}",
@@ -89,8 +89,8 @@ def test_mode_auto_is_dense_on_a_cpu_and_detect_accepts_train_key_names(
     assert _detect(str(image), "--out", str(tmp_path / "out"), "--no-draw",
                    "--set", "training_free.margin=0.2") == 0
     assert "mode dense (auto: CPU" in capsys.readouterr().err
-    assert detect.resolve_mode("auto", None, "cuda:0")[0] == "crop"
-    assert detect.resolve_mode("auto", "head.safetensors", "cpu")[0] == "trained"
+    assert backend.resolve_mode("auto", None, "cuda:0")[0] == "crop"
+    assert backend.resolve_mode("auto", "head.safetensors", "cpu")[0] == "trained"
 
 
 def test_exit_codes_of_a_bad_device_and_missing_weights(
@@ -104,10 +104,10 @@ def test_exit_codes_of_a_bad_device_and_missing_weights(
         assert main(["detect", image, "--out", str(tmp_path / "o"), "--device", "cuda"]) == 4
         assert "no CUDA GPU" in capsys.readouterr().err
 
-    def offline(*_: object) -> None:
+    def offline(*_: object, **__: object) -> None:
         raise WeightsUnavailableError("detr-r50-e632da11.pth: download it from URL to DIR")
 
-    monkeypatch.setattr(detect, "build_detector", offline)
+    monkeypatch.setattr(backend, "build_backend", offline)
     assert main(["detect", image, "--out", str(tmp_path / "o"), "--device", "cpu"]) == 3
     from clip4hoi import weights
 
@@ -133,7 +133,7 @@ def test_out_that_is_a_file_is_refused_before_the_model_loads(
         tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     _photo(tmp_path / "a.jpg")
     (tmp_path / "out").write_text("not a folder")
-    monkeypatch.setattr(detect, "build_detector", lambda *a: pytest.fail("model loaded"))
+    monkeypatch.setattr(backend, "build_backend", lambda *a, **k: pytest.fail("model loaded"))
     assert main(["detect", str(tmp_path / "a.jpg"), "--out", str(tmp_path / "out")]) == 2
     assert "--out" in capsys.readouterr().err
 
@@ -196,6 +196,7 @@ def test_api_batches_give_the_same_results() -> None:
     one = detector(images, "ride bicycle, hold cup", batch_size=1)
     batched = detector(images, "ride bicycle, hold cup", batch_size=3)
     for a, b in zip(one, batched, strict=True):
+        a, b = a.to_dict(), b.to_dict()
         assert a.keys() == b.keys()
         torch.testing.assert_close(a["scores"], b["scores"], atol=1e-5, rtol=0)
 

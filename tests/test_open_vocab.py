@@ -310,7 +310,7 @@ def test_train_with_the_feature_cache_then_ask_about_new_objects(
     detector = HOIDetector.from_checkpoint(checkpoint, overrides=["detector.use_gt_boxes=false"])
     classes = detector.resolve_classes("play guitar, ride camel")
     (result,) = detector(torch.rand(3, 64, 80), classes)
-    records = to_records(result, classes)
+    records = result.records()
     assert records and {r["object"] for r in records} <= {"guitar", "camel"}
 
 

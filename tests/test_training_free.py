@@ -23,10 +23,11 @@ from conftest import (
 from PIL import Image
 
 from clip4hoi import api
-from clip4hoi.api import HOIDetector
 from clip4hoi.cli import main
 from clip4hoi.config import TrainingFreeConfig
 from clip4hoi.data.metadata import hicodet_classes, load_classes, parse_class_text
+from clip4hoi.engine import backend
+from clip4hoi.engine.backend import TorchBackend
 from clip4hoi.models.training_free import (
     TrainingFreeHOI,
     build_training_free,
@@ -268,7 +269,7 @@ def test_cli_detect_errors_and_resume(tmp_path: Path, capsys: pytest.CaptureFixt
             "--device", "cpu", "--classes", "ride bicycle, hold cup, hug person",
             *set_flags(TINY_OVERRIDES)]
     calls = 0
-    detect = HOIDetector.detect
+    detect = TorchBackend.__call__
 
     def interrupted(self, *args, **kwargs):
         nonlocal calls
@@ -277,9 +278,9 @@ def test_cli_detect_errors_and_resume(tmp_path: Path, capsys: pytest.CaptureFixt
             raise KeyboardInterrupt
         return detect(self, *args, **kwargs)
 
-    monkeypatch.setattr(HOIDetector, "detect", interrupted)
+    monkeypatch.setattr(TorchBackend, "__call__", interrupted)
     assert main(argv) == 130  # a.png done, b_corrupt.jpg failed, interrupted on c.png
-    monkeypatch.setattr(HOIDetector, "detect", detect)
+    monkeypatch.setattr(TorchBackend, "__call__", detect)
     assert sorted(p.name for p in out.iterdir()) == ["a.png.drawn.jpg", "a.png.json"]
     first = (out / "a.png.json").stat().st_mtime_ns
     capsys.readouterr()
@@ -321,7 +322,7 @@ def test_random_weights_are_full_size(monkeypatch: pytest.MonkeyPatch) -> None:
         built.append(config)
         return build_training_free(tiny_config(config.mode))
 
-    monkeypatch.setattr(api, "build_training_free", fake_build)
+    monkeypatch.setattr(backend, "build_training_free", fake_build)
     detector = api.build_training_free_detector("dense", "cpu", True, ["margin=0.3"])
     (config,) = built
     assert detector.mode == "dense" and config.margin == 0.3

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -47,9 +48,11 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return parse_device(name, "train.device", local_rank)
 
 
-def init_distributed(device: str = "auto") -> DistInfo:
+def init_distributed(device: str = "auto", timeout: timedelta | None = None) -> DistInfo:
     """Join the process group that ``torchrun`` describes in the environment (``RANK``,
-    ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``), if any."""
+    ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``), if any; ``timeout``:
+    how long a collective may wait for the slowest rank (torch's default: 30 minutes with
+    gloo, 10 with NCCL)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -62,8 +65,23 @@ def init_distributed(device: str = "auto") -> DistInfo:
         if torch_device.type == "cuda":
             torch.cuda.set_device(torch_device)
         dist.init_process_group("nccl" if torch_device.type == "cuda" else "gloo",
-                                rank=rank, world_size=world_size)
+                                rank=rank, world_size=world_size, timeout=timeout)
     return DistInfo(rank, world_size, local_rank, torch_device)
+
+
+def share_cpu_cores(local_rank: int) -> int:
+    """Give this process its own share of the machine's cores when several ranks run on
+    it (``LOCAL_WORLD_SIZE`` > 1): it is pinned to them and runs that many torch threads.
+    Returns the number of threads."""
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if local_world <= 1 or not hasattr(os, "sched_setaffinity"):
+        return torch.get_num_threads()
+    cores = sorted(os.sched_getaffinity(0))
+    share = max(1, len(cores) // local_world)
+    mine = {cores[(local_rank * share + i) % len(cores)] for i in range(share)}
+    os.sched_setaffinity(0, mine)
+    torch.set_num_threads(len(mine))
+    return len(mine)
 
 
 def shutdown(failed: bool = False) -> None:

@@ -21,11 +21,13 @@ from tqdm import tqdm
 from clip4hoi.data.hicodet import HOIDataset
 from clip4hoi.data.metadata import HOIClassSet
 from clip4hoi.data.transforms import rescale_boxes
+from clip4hoi.engine.backend import resolve_mode
 from clip4hoi.engine.checkpoint import load_checkpoint
 from clip4hoi.engine.config import ExperimentConfig
 from clip4hoi.engine.data import build_dataset, inputs_to_device, test_loader, to_device
 from clip4hoi.engine.distributed import DistInfo, gather_to_main, init_distributed
 from clip4hoi.engine.feature_cache import CachedFeatures, FeatureCache, build_cache, fill_cache
+from clip4hoi.errors import OptionError
 from clip4hoi.evaluation import (
     evaluate_hicodet,
     evaluate_vcoco,
@@ -151,23 +153,27 @@ def evaluate_model(model: nn.Module, dataset: HOIDataset, info: DistInfo, *,
 
 
 def run_test(config: ExperimentConfig, checkpoint: str | Path | None = None,
-             mode: str = "trained", output: str | Path | None = None,
-             model_overrides: list[str] | None = None, info: DistInfo | None = None
+             mode: str = "auto", output: str | Path | None = None,
+             overrides: list[str] | None = None, info: DistInfo | None = None
              ) -> Evaluation | None:
-    """``clip4hoi test``: evaluate a trained checkpoint (``mode="trained"``; its stored
-    model config, with ``model_overrides``) or the training-free scorer (``crop`` /
-    ``dense``, built from ``config.training_free``) on the config's test set. Rank 0
-    writes ``output`` (``DETS.json``; default ``OUTPUT_DIR/detections.json``) and
+    """``clip4hoi test``: evaluate a trained checkpoint (mode ``trained``; its stored
+    model config with the ``model.*`` items of ``overrides``) or the training-free scorer
+    (``crop`` / ``dense``, built from ``config.training_free``) on the config's test set;
+    ``auto`` chooses as ``detect`` does (:func:`~clip4hoi.engine.backend.resolve_mode`).
+    Rank 0 writes ``output`` (``DETS.json``; default ``OUTPUT_DIR/detections.json``) and
     ``<output>.results.json``, and returns the evaluation."""
     info = info or init_distributed(config.train.device)
+    overrides = list(overrides or [])
+    mode, _ = resolve_mode(mode, checkpoint, str(info.device), overrides)
     dataset = build_dataset(config.data, train=False)   # missing files fail before the model
     amp = amp_dtype(config.train.amp, info.device)
     cache = None
     if mode == "trained":
         if checkpoint is None:
-            raise ValueError("testing a trained model needs --checkpoint (or --mode crop|dense "
-                             "for the training-free scorer)")
-        model: nn.Module = load_checkpoint(checkpoint, model_overrides)
+            raise OptionError("mode", "trained", "needs a {checkpoint} (or mode crop or dense "
+                              "for the training-free scorer)")
+        model: nn.Module = load_checkpoint(checkpoint, [
+            item.removeprefix("model.") for item in overrides if item.startswith("model.")])
         cache = build_cache(config.feature_cache, model, config.data.transform, amp)
     else:
         model = build_training_free(replace(config.training_free, mode=mode))

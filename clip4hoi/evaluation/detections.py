@@ -14,7 +14,7 @@ V-COCO uses the same layout with ``"actions"`` (action-role ids 0..23,
 
 Boxes are **0-based inclusive pixel indices of the original image** (docs/conventions.md):
 a model's continuous box ``x1, y1, x2, y2`` is written as ``x1, y1, x2 - 1, y2 - 1``
-(:func:`records_from_outputs`). Test images absent from the file have no detections; the
+(:func:`box_indices`). Test images absent from the file have no detections; the
 order of images in the file does not matter, the order of detections within an image
 does (it breaks score ties).
 
@@ -106,12 +106,22 @@ def _box_list(boxes: np.ndarray) -> list:
     return out
 
 
+def box_indices(boxes: np.ndarray) -> np.ndarray:
+    """Continuous ``[N, 4]`` xyxy boxes in pixels (a model's) as 0-based inclusive pixel
+    indices (``DETS.json``'s, docs/conventions.md): ``x1, y1, x2 - 1, y2 - 1``, a float64
+    copy. The one conversion of the package: ``clip4hoi detect``'s records, the API's and
+    ``clip4hoi test``'s all go through it."""
+    indices = np.array(boxes, dtype=np.float64).reshape(-1, 4)
+    indices[:, 2:] -= 1.0
+    return indices
+
+
 def records_from_outputs(file_names: list[str], outputs: list[dict],
                          dataset: str = "hicodet") -> list[dict]:
     """``DETS.json`` records from model outputs (one dict per image, boxes *continuous* in
     pixels of the original image; docs/conventions.md "Model outputs").
 
-    Boxes become 0-based inclusive indices (``x2 - 1``, ``y2 - 1``). HICO-DET takes the
+    Boxes become 0-based inclusive indices (:func:`box_indices`). HICO-DET takes the
     class ids from ``hoi`` (the model must have scored the 600 HICO-DET classes); V-COCO
     takes the action-role ids from ``verbs`` (the ``vcoco`` class set's verb ids).
     """
@@ -120,10 +130,8 @@ def records_from_outputs(file_names: list[str], outputs: list[dict],
     key, source = ("actions", "verbs") if dataset == "vcoco" else ("hoi", "hoi")
     records = []
     for name, out in zip(file_names, outputs, strict=True):
-        boxes_h = _as_numpy(out["human_boxes"]).astype(np.float64).reshape(-1, 4).copy()
-        boxes_o = _as_numpy(out["object_boxes"]).astype(np.float64).reshape(-1, 4).copy()
-        boxes_h[:, 2:] -= 1.0
-        boxes_o[:, 2:] -= 1.0
+        boxes_h = box_indices(_as_numpy(out["human_boxes"]))
+        boxes_o = box_indices(_as_numpy(out["object_boxes"]))
         records.append({
             "file_name": str(name),
             "human_boxes": boxes_h.tolist(),

@@ -1,0 +1,228 @@
+"""``clip4hoi detect`` as a job: images, folders and videos in, result files out, on one
+process or many.
+
+    job = DetectJob(options)   # check the options, scan the inputs (no torch yet)
+    job.start()                # join the ranks, choose the mode, load the model
+    summary = job.run(log)     # detect this rank's share; rank 0 writes detections.json
+
+The pictures go through the one pipeline (:class:`~clip4hoi.engine.predictor.Predictor`)
+into the sinks of :mod:`clip4hoi.engine.sinks`: per image ``OUT/<name>.json`` (and
+``.drawn.jpg``), per video ``OUT/<name>.jsonl`` (and ``.drawn.mp4``), and
+``OUT/detections.json`` with every image's detections in the format ``clip4hoi eval``
+reads (``docs/outputs.md``).
+
+A run resumes: an input whose result file exists and parses is skipped (``overwrite``
+redoes it). Under ``torchrun`` every rank scans the same inputs and takes its share —
+image ``i`` and video ``j`` go to the ranks ``i % world_size`` and ``j % world_size`` —
+on its own GPU (``LOCAL_RANK``) or its own share of the CPU cores; after all ranks are
+done, rank 0 writes the combined file from the per-image files. Rank 0 first removes the
+temporary files that a killed run left, while the other ranks wait, so a job restarted by
+``torchrun --max-restarts`` resumes with every file valid. The output folder must be
+shared by the ranks (one machine, or a shared file system).
+
+Nothing here names a command-line flag: options are named by their field names
+(:mod:`clip4hoi.options`), and ``cli.py`` words them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import IO, Any
+
+from clip4hoi.data.sources import Source, scan_inputs
+from clip4hoi.errors import InputError, OptionError
+from clip4hoi.options import DetectOptions
+
+RANK_TIMEOUT = timedelta(days=7)
+"""How long the ranks that are done wait for the others (videos are shared by file, so
+one rank can take hours longer)."""
+
+
+@dataclass
+class Summary:
+    """What a run did (on rank 0: all ranks together)."""
+
+    done: int = 0
+    skipped: int = 0
+    errors: list[str] = field(default_factory=list)
+    combined: Path | None = None
+
+
+class AnnotatedBoxes:
+    """The annotated humans and objects of an annotation file as the proposals of each
+    image (found by file name), for checkpoints trained with ``detector.use_gt_boxes``."""
+
+    def __init__(self, path: str) -> None:
+        from clip4hoi.data.annotations import load_hicodet_annotations
+
+        self.annotations = load_hicodet_annotations(path)
+        self.index = self.annotations.index()
+        self.source = path
+
+    def __call__(self, source: Source) -> dict:
+        """The boxes of image ``source`` (continuous xyxy pixels) as a model target."""
+        import torch
+
+        key = source.name if source.name in self.index else Path(source.name).name
+        if key not in self.index:
+            raise InputError(f"{source.path}: not an image of the annotation file "
+                             f"{self.source}")
+        i = self.index[key]
+        ann = self.annotations
+        return {"boxes_h": torch.tensor(ann.boxes_h[i], dtype=torch.float32),
+                "boxes_o": torch.tensor(ann.boxes_o[i], dtype=torch.float32),
+                "object": torch.tensor(ann.objects[i], dtype=torch.long)}
+
+
+class Progress:
+    """The run's counts and messages as a sink: a progress bar over the images (on
+    ``show``), one line per failed input and per finished video."""
+
+    def __init__(self, log: IO[str], out: Path, images: int, show: bool) -> None:
+        from tqdm import tqdm
+
+        self.log, self.out = log, out
+        self.summary = Summary()
+        self.bar = tqdm(total=images, desc="detect", unit="img", file=log,
+                        disable=not show or images < 2)
+        self.started = 0.0
+        self.frames = 0
+
+    def start(self, source: Source) -> None:
+        self.started, self.frames = time.perf_counter(), 0
+
+    def write(self, result: Any) -> None:
+        self.frames += 1
+
+    def finish(self, source: Source, error: str | None) -> None:
+        if source.kind == "image":
+            self.bar.update(1)
+        if error is not None:
+            self.summary.errors.append(error)
+            self.bar.write(f"error: {error}", file=self.log)
+            return
+        self.summary.done += 1
+        if source.kind == "video":
+            seconds = time.perf_counter() - self.started
+            self.bar.write(f"{source.name}: {self.frames} frame(s) in {seconds:.1f} s "
+                           f"({self.frames / seconds:.2f} frames/s) -> "
+                           f"{self.out / source.name}.jsonl", file=self.log)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class DetectJob:
+    """One ``clip4hoi detect`` run (see the module docstring)."""
+
+    def __init__(self, options: DetectOptions) -> None:
+        """Check the options and scan the inputs: what can fail before minutes of model
+        loading fails here (no torch is imported)."""
+        self.options = options.check()
+        self.out = Path(options.out)
+        if self.out.exists() and not self.out.is_dir():
+            raise OptionError("out", self.out, "is a file; give a folder for the results")
+        self.scan = scan_inputs(options.inputs, self.out, every=options.every,
+                                fps=options.fps, exif=options.boxes is None)
+        checkpoint = options.checkpoint
+        if checkpoint and not checkpoint.startswith("hf://") and not Path(checkpoint).is_file():
+            raise OptionError("checkpoint", checkpoint, "no such file")
+        if options.boxes and not Path(options.boxes).is_file():
+            raise OptionError("boxes", options.boxes, "no such file")
+
+    def start(self) -> None:
+        """Join the ranks, resolve the device and the mode, build the model and resolve
+        the classes (missing weights: :class:`~clip4hoi.errors.WeightsUnavailableError`)."""
+        import os
+
+        from clip4hoi.devices import parse_device
+        from clip4hoi.engine.backend import build_backend, resolve_mode
+        from clip4hoi.engine.distributed import init_distributed, share_cpu_cores
+
+        options = self.options
+        device = parse_device(options.device, local_rank=int(os.environ.get("LOCAL_RANK", 0)))
+        self.mode, self.reason = resolve_mode(options.mode, options.checkpoint, str(device),
+                                              options.overrides)
+        self.out.mkdir(parents=True, exist_ok=True)  # OSErrors: exit 4 (disk, permission) or 2
+        self.info = init_distributed(str(device), timeout=RANK_TIMEOUT)
+        if self.info.device.type == "cpu":
+            share_cpu_cores(self.info.local_rank)
+        self.batch_size = options.batch_size or (4 if device.type == "cuda" else 1)
+        self.boxes = AnnotatedBoxes(options.boxes) if options.boxes else None
+        self.backend = build_backend(self.mode, options.checkpoint, self.info.device,
+                                     options.random_weights, options.overrides,
+                                     boxes=self.boxes is not None, min_size=options.test_scale,
+                                     max_size=options.max_size)
+        if self.backend.uses_boxes and self.boxes is None:
+            raise OptionError("boxes", None, f"{options.checkpoint} was trained with "
+                              f"detector.use_gt_boxes (the annotated boxes as proposals): give "
+                              f"the annotation file, or override detector.use_gt_boxes=false "
+                              f"to use the detector's boxes")
+        self.classes = self.backend.resolve_classes(options.classes)
+
+    def pending(self) -> tuple[list[Source], int]:
+        """This rank's share of the inputs that are not done yet, and how many of its share
+        are done."""
+        info, out, overwrite = self.info, self.out, self.options.overwrite
+        from clip4hoi.engine.sinks import image_is_complete, video_is_complete
+
+        images = self.scan.images[info.rank::info.world_size]
+        videos = self.scan.videos[info.rank::info.world_size]
+        todo = [s for s in images if overwrite or not image_is_complete(
+            out / f"{s.name}.json", s.name)]
+        todo += [s for s in videos if overwrite or not video_is_complete(
+            out / f"{s.name}.jsonl", s.name)]
+        return todo, len(images) + len(videos) - len(todo)
+
+    def run(self, log: IO[str]) -> Summary:
+        """Detect this rank's pending inputs; rank 0 then writes ``detections.json`` and
+        returns the summary of all ranks (the others their own)."""
+        from clip4hoi.engine.distributed import barrier, gather_to_main
+        from clip4hoi.engine.predictor import Predictor
+        from clip4hoi.engine.sinks import (
+            ImageFiles,
+            VideoFiles,
+            remove_temporary_files,
+            write_combined,
+            write_results,
+        )
+
+        todo, skipped = self.pending()
+        if self.info.is_main:   # before any rank writes: the leftovers of a killed run
+            remove_temporary_files(self.out)
+            self._encode(todo, log)
+        barrier()
+        if not self.info.is_main:
+            self._encode(todo, log)
+        options = self.options
+        kept = {"top_k": options.top_k, "min_score": options.min_score, "draw": options.draw,
+                "draw_score": options.draw_score, "picture": not options.no_draw}
+        progress = Progress(log, self.out, sum(s.kind == "image" for s in todo),
+                            self.info.is_main)
+        predictor = Predictor(self.backend, self.classes, batch_size=self.batch_size,
+                              workers=options.workers, targets=self.boxes,
+                              keep_pixels=not options.no_draw)
+        write_results(predictor(todo), [ImageFiles(self.out, **kept),
+                                        VideoFiles(self.out, **kept), progress])
+        summary = progress.summary
+        summary.skipped = skipped
+        barrier()   # every rank's files are written
+        gathered = gather_to_main(summary)
+        if not self.info.is_main:
+            return summary
+        total = Summary(sum(s.done for s in gathered), sum(s.skipped for s in gathered),
+                        [e for s in gathered for e in s.errors])
+        if self.scan.images:
+            total.combined = write_combined(self.out, self.scan.images, self.classes,
+                                            self.mode)
+        return total
+
+    def _encode(self, todo: list[Source], log: IO[str]) -> None:
+        if todo:
+            start = time.perf_counter()
+            self.backend.encode_classes(self.classes)
+            print(f"{len(self.classes)} class embeddings ready in "
+                  f"{time.perf_counter() - start:.1f} s", file=log)

@@ -1,0 +1,212 @@
+"""The one inference pipeline: sources in, :class:`~clip4hoi.engine.results.Results` out.
+
+    sources ─ DataLoader workers: decode + resize ─ batches of one size ─ backend ─ Results
+     (images: many at once; a video: its frames, in order)      (in the input's order)
+
+:class:`Predictor` is a streaming generator behind every surface: ``clip4hoi detect``
+(images, folders, videos; :mod:`clip4hoi.engine.detect` writes its results through the
+sinks of :mod:`clip4hoi.engine.sinks`), the Python API (``HOIDetector.__call__`` and
+``.stream()``) and the demo. Nothing is held beyond a small window of frames.
+
+**Batches do not change results.** DETR pads a batch to its largest image, and the padding
+changes its position encoding and attention, so an image's detections would depend on its
+batch-mates. The predictor therefore batches only frames whose resized sizes are equal
+(no padding at all): it keeps a window of ``window`` decoded frames, runs a batch as soon
+as ``batch_size`` frames of one size are waiting, and when the window is full runs the
+group whose first frame is oldest. A video's frames share one size; photos of one camera
+mostly do. Results come out in the input's order whatever the batching, so the detections
+of a picture are the same at any batch size, any number of workers and any number of
+ranks (within float rounding: ``tests/test_predictor.py``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from itertools import count
+
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+from clip4hoi.data.metadata import HOIClassSet
+from clip4hoi.data.sources import Frame, Source
+from clip4hoi.engine.backend import Backend, prepare_image
+from clip4hoi.engine.results import Results
+from clip4hoi.errors import InputError
+from clip4hoi.options import check_option
+
+TargetFn = Callable[[Source], dict]
+"""The annotated boxes of a source as a model target (``clip4hoi detect --boxes``)."""
+
+
+@dataclass
+class Prepared:
+    """A decoded and resized frame on its way to the model, or why it could not be read."""
+
+    source: int                   # the source's place in the list given to the predictor
+    frame: Frame | None = None
+    input: Tensor | None = None   # float [3, H', W'] in [0, 1]
+    target: dict | None = None
+    error: str | None = None
+    order: int = -1               # place in the stream (set by the predictor)
+
+
+def _prepare(position: int, source: Source, frame: Frame, transform: object,
+             targets: TargetFn | None) -> Prepared:
+    target = targets(source) if targets is not None else None
+    resized, target = prepare_image(frame.pixels, transform, target)
+    return Prepared(position, frame, resized, target)
+
+
+def _failed(position: int, source: Source, error: InputError) -> Prepared:
+    message = str(error)
+    where = str(source.path) if source.path is not None else source.name
+    return Prepared(position, error=message if where in message else f"{where}: {message}")
+
+
+class ImageFrames(Dataset):
+    """Map-style dataset over image sources (one frame each) for a ``DataLoader``: decodes
+    and resizes in its worker processes (it holds the backend's transform, not the model,
+    which spawned workers would copy)."""
+
+    def __init__(self, sources: Sequence[tuple[int, Source]], transform: object,
+                 targets: TargetFn | None = None) -> None:
+        self.sources, self.transform, self.targets = sources, transform, targets
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __getitem__(self, i: int) -> Prepared:
+        position, source = self.sources[i]
+        try:
+            (frame,) = source.frames()
+            return _prepare(position, source, frame, self.transform, self.targets)
+        except InputError as error:
+            return _failed(position, source, error)
+
+
+class VideoFrames(IterableDataset):
+    """The frames of one video source, decoded and resized in order (by one worker process
+    when there is one); a frame that cannot be decoded ends it with an error."""
+
+    def __init__(self, position: int, source: Source, transform: object) -> None:
+        self.position, self.source, self.transform = position, source, transform
+
+    def __iter__(self) -> Iterator[Prepared]:
+        decoded = 0
+        try:
+            for frame in self.source.frames():
+                decoded += 1
+                yield _prepare(self.position, self.source, frame, self.transform, None)
+        except InputError as error:
+            yield _failed(self.position, self.source, error)
+            return
+        if not decoded:
+            yield _failed(self.position, self.source, InputError("no frame could be decoded"))
+
+
+def default_workers(images: int) -> int:
+    """Decoding workers for ``images`` images: none for a few, else up to 4, leaving one of
+    this process's cores to the model."""
+    if images < 4:
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+        os.cpu_count() or 1
+    return max(0, min(4, cores - 1))
+
+
+def _unchanged(item: Prepared) -> Prepared:   # the loader's collate_fn (picklable)
+    return item
+
+
+class Predictor:
+    """Detects on a sequence of sources with ``backend`` and the class set ``classes``,
+    ``batch_size`` frames of one size per forward pass, decoding with ``workers``
+    processes (-1: :func:`default_workers`); yields one :class:`Results` per frame, in
+    order (see the module docstring). ``targets``: annotated boxes per image source;
+    ``keep_pixels``: keep each picture in its result (for drawing)."""
+
+    def __init__(self, backend: Backend, classes: HOIClassSet, *, batch_size: int = 1,
+                 workers: int = 0, targets: TargetFn | None = None, keep_pixels: bool = True,
+                 window: int | None = None) -> None:
+        self.backend, self.classes, self.targets = backend, classes, targets
+        self.batch_size = max(1, check_option("batch_size", batch_size))
+        self.workers = check_option("workers", workers)
+        self.keep_pixels = keep_pixels
+        self.window = window or 4 * self.batch_size
+
+    def __call__(self, sources: Sequence[Source]) -> Iterator[Results]:
+        """The results of ``sources``' frames, one by one, in order."""
+        sources = list(sources)
+        order = count()
+        prepared = (replace(item, order=next(order)) for item in self._decoded(sources))
+        done: dict[int, Results] = {}
+        following = 0
+        for batch in self._batches(prepared):
+            for item, result in zip(batch, self._run(batch, sources), strict=True):
+                done[item.order] = result
+            while following in done:
+                yield done.pop(following)
+                following += 1
+
+    def _loader(self, dataset: Dataset, workers: int) -> DataLoader:
+        return DataLoader(dataset, batch_size=None, num_workers=workers,
+                          collate_fn=_unchanged, prefetch_factor=4 if workers else None)
+
+    def _decoded(self, sources: list[Source]) -> Iterator[Prepared]:
+        """Every frame of every source, decoded and resized: runs of image sources through
+        one loader of ``workers`` processes, each video through a loader of its own."""
+        images: list[tuple[int, Source]] = []
+        for position, source in [*enumerate(sources), (len(sources), None)]:
+            if source is not None and source.kind == "image":
+                images.append((position, source))
+                continue
+            if images:
+                workers = default_workers(len(images)) if self.workers < 0 else self.workers
+                yield from self._loader(ImageFrames(images, self.backend.transform,
+                                                    self.targets), workers)
+                images = []
+            if source is not None:
+                yield from self._loader(VideoFrames(position, source, self.backend.transform),
+                                        1 if self.workers else 0)
+
+    def _batches(self, prepared: Iterator[Prepared]) -> Iterator[list[Prepared]]:
+        """Batches of frames of one resized size (errors alone, not run)."""
+        groups: dict[tuple[int, int], list[Prepared]] = {}
+        waiting = 0
+        for item in prepared:
+            if item.error is not None:
+                yield [item]
+                continue
+            group = groups.setdefault(tuple(item.input.shape[-2:]), [])
+            group.append(item)
+            waiting += 1
+            if len(group) == self.batch_size or waiting >= self.window:
+                oldest = group if len(group) == self.batch_size else min(
+                    groups.values(), key=lambda g: g[0].order)
+                groups = {k: g for k, g in groups.items() if g is not oldest}
+                waiting -= len(oldest)
+                yield oldest
+        yield from sorted(groups.values(), key=lambda g: g[0].order)
+
+    def _run(self, batch: list[Prepared], sources: list[Source]) -> list[Results]:
+        """The backend on one batch (nothing for an error)."""
+        if batch[0].error is not None:
+            return [Results(sources[batch[0].source], self.classes, self.backend.mode, {},
+                            (0, 0), error=batch[0].error)]
+        start = time.perf_counter()
+        detections = self.backend([item.input for item in batch],
+                                  [item.target for item in batch], self.classes)
+        seconds = (time.perf_counter() - start) / len(batch)
+        results = []
+        for item, found in zip(batch, detections, strict=True):
+            frame = item.frame
+            video = sources[item.source].kind == "video"
+            results.append(Results(
+                sources[item.source], self.classes, self.backend.mode, found,
+                tuple(int(v) for v in frame.pixels.shape[-2:]),
+                frame.index if video else None, frame.time, seconds,
+                frame.pixels if self.keep_pixels else None))
+        return results

@@ -1,0 +1,281 @@
+"""Where results go: files per image and per video, the combined ``detections.json``.
+
+:func:`write_results` hands the stream of :class:`~clip4hoi.engine.results.Results` of
+:class:`~clip4hoi.engine.predictor.Predictor` to sinks, each told when a source starts,
+each picture's result, and when the source ends (with the error that ended it, if any):
+
+* :class:`ImageFiles` — ``OUT/<name>.drawn.jpg`` and then ``OUT/<name>.json`` per image,
+  drawn and written on a background thread (the model never waits for JPEG encoding or
+  the disk);
+* :class:`VideoFiles` — per video ``OUT/<name>.jsonl`` (one line per frame) and
+  ``OUT/<name>.drawn.mp4``, written to temporary files and renamed when the whole video
+  is done, discarded when it fails;
+* :func:`write_combined` — ``OUT/detections.json``: every finished image result as one
+  ``DETS.json`` for ``clip4hoi eval``, read back from the per-image files (so earlier runs'
+  and other ranks' results count).
+
+Every file is written atomically (:func:`clip4hoi.fileio.write_atomic`, or a temporary
+file renamed into place): a crash leaves the old file or the new one, never a torn one.
+The schemas are in ``docs/outputs.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clip4hoi.data.metadata import HOIClassSet
+from clip4hoi.data.sources import Source
+from clip4hoi.engine.results import Results
+from clip4hoi.fileio import write_atomic
+
+COMBINED_NAME = "detections.json"
+
+
+class Sink:
+    """Receives the results of a run, source by source (every method optional)."""
+
+    def start(self, source: Source) -> None:
+        """``source``'s first result follows."""
+
+    def write(self, result: Results) -> None:
+        """One picture's result (never a failed one)."""
+
+    def finish(self, source: Source, error: str | None) -> None:
+        """``source`` is done; ``error``: why it stopped early (then it failed)."""
+
+    def close(self) -> None:
+        """The run is over (also after an exception): release what is held."""
+
+
+def write_results(results: Iterable[Results], sinks: Sequence[Sink]) -> list[str]:
+    """Feed ``results`` (in source order, as a predictor yields them) to ``sinks``.
+    Returns the errors that stopped sources (one message per failed source)."""
+    current: Source | None = None
+    error: str | None = None
+    failures: list[str] = []
+    try:
+        for result in results:
+            if result.source is not current:
+                if current is not None:
+                    failures += [error] if error is not None else []
+                    for sink in sinks:
+                        sink.finish(current, error)
+                current, error = result.source, None
+                for sink in sinks:
+                    sink.start(current)
+            if result.error is not None:
+                error = result.error
+                continue
+            for sink in sinks:
+                sink.write(result)
+        if current is not None:
+            failures += [error] if error is not None else []
+            for sink in sinks:
+                sink.finish(current, error)
+    finally:
+        for sink in sinks:
+            sink.close()
+    return failures
+
+
+# ----------------------------------------------------------------------------- images
+
+
+class ImageFiles(Sink):
+    """``OUT/<name>.json`` and, unless ``picture`` is off, ``OUT/<name>.drawn.jpg`` per
+    image (:meth:`Results.save`), on one background thread; at most ``depth`` results
+    wait in memory. ``top_k``, ``min_score``: the detections kept; ``draw``,
+    ``draw_score``: the pairs drawn."""
+
+    def __init__(self, out: Path, top_k: int = 100, min_score: float = 0.0, draw: int = 5,
+                 draw_score: float = 0.0, picture: bool = True, depth: int = 8) -> None:
+        self.out = out
+        self.options = {"top_k": top_k, "min_score": min_score, "draw": draw,
+                        "draw_score": draw_score, "picture": picture}
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clip4hoi-writer")
+        self._pending: list[Future] = []
+        self._depth = depth
+
+    def write(self, result: Results) -> None:
+        if result.frame is not None:
+            return
+        self._pending.append(self._pool.submit(result.save, self.out, **self.options))
+        while len(self._pending) > self._depth or (self._pending and self._pending[0].done()):
+            self._pending.pop(0).result()   # re-raises the writer's error
+
+    def close(self) -> None:
+        try:
+            for future in self._pending:
+                future.result()
+        finally:
+            self._pending.clear()
+            self._pool.shutdown(wait=True)
+
+
+def image_is_complete(path: Path, name: str) -> bool:
+    """Whether ``path`` holds a finished result of image ``name`` (an empty, torn or
+    foreign file does not count, so the image is detected again)."""
+    try:
+        with open(path, "rb") as handle:
+            data = json.loads(handle.read())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("file_name") == name and \
+        isinstance(data.get("detections"), list)
+
+
+# ----------------------------------------------------------------------------- videos
+
+
+class VideoFiles(Sink):
+    """Per video, ``OUT/<name>.jsonl`` (:meth:`Results.to_json` per frame) and, unless
+    ``picture`` is off, ``OUT/<name>.drawn.mp4`` (H.264 at the sampled frame rate; odd
+    sizes lose their last row or column). Options as for :class:`ImageFiles`."""
+
+    def __init__(self, out: Path, top_k: int = 100, min_score: float = 0.0, draw: int = 5,
+                 draw_score: float = 0.0, picture: bool = True) -> None:
+        self.out = out
+        self.top_k, self.min_score, self.draw, self.draw_score = top_k, min_score, draw, \
+            draw_score
+        self.picture = picture
+        self._lines: Any = None
+        self._movie: Any = None
+        self._temporary: list[Path] = []
+
+    def start(self, source: Source) -> None:
+        if source.kind != "video":
+            return
+        jsonl = self.out / f"{source.name}.jsonl"
+        jsonl.parent.mkdir(parents=True, exist_ok=True)
+        self._lines = open(self._temporary_path(jsonl), "w")  # noqa: SIM115 (closed in finish)
+        self._movie = None
+
+    def _temporary_path(self, path: Path, suffix: str = "") -> Path:
+        handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                                        suffix=f".tmp{suffix}")
+        os.close(handle)
+        self._temporary.append(Path(name))
+        return Path(name)
+
+    def write(self, result: Results) -> None:
+        if self._lines is None or result.frame is None:
+            return
+        line = result.to_json(self.top_k, self.min_score)
+        self._lines.write(json.dumps(line) + "\n")
+        if self.picture:
+            self._encode(result, np.asarray(result.plot(self.draw, self.draw_score,
+                                                        records=line["detections"])))
+
+    def _encode(self, result: Results, drawn: np.ndarray) -> None:
+        import av
+
+        if self._movie is None:
+            path = self._temporary_path(self.out / f"{result.name}.drawn.mp4", ".mp4")
+            container = av.open(str(path), "w", format="mp4")
+            stream = container.add_stream("libx264", rate=result.source.rate())
+            stream.width, stream.height = drawn.shape[1] // 2 * 2, drawn.shape[0] // 2 * 2
+            stream.pix_fmt = "yuv420p"
+            self._movie = (container, stream, path)
+        container, stream, _ = self._movie
+        frame = av.VideoFrame.from_ndarray(
+            np.ascontiguousarray(drawn[:stream.height, :stream.width]), format="rgb24")
+        for packet in stream.encode(frame):
+            container.mux(packet)
+
+    def finish(self, source: Source, error: str | None) -> None:
+        if self._lines is None:
+            return
+        lines, self._lines = self._lines, None
+        movie, self._movie = self._movie, None
+        try:
+            lines.flush()
+            os.fsync(lines.fileno())
+            lines.close()
+            if movie is not None:
+                container, stream, path = movie
+                for packet in stream.encode():
+                    container.mux(packet)
+                container.close()
+                if error is None:
+                    os.replace(path, self.out / f"{source.name}.drawn.mp4")
+            if error is None:   # the lines last: their file marks the video as done
+                os.replace(lines.name, self.out / f"{source.name}.jsonl")
+        finally:
+            self._discard()
+
+    def close(self) -> None:
+        if self._lines is not None:
+            self._lines.close()
+            self._lines = None
+        if self._movie is not None:
+            self._movie[0].close()
+            self._movie = None
+        self._discard()
+
+    def _discard(self) -> None:
+        for path in self._temporary:
+            path.unlink(missing_ok=True)
+        self._temporary.clear()
+
+
+def video_is_complete(path: Path, name: str) -> bool:
+    """Whether the JSON-lines file ``path`` holds a finished result of video ``name`` (it
+    is renamed into place only when the whole video is done)."""
+    try:
+        records = [json.loads(line) for line in path.read_text().splitlines()]
+    except (OSError, ValueError):
+        return False
+    return all(isinstance(r, dict) and r.get("file_name") == name for r in records)
+
+
+# ----------------------------------------------------------------------------- all images
+
+
+def dets_record(name: str, detections: list[dict], classes: HOIClassSet) -> dict:
+    """One image's ``DETS.json`` record (``clip4hoi eval``'s format) from its records of
+    :meth:`Results.records` (boxes already 0-based inclusive indices). V-COCO class sets
+    also get ``actions`` (the class set's verb ids: V-COCO action-role ids)."""
+    record = {"file_name": name, "human_boxes": [d["human_box"] for d in detections],
+              "object_boxes": [d["object_box"] for d in detections],
+              "hoi": [d["hoi"] for d in detections],
+              "scores": [d["score"] for d in detections]}
+    if classes.name == "vcoco":
+        record["actions"] = [classes.verb_ids[d["hoi"]] for d in detections]
+    return record
+
+
+def write_combined(out: Path, sources: Sequence[Source], classes: HOIClassSet,
+                   mode: str) -> Path:
+    """``OUT/detections.json``: the finished image results of ``sources`` (this run's,
+    earlier runs' and other ranks') as one ``{"classes", "mode", "images": [...]}``
+    file, in the order of ``sources``."""
+    images = []
+    for source in sources:
+        path = out / f"{source.name}.json"
+        if image_is_complete(path, source.name):
+            detections = json.loads(path.read_text())["detections"]
+            images.append(dets_record(source.name, detections, classes))
+    payload = {"classes": classes.name, "mode": mode, "images": images}
+    return write_atomic(out / COMBINED_NAME, json.dumps(payload))
+
+
+_TEMPORARY = re.compile(r"^\..+\.(json|jsonl|drawn\.jpg|drawn\.mp4)\.[^.]+\.tmp(\.mp4)?$")
+
+
+def remove_temporary_files(out: Path) -> int:
+    """Delete the temporary files that a killed run left in ``out`` (``.NAME.XXXX.tmp``
+    beside a result file of this module); run it only when no other process writes
+    there. Returns how many."""
+    stale = [path for path in out.rglob(".*.tmp*") if _TEMPORARY.match(path.name)]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
