@@ -517,10 +517,8 @@ def _exit_code(error: BaseException) -> int | None:
 
 
 def _message(error: BaseException) -> str:
-    from clip4hoi.errors import EXIT_WEIGHTS, OptionError, UserError
+    from clip4hoi.errors import EXIT_WEIGHTS, UserError
 
-    if isinstance(error, OptionError):
-        return f"error: {error.worded(flag)}"
     # Missing weights (clip4hoi.weights, not imported here: it loads torch) say how to get
     # them, over a few lines.
     if isinstance(error, UserError) and error.exit_code == EXIT_WEIGHTS:
@@ -565,6 +563,10 @@ def main(argv: list[str] | None = None) -> int:
         _check_early(args)
         return args.func(args)
     except BaseException as error:
+        from clip4hoi.errors import OptionError
+
+        if isinstance(error, OptionError):   # the flag's name, also in a traceback
+            error.args = (error.worded(flag),)
         code = None if debug else _exit_code(error)
         if code is None:
             raise

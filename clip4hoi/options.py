@@ -40,7 +40,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "batch_size": (_integer(0), "must be an integer >= 1 (0: 4 on a GPU, 1 on a CPU)"),
     "workers": (_integer(-1), "must be an integer >= 0 (-1: up to 4)"),
     "every": (_integer(1), "must be an integer >= 1"),
-    "fps": (_number(0.0), "must be a number >= 0 (0: every {every}-th frame)"),
+    "fps": (_number(0.0), "must be a number >= 0 (0: use {every})"),
     "test_scale": (_integer(1), "must be an integer >= 1"),
     "max_size": (_integer(1), "must be an integer >= 1"),
     "mode": (lambda value: value in MODES, f"choose from {', '.join(MODES)}"),

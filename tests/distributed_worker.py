@@ -4,6 +4,14 @@
         the gradients of the first optimiser step (sharded and unsharded prompt encoding)
     distributed_worker.py fail CONFIG [cli train arguments ...]
         ``clip4hoi train`` whose rank 1 raises in its first optimiser step
+    distributed_worker.py detect LOG [cli detect arguments ...]
+        ``clip4hoi detect`` with DETR's queries labelled person / bicycle
+        (``conftest.people_and_bicycles``); each rank appends "RANK NAME" to LOG per result
+        file it writes
+    distributed_worker.py detect-kill LOG [...]
+        the same; in the first attempt rank 1 kills itself (SIGKILL) after 2 images
+    distributed_worker.py detect-fail LOG [...]
+        the same; rank 1 raises in its second forward pass, rank 0 takes 6 s per image
 """
 
 from __future__ import annotations
@@ -60,8 +68,71 @@ def fail(argv: list[str]) -> int:
     return main(argv)
 
 
+def detect(how: str, log: Path, argv: list[str]) -> int:
+    import os
+    import signal
+    import time
+
+    from conftest import people_and_bicycles
+
+    from clip4hoi.cli import main
+    from clip4hoi.engine.backend import TorchBackend
+    from clip4hoi.engine.results import Results
+    from clip4hoi.engine.sinks import ImageFiles, VideoFiles
+    from clip4hoi.models.detr import DETR
+
+    rank = int(os.environ["RANK"])
+    first_attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
+    DETR.forward = people_and_bicycles(DETR.forward)
+
+    def record(name: str) -> None:
+        with open(log, "a") as handle:
+            handle.write(f"{rank} {name}\n")
+
+    save, finish = Results.save, VideoFiles.finish
+
+    def logged_save(self: Results, *args, **kwargs) -> Path:
+        path = save(self, *args, **kwargs)
+        record(self.name)
+        return path
+
+    def logged_finish(self: VideoFiles, source, error) -> None:
+        finish(self, source, error)
+        if error is None and source.kind == "video":
+            record(source.name)
+
+    Results.save, VideoFiles.finish = logged_save, logged_finish
+    if how == "detect-kill" and rank == 1 and first_attempt:
+        write, written = ImageFiles.write, []
+
+        def killed(self: ImageFiles, result: Results) -> None:
+            if len(written) == 2:
+                for future in self._pending:   # the first two are on disk
+                    future.result()
+                os.kill(os.getpid(), signal.SIGKILL)
+            written.append(result.name)
+            write(self, result)
+
+        ImageFiles.write = killed
+    if how == "detect-fail":
+        call, calls = TorchBackend.__call__, []
+
+        def failing(self: TorchBackend, *args):
+            calls.append(1)
+            if rank == 1 and len(calls) == 2:
+                raise RuntimeError("simulated failure on rank 1")
+            if rank == 0:
+                time.sleep(6)
+            return call(self, *args)
+
+        TorchBackend.__call__ = failing
+    return main(argv)
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "gradients":
         gradients(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]), sys.argv[5:])
+    elif sys.argv[1].startswith("detect"):
+        sys.exit(detect(sys.argv[1], Path(sys.argv[2]), sys.argv[3:]))
     else:
         sys.exit(fail(sys.argv[2:]))

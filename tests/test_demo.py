@@ -14,7 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import SCENE, crafted_detr_outputs, tiny_model_config, write_test_video
+from conftest import (
+    SCENE,
+    crafted_detr_outputs,
+    set_flags,
+    tiny_model_config,
+    tiny_training_free_flags,
+    write_test_video,
+)
 from PIL import Image, ImageDraw
 
 from clip4hoi.api import RANDOM_WEIGHTS_WARNING, load_detector
@@ -204,6 +211,19 @@ def test_demo_cli_loads_the_detector_before_serving(monkeypatch: pytest.MonkeyPa
     assert "trained" in backend.detectors  # built before the server starts
     assert "serving http://127.0.0.1:7999" in capsys.readouterr().err
     assert main(["demo", "--mode", "trained", "--device", "cpu"]) == 2  # no checkpoint
+
+
+def test_demo_on_a_cpu_starts_in_the_mode_detect_picks(monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    """``auto`` is the one rule of every command: dense on a CPU without a checkpoint."""
+    served = []
+    monkeypatch.setattr("clip4hoi.demo.launch", lambda backend, host, port: served.append(
+        backend))
+    assert main(["demo", "--random-weights", "--device", "cpu",
+                 *set_flags(tiny_training_free_flags())]) == 0
+    [backend] = served
+    assert (backend.default_mode, list(backend.detectors)) == ("dense", ["dense"])
+    assert "clip4hoi demo: mode dense on cpu" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(not (CHROMIUM.is_file() and CHROMEDRIVER.exists()),

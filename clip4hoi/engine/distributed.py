@@ -12,6 +12,8 @@ The backend is NCCL on GPUs and gloo on CPUs.
 from __future__ import annotations
 
 import os
+import socket
+import time
 import warnings
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -65,8 +67,39 @@ def init_distributed(device: str = "auto", timeout: timedelta | None = None) -> 
         if torch_device.type == "cuda":
             torch.cuda.set_device(torch_device)
         dist.init_process_group("nccl" if torch_device.type == "cuda" else "gloo",
-                                rank=rank, world_size=world_size, timeout=timeout)
+                                rank=rank, world_size=world_size, timeout=timeout,
+                                store=attempt_store(rank, world_size))
     return DistInfo(rank, world_size, local_rank, torch_device)
+
+
+def attempt_store(rank: int, world_size: int, wait_s: float = 300.0) -> dist.Store | None:
+    """A key-value store of this attempt's ranks alone when ``torchrun`` shares its own
+    store with them (``TORCHELASTIC_USE_AGENT_STORE``), else None (``env://`` as usual).
+
+    The agent's store outlives a restart (``--max-restarts``): the restarted ranks would
+    read the addresses that the killed ones left there and fail to connect ("Gloo
+    connectFullMesh failed ... Connection refused"). So rank 0 serves a new store and
+    publishes its port in the agent's store; the other ranks read the port until it is
+    served (an earlier attempt's port is not: its rank 0 is gone) and connect to it."""
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    host, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+    shared = dist.TCPStore(host, port, world_size, is_master=False)
+    if rank == 0:
+        own = dist.TCPStore(host, 0, world_size, is_master=True, wait_for_workers=False)
+        shared.set("clip4hoi/attempt_store", str(own.port))
+        return own
+    deadline = time.monotonic() + wait_s
+    while True:
+        own_port = int(shared.get("clip4hoi/attempt_store"))
+        try:
+            socket.create_connection((host, own_port), timeout=2.0).close()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"rank 0 serves no store at {host}:{own_port}") from None
+            time.sleep(0.2)
+            continue
+        return dist.TCPStore(host, own_port, world_size, is_master=False)
 
 
 def share_cpu_cores(local_rank: int) -> int:
