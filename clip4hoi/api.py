@@ -44,8 +44,8 @@ from clip4hoi.options import check_option
 __all__ = ["RANDOM_WEIGHTS_WARNING", "HOIDetector", "Results", "build_training_free_detector",
            "load_detector", "to_records"]
 
-RANDOM_WEIGHTS_WARNING = ("random weights: the networks are randomly initialised; the "
-                          "detections are MEANINGLESS (smoke test only).")
+RANDOM_WEIGHTS_WARNING = ("the networks are randomly initialised; the detections are "
+                          "MEANINGLESS (smoke test only).")
 """What ``detect`` and ``demo`` say loudly when run with random weights."""
 
 

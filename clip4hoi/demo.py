@@ -145,11 +145,14 @@ def _box_text(box: list[float]) -> str:
     return ", ".join(f"{v:g}" for v in box)
 
 
-def build_demo(backend: DemoBackend) -> Any:
-    """The Gradio app (``gr.Blocks``) of ``backend``; its API endpoints are ``/detect``
-    (images) and ``/detect_video`` (one video)."""
-    import gradio as gr
+def _status(backend: DemoBackend, text: str) -> str:
+    """The page's status line (with the warning of random weights)."""
+    return f"⚠️ random weights: {RANDOM_WEIGHTS_WARNING}\n\n{text}" if backend.random_weights \
+        else text
 
+
+def _image_handler(backend: DemoBackend, gr: Any) -> Callable[..., tuple]:
+    """The page's **Detect** (``/detect``): images in, gallery, table, JSON and status out."""
     def run(files: list[str] | None, mode: str, preset: str, text: str, min_score: float,
             top_k: float, draw: float) -> tuple:
         if not files:
@@ -168,10 +171,13 @@ def build_demo(backend: DemoBackend) -> Any:
         seconds = sum(p["seconds"] for p in payloads)
         status = (f"**{len(payloads)} image(s), {total} detections, mode {mode}, "
                   f"{seconds:.2f} s**" + (f"; skipped: {'; '.join(errors)}" if errors else ""))
-        if backend.random_weights:
-            status = f"⚠️ {RANDOM_WEIGHTS_WARNING}\n\n{status}"
-        return pictures, rows, str(backend.write_json(payloads)), status
+        return pictures, rows, str(backend.write_json(payloads)), _status(backend, status)
 
+    return run
+
+
+def _video_handler(backend: DemoBackend, gr: Any) -> Callable[..., tuple]:
+    """The page's **Detect in the video** (``/detect_video``)."""
     def run_video(file: str | None, mode: str, preset: str, text: str, min_score: float,
                   top_k: float, draw: float, every: float) -> tuple:
         if not file:
@@ -185,16 +191,23 @@ def build_demo(backend: DemoBackend) -> Any:
             raise gr.Error(str(error), print_exception=False) from None
         status = (f"**{Path(file).name}: {len(frames)} frame(s), {len(rows)} detections, "
                   f"mode {mode}, {time.perf_counter() - start:.2f} s**")
-        if backend.random_weights:
-            status = f"⚠️ {RANDOM_WEIGHTS_WARNING}\n\n{status}"
-        return str(movie), rows, str(jsonl), status
+        return str(movie), rows, str(jsonl), _status(backend, status)
 
+    return run_video
+
+
+def build_demo(backend: DemoBackend) -> Any:
+    """The Gradio app (``gr.Blocks``) of ``backend``; its API endpoints are ``/detect``
+    (images) and ``/detect_video`` (one video)."""
+    import gradio as gr
+
+    run, run_video = _image_handler(backend, gr), _video_handler(backend, gr)
     with gr.Blocks(title="CLIP4HOI demo", analytics_enabled=False) as demo:
         gr.Markdown("# CLIP4HOI: human–object interactions from text\nUpload images, "
                     "name the interactions (`VERB OBJECT`; with DETR, the object one of the 80 "
                     "COCO categories) and press **Detect**.")
         if backend.random_weights:
-            gr.Markdown(f"⚠️ **{RANDOM_WEIGHTS_WARNING}**")
+            gr.Markdown(f"⚠️ **random weights: {RANDOM_WEIGHTS_WARNING}**")
         with gr.Row():
             with gr.Column(scale=1):
                 files = gr.File(label="Images", file_count="multiple", file_types=["image"],

@@ -130,6 +130,21 @@ def write_test_video(path: Path, frames: int = 8, rate: int = 4, size: tuple[int
     return path
 
 
+def seconds_after(process, marker: str, timeout: float = 120) -> tuple[float | None, str]:
+    """Wait for ``process`` (a ``Popen`` with text ``stderr``) to end: the seconds from the
+    first ``stderr`` line holding ``marker`` to the end (None if none did) and
+    ``stderr``."""
+    import time
+
+    seen, lines = None, []
+    for line in process.stderr:
+        lines.append(line)
+        if marker in line and seen is None:
+            seen = time.monotonic()
+    process.wait(timeout=timeout)
+    return None if seen is None else time.monotonic() - seen, "".join(lines)
+
+
 def people_and_bicycles(forward):
     """A DETR ``forward`` that calls ``forward`` (the real one: boxes, hidden states and
     scores depend on the pixels and on padding) and labels the even queries "person" and

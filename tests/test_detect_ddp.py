@@ -13,13 +13,18 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import people_and_bicycles, set_flags, tiny_training_free_flags, write_test_video
+from conftest import (
+    people_and_bicycles,
+    seconds_after,
+    set_flags,
+    tiny_training_free_flags,
+    write_test_video,
+)
 from PIL import Image
 
 from clip4hoi.cli import main
@@ -153,16 +158,9 @@ def test_a_failing_rank_ends_the_job_within_seconds(tmp_path: Path) -> None:
     inputs = _inputs(tmp_path / "inputs")
     process = _torchrun("detect-fail", tmp_path / "ranks.log",
                         _argv(inputs, tmp_path / "out"))
-    failed_at, lines = None, []
-    for line in process.stderr:
-        lines.append(line)
-        if "rank 1 failed" in line and failed_at is None:
-            failed_at = time.monotonic()
-    process.wait(timeout=120)
-    ended = time.monotonic()
-    stderr = "".join(lines)
+    seconds, stderr = seconds_after(process, "rank 1 failed")
     assert process.returncode != 0, stderr[-4000:]
-    assert failed_at is not None, stderr[-4000:]
+    assert seconds is not None, stderr[-4000:]
     assert "clip4hoi detect: rank 1 failed: RuntimeError: simulated failure on rank 1" in stderr
-    print(f"the job ended {ended - failed_at:.1f} s after rank 1 failed")
-    assert ended - failed_at < 30, stderr[-4000:]
+    print(f"the job ended {seconds:.1f} s after rank 1 failed")
+    assert seconds < 30, stderr[-4000:]

@@ -7,11 +7,10 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import set_flags
+from conftest import seconds_after, set_flags
 from test_engine import CONFIGS, make_small_data
 
 from clip4hoi.cli import main
@@ -69,17 +68,9 @@ def test_a_failing_rank_ends_the_job_within_seconds(tmp_path: Path) -> None:
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, env=env)
     # Time from the failure on (start-up, imports and the first step come before it).
-    failed_at = None
-    lines = []
-    for line in process.stderr:
-        lines.append(line)
-        if "rank 1 failed" in line and failed_at is None:
-            failed_at = time.monotonic()
-    process.wait(timeout=120)
-    ended = time.monotonic()
-    stderr = "".join(lines)
+    seconds, stderr = seconds_after(process, "rank 1 failed")
     assert process.returncode != 0, stderr[-4000:]
-    assert failed_at is not None, stderr[-4000:]
+    assert seconds is not None, stderr[-4000:]
     assert "rank 1 failed: RuntimeError: CUDA out of memory (simulated on rank 1)" in stderr
-    print(f"the job ended {ended - failed_at:.1f} s after rank 1 failed")
-    assert ended - failed_at < 30, stderr[-4000:]
+    print(f"the job ended {seconds:.1f} s after rank 1 failed")
+    assert seconds < 30, stderr[-4000:]

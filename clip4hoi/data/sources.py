@@ -128,7 +128,7 @@ class VideoFile(Source):
     def frames(self) -> Iterator[Frame]:
         import torch
 
-        av = _pyav()
+        av = require_pyav()
         with self._open(av) as container:
             stream = container.streams.video[0]
             try:
@@ -143,7 +143,7 @@ class VideoFile(Source):
         """Frames per second of the sampled frames (for a video of them)."""
         if self.fps:
             return Fraction(self.fps).limit_denominator(1000)
-        with self._open(_pyav()) as container:
+        with self._open(require_pyav()) as container:
             return Fraction(container.streams.video[0].average_rate or 25) / self.every
 
     def _open(self, av: Any) -> Any:
@@ -157,7 +157,8 @@ class VideoFile(Source):
         return container
 
 
-def _pyav() -> Any:
+def require_pyav() -> Any:
+    """The ``av`` module (PyAV), or :class:`EnvironmentFault` saying how to install it."""
     try:
         import av
     except ImportError:

@@ -32,7 +32,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any
 
-from clip4hoi.data.sources import Source, scan_inputs
+from clip4hoi.data.sources import Source, require_pyav, scan_inputs
 from clip4hoi.errors import InputError, OptionError
 from clip4hoi.options import DetectOptions
 
@@ -127,6 +127,8 @@ class DetectJob:
             raise OptionError("out", self.out, "is a file; give a folder for the results")
         self.scan = scan_inputs(options.inputs, self.out, every=options.every,
                                 fps=options.fps, exif=options.boxes is None)
+        if self.scan.videos:
+            require_pyav()
         checkpoint = options.checkpoint
         if checkpoint and not checkpoint.startswith("hf://") and not Path(checkpoint).is_file():
             raise OptionError("checkpoint", checkpoint, "no such file")
