@@ -410,7 +410,8 @@ class CLIP4HOI(nn.Module):
 
 def build_detector(cfg: DetectorConfig, download: bool = True) -> FrozenDetector:
     """The frozen detector of ``cfg``: registered weights, a checkpoint file (a model folder
-    for Grounding DINO), or ``random``."""
+    for Grounding DINO), or ``random``. A DETR comes inference-ready: batch norms folded,
+    channels-last backbone (:meth:`DETR.prepare_for_inference`)."""
     if cfg.type not in DETECTOR_TYPES:
         raise ValueError(f"detector.type {cfg.type!r}: choose from {', '.join(DETECTOR_TYPES)}")
     if cfg.type == "grounding_dino":
@@ -421,10 +422,14 @@ def build_detector(cfg: DetectorConfig, download: bool = True) -> FrozenDetector
         return build_grounding_dino(resolve_open_vocab(weights, download),
                                     tokenizer=cfg.tokenizer)
     if cfg.weights == "random":
-        return DETR(**(cfg.architecture or {"num_classes": 91}))
-    dilation = cfg.dilation or (cfg.weights in DETR_WEIGHTS and DETR_WEIGHTS[cfg.weights].dilation)
-    return DETR.from_checkpoint(resolve_detr(cfg.weights, download), num_heads=cfg.num_heads,
-                                dilation=dilation)
+        detr = DETR(**(cfg.architecture or {"num_classes": 91}))
+    else:
+        dilation = cfg.dilation or (cfg.weights in DETR_WEIGHTS
+                                    and DETR_WEIGHTS[cfg.weights].dilation)
+        detr = DETR.from_checkpoint(resolve_detr(cfg.weights, download),
+                                    num_heads=cfg.num_heads, dilation=dilation)
+    # Frozen everywhere (inference, training, the feature cache): fold its batch norms.
+    return detr.prepare_for_inference()
 
 
 def build_frozen(detector: DetectorConfig, clip: CLIPConfig, download: bool = True
