@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
 from clip4hoi.data.metadata import HOIClassSet
@@ -57,8 +57,8 @@ from clip4hoi.models.detr import pad_images, postprocess
 if TYPE_CHECKING:
     from clip4hoi.models.training_free import TrainingFreeHOI
 
-__all__ = ["ONNX_FORMAT", "OnnxCLIPImage", "OnnxDETR", "OnnxExport", "export_onnx",
-           "load_onnx"]
+__all__ = ["ONNX_FORMAT", "OnnxCLIPImage", "OnnxDETR", "OnnxExport", "export_clip_image",
+           "export_detector", "export_onnx", "load_onnx"]
 
 ONNX_FORMAT = "clip4hoi-onnx/1"
 MANIFEST = "clip4hoi_onnx.json"
@@ -142,6 +142,34 @@ def _size(module: nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in module.state_dict().values())
 
 
+def export_detector(detr: nn.Module, path: Path, opset: int | None = None) -> None:
+    """A :class:`DETR` as ``path`` (inputs ``images``, ``mask``; outputs ``logits``,
+    ``boxes``, ``hidden``; batch and image size dynamic)."""
+    device = detr.query_embed.weight.device
+    # Example batch of 2 and odd sizes: a size of 1, or two equal sizes, would be fixed.
+    images, mask = pad_images([torch.rand(3, 320, 416, device=device),
+                               torch.rand(3, 288, 384, device=device)])
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    height = torch.export.Dim("height", min=32, max=8192)
+    width = torch.export.Dim("width", min=32, max=8192)
+    _export(_DETRGraph(detr), (images, mask), path, ["images", "mask"],
+            ["logits", "boxes", "hidden"],
+            {"images": {0: batch, 2: height, 3: width}, "mask": {0: batch, 1: height, 2: width}},
+            opset)
+
+
+def export_clip_image(clip: nn.Module, path: Path, layers: tuple[int, ...], dense: bool,
+                      opset: int | None = None) -> None:
+    """A :class:`CLIPEncoder`'s image pass as ``path``: input ``pixels [B, 3, S, S]``
+    (batch dynamic), outputs ``global``, ``patches_<i>`` for the (non-negative) block
+    indices ``layers`` and, with ``dense``, ``dense``."""
+    device = clip.model.visual.conv1.weight.device
+    pixels = torch.randn(2, 3, clip.image_size, clip.image_size, device=device)
+    _export(_CLIPImageGraph(clip, layers, dense), (pixels,), path, ["pixels"],
+            ["global", *(f"patches_{i}" for i in layers), *(["dense"] if dense else [])],
+            {"pixels": {0: torch.export.Dim("batch", min=1, max=1024)}}, opset)
+
+
 @torch.no_grad()
 def export_onnx(model: nn.Module, out: str | Path, classes: HOIClassSet | None = None,
                 opset: int | None = None, log: Any = None) -> Path:
@@ -163,7 +191,6 @@ def export_onnx(model: nn.Module, out: str | Path, classes: HOIClassSet | None =
     mode = "trained" if trained else model.config.mode
     classes = classes or model.classes
     model.eval()
-    device = model.label_to_object.device
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     clip = model.clip
@@ -178,30 +205,17 @@ def export_onnx(model: nn.Module, out: str | Path, classes: HOIClassSet | None =
 
     start = time.perf_counter()
     detr = model.detector
-    # Example batch of 2 and odd sizes: a size of 1, or two equal sizes, would be fixed.
-    images, mask = pad_images([torch.rand(3, 320, 416, device=device),
-                               torch.rand(3, 288, 384, device=device)])
-    batch = torch.export.Dim("batch", min=1, max=1024)
-    height = torch.export.Dim("height", min=32, max=8192)
-    width = torch.export.Dim("width", min=32, max=8192)
-    _export(_DETRGraph(detr), (images, mask), out / DETECTOR_FILE, ["images", "mask"],
-            ["logits", "boxes", "hidden"],
-            {"images": {0: batch, 2: height, 3: width}, "mask": {0: batch, 1: height, 2: width}},
-            opset)
+    export_detector(detr, out / DETECTOR_FILE, opset)
     if log:
         print(f"clip4hoi export: {out / DETECTOR_FILE} ({time.perf_counter() - start:.0f} s)",
               file=log)
     start = time.perf_counter()
-    pixels = torch.randn(2, 3, clip.image_size, clip.image_size, device=device)
-    patch_names = [f"patches_{i}" for i in layers]
-    _export(_CLIPImageGraph(clip, layers, dense), (pixels,), out / CLIP_FILE, ["pixels"],
-            ["global", *patch_names, *(["dense"] if dense else [])],
-            {"pixels": {0: torch.export.Dim("batch", min=1, max=1024)}}, opset)
+    export_clip_image(clip, out / CLIP_FILE, layers, dense, opset)
     if log:
         print(f"clip4hoi export: {out / CLIP_FILE} ({time.perf_counter() - start:.0f} s)",
               file=log)
 
-    save_file({"text": text.float().contiguous().cpu()}, str(out / TEXT_FILE))
+    write_atomic(out / TEXT_FILE, save({"text": text.float().contiguous().cpu()}))
     manifest = {
         "format": ONNX_FORMAT, "mode": mode, "torch": torch.__version__,
         "config": to_dict(model.config), "classes": classes.to_json(),

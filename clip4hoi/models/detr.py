@@ -149,8 +149,20 @@ class Backbone(nn.Module):
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         features = self.body(images)["0"]  # [B, C_backbone, h, w]
-        mask = F.interpolate(mask[None].float(), size=features.shape[-2:]).to(torch.bool)[0]
-        return features, mask  # [B, C_backbone, h, w], [B, h, w]
+        rows = nearest_index(mask.shape[1], features.shape[2], mask.device)  # [h]
+        cols = nearest_index(mask.shape[2], features.shape[3], mask.device)  # [w]
+        return features, mask[:, rows][:, :, cols]  # [B, C_backbone, h, w], [B, h, w]
+
+
+def nearest_index(size_in: int, size_out: int, device: torch.device) -> Tensor:
+    """Source indices ``[size_out]`` of nearest-neighbour resizing, as the original's
+    ``F.interpolate(mask, size)`` picks them: ``floor(i · (size_in / size_out))`` in fp32.
+    Written out so that an exported graph picks the same ones (ONNX's ``Resize`` divides by
+    ``size_out / size_in`` instead, which falls one pixel short where the product is a
+    whole number: a padded row or column would be missed)."""
+    scale = torch.full((), size_in, dtype=torch.float32, device=device) / size_out
+    index = (torch.arange(size_out, dtype=torch.float32, device=device) * scale).floor()
+    return index.long().clamp(max=size_in - 1)
 
 
 class PositionEmbeddingSine(nn.Module):
@@ -386,13 +398,17 @@ class DETR(nn.Module):
         self.query_embed = nn.Embedding(num_queries, hidden_dim)
         self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
         self.bbox_embed = MLP(hidden_dim, hidden_dim, 4, 3)
-        self.folded = False  # batch norm folded into the convolutions (prepare_for_inference)
         self.requires_grad_(False)
         self.eval()
 
     def train(self, mode: bool = True) -> DETR:
         """The detector is frozen: it stays in eval mode whatever ``mode`` is."""
         return super().train(False)
+
+    @property
+    def folded(self) -> bool:
+        """Whether the backbone's batch norms are folded into its convolutions."""
+        return not any(isinstance(m, FrozenBatchNorm2d) for m in self.backbone.modules())
 
     def prepare_for_inference(self, channels_last: bool = True) -> DETR:
         """Make the frozen network faster without changing what it computes: every
@@ -405,8 +421,7 @@ class DETR(nn.Module):
 
         The state dict then has a conv ``bias`` instead of each ``bn*`` entry: load the
         original checkpoints (:meth:`from_checkpoint`) before calling this."""
-        folded = fold_frozen_batchnorm(self.backbone[0].body)
-        self.folded = self.folded or folded > 0
+        fold_frozen_batchnorm(self.backbone[0].body)
         self.backbone[0].channels_last = channels_last
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.backbone[0].body.to(memory_format=memory_format)
