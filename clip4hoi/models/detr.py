@@ -528,11 +528,12 @@ class DETR(nn.Module):
                     f"pass {'num_heads' if field == 'nheads' else 'dilation'}={saved!r}"
                 )
         try:
-            model = cls(**arch, num_heads=num_heads, dilation=dilation)
+            with torch.device("meta"):  # no random initialisation: every value is loaded
+                model = cls(**arch, num_heads=num_heads, dilation=dilation)
         except ValueError as e:
             raise CheckpointError(f"{name}: cannot build DETR {arch}: {e}") from e
         _check_keys(model.state_dict(), state_dict, name, arch)
-        model.load_state_dict(state_dict, strict=True)
+        model.load_state_dict(state_dict, strict=True, assign=True)
         return model
 
 

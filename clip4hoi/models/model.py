@@ -63,14 +63,6 @@ from clip4hoi.models.losses import (
     image_labels,
     pair_labels,
 )
-from clip4hoi.weights import (
-    DEFAULT_OPEN_VOCAB,
-    DETR_WEIGHTS,
-    WeightsUnavailableError,
-    resolve_clip,
-    resolve_detr,
-    resolve_open_vocab,
-)
 
 HEAD_FORMAT = "clip4hoi-head/1"
 FROZEN_PREFIXES = ("detector.", "clip.")
@@ -412,6 +404,8 @@ def build_detector(cfg: DetectorConfig, download: bool = True) -> FrozenDetector
     """The frozen detector of ``cfg``: registered weights, a checkpoint file (a model folder
     for Grounding DINO), or ``random``. A DETR comes inference-ready: batch norms folded,
     channels-last backbone (:meth:`DETR.prepare_for_inference`)."""
+    from clip4hoi.weights import DEFAULT_OPEN_VOCAB, DETR_WEIGHTS, resolve_detr, resolve_open_vocab
+
     if cfg.type not in DETECTOR_TYPES:
         raise ValueError(f"detector.type {cfg.type!r}: choose from {', '.join(DETECTOR_TYPES)}")
     if cfg.type == "grounding_dino":
@@ -436,6 +430,8 @@ def build_frozen(detector: DetectorConfig, clip: CLIPConfig, download: bool = Tr
                  ) -> tuple[DETR, CLIPEncoder]:
     """The frozen DETR and CLIP, fetching missing weights unless ``download`` is False.
     All unavailable weights are reported together, in one error."""
+    from clip4hoi.weights import WeightsUnavailableError, resolve_clip  # imports open_clip
+
     errors: list[str] = []
     detr = encoder = None
     try:
