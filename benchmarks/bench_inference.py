@@ -24,6 +24,15 @@ resized to the detector's test scale (800×1066) as :class:`HOIDetector` does.
     prompted with "person. guitar. camel.", then with 100 and 200 more object names (one
     token each, as most COCO names; 200 more exceed the 256-token text length, so the
     detector runs twice), giving the cost per extra 100 names within one prompt and beyond.
+(e) Frozen networks, variants interleaved (``--sections frozen``): DETR-R50 (batch-norm
+    statistics randomised, so that folding is not a no-op) and the CLIP image pass of the
+    trained path in today's eager fp32 (the reference), batch norm folded, folded +
+    channels-last, bf16 autocast and ONNX Runtime fp32 (unless ``--no-onnx``), with each
+    variant's error against the reference: DETR boxes in pixels and class probabilities,
+    CLIP embedding cosines; and the sum of the fastest DETR and CLIP forwards.
+(f) bf16 against fp32 (``--sections bf16``): ``detect --mode dense`` and the trained path
+    (random head) on the 15 × 15 scene, 600 HICO-DET classes, two images: how many of the
+    fp32 top-100 detections are not in the bf16 top-100, and the score error.
 
 Each timing is the median of ``--repeat`` runs after one warm-up, the functions compared
 run interleaved (a slow phase of a shared machine hits all of them alike); torch keeps its
@@ -34,7 +43,8 @@ times can grow tenfold (``--threads 1`` is then steadier).
 Usage::
 
     python benchmarks/bench_inference.py [--repeat 3] [--crops 64] [--cli] [--open-vocab]
-        [--threads N] [--json OUT.json]
+        [--sections trained,text,free,frozen,bf16] [--no-onnx] [--threads N]
+        [--json OUT.json]
 """
 
 from __future__ import annotations

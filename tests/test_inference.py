@@ -24,21 +24,10 @@ from clip4hoi.models.model import CLIP4HOI, build_model
 from clip4hoi.models.precision import cpu_bf16_feature, resolve_precision
 from clip4hoi.models.training_free import build_training_free
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from bench_inference import randomize_batchnorm
+
 CLASSES = "ride bicycle, hold cup, hug person"
-
-
-def randomize_batchnorm(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Trained-like frozen batch-norm statistics, so that folding is not a no-op."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for bn in module.modules():
-            if isinstance(bn, FrozenBatchNorm2d):
-                n = bn.weight.numel()
-                bn.weight.copy_(0.5 + torch.rand(n, generator=generator))
-                bn.bias.copy_(0.2 * torch.randn(n, generator=generator))
-                bn.running_mean.copy_(0.2 * torch.randn(n, generator=generator))
-                bn.running_var.copy_(0.5 + torch.rand(n, generator=generator))
-    return module
 
 
 def assert_outputs_close(a: dict, b: dict, rtol: float = 2e-5) -> None:
