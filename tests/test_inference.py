@@ -78,6 +78,15 @@ def test_original_checkpoint_loads_unchanged_then_folds(shared_dir: Path) -> Non
     close = {"atol": 1e-4, "rtol": 0.0}
     torch.testing.assert_close(out["pred_logits"], reference["pred_logits"], **close)
     torch.testing.assert_close(out["pred_boxes"], reference["pred_boxes"], **close)
+    # Loaded without a random initialisation (meta device), and never sharing the tensors
+    # of a state dict it was given.
+    state = load_file(detr_dir / "tiny_detr_r18.safetensors")
+    given = state["class_embed.bias"].clone()
+    model = DETR.from_checkpoint(state, num_heads=4)
+    with torch.no_grad():
+        model.class_embed.bias.add_(1.0)
+    assert torch.equal(state["class_embed.bias"], given)
+    assert not any(p.is_meta for p in model.parameters())
 
 
 def test_built_detector_is_folded_and_keeps_bf16_activations() -> None:

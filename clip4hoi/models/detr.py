@@ -533,6 +533,8 @@ class DETR(nn.Module):
         except ValueError as e:
             raise CheckpointError(f"{name}: cannot build DETR {arch}: {e}") from e
         _check_keys(model.state_dict(), state_dict, name, arch)
+        if not isinstance(path_or_state_dict, (str, os.PathLike)):  # the caller's tensors
+            state_dict = {k: v.clone() for k, v in state_dict.items()}
         model.load_state_dict(state_dict, strict=True, assign=True)
         return model
 
