@@ -24,6 +24,15 @@ resized to the detector's test scale (800×1066) as :class:`HOIDetector` does.
     prompted with "person. guitar. camel.", then with 100 and 200 more object names (one
     token each, as most COCO names; 200 more exceed the 256-token text length, so the
     detector runs twice), giving the cost per extra 100 names within one prompt and beyond.
+(e) Frozen networks, variants interleaved (``--sections frozen``): DETR-R50 (batch-norm
+    statistics randomised, so that folding is not a no-op) and the CLIP image pass of the
+    trained path in today's eager fp32 (the reference), batch norm folded, folded +
+    channels-last, bf16 autocast and ONNX Runtime fp32 (unless ``--no-onnx``), with each
+    variant's error against the reference: DETR boxes in pixels and class probabilities,
+    CLIP embedding cosines; and the sum of the fastest DETR and CLIP forwards.
+(f) bf16 against fp32 (``--sections bf16``): ``detect --mode dense`` and the trained path
+    (random head) on the 15 × 15 scene, 600 HICO-DET classes, two images: how many of the
+    fp32 top-100 detections are not in the bf16 top-100, and the score error.
 
 Each timing is the median of ``--repeat`` runs after one warm-up, the functions compared
 run interleaved (a slow phase of a shared machine hits all of them alike); torch keeps its
@@ -34,12 +43,14 @@ times can grow tenfold (``--threads 1`` is then steadier).
 Usage::
 
     python benchmarks/bench_inference.py [--repeat 3] [--crops 64] [--cli] [--open-vocab]
-        [--threads N] [--json OUT.json]
+        [--sections trained,text,free,frozen,bf16] [--no-onnx] [--threads N]
+        [--json OUT.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -56,12 +67,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
-from torchvision.ops import box_convert
+from torchvision.ops import box_convert, box_iou
+from torchvision.ops.misc import FrozenBatchNorm2d
 
 from clip4hoi.config import ModelConfig, TrainingFreeConfig, apply_overrides
 from clip4hoi.data.metadata import COCO_CATEGORY_IDS, hicodet_classes, words
 from clip4hoi.data.transforms import HOITransform
-from clip4hoi.models.detr import normalize
+from clip4hoi.models.clip import build_clip
+from clip4hoi.models.detr import DETR, normalize
 from clip4hoi.models.interactor import enumerate_pairs, image_proposals
 from clip4hoi.models.model import CLIP4HOI, FrozenFeatures, build_model
 from clip4hoi.models.training_free import (
@@ -311,6 +324,206 @@ def bench_open_vocab(model: CLIP4HOI, image: Tensor, repeat: int) -> dict[str, A
     }
 
 
+# ------------------------------------------------------- (e) frozen networks: variants
+
+
+def randomize_batchnorm(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Random frozen batch-norm statistics (scale and variance in [0.5, 1.5], shift and
+    mean ±0.2), as a trained network has: folding them is then not a no-op."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for bn in module.modules():
+            if isinstance(bn, FrozenBatchNorm2d):
+                n = bn.weight.numel()
+                bn.weight.copy_(0.5 + torch.rand(n, generator=generator))
+                bn.bias.copy_(0.2 * torch.randn(n, generator=generator))
+                bn.running_mean.copy_(0.2 * torch.randn(n, generator=generator))
+                bn.running_var.copy_(0.5 + torch.rand(n, generator=generator))
+    return module
+
+
+def bench_frozen(image: Tensor, repeat: int, onnx: bool) -> dict[str, Any]:
+    """DETR-R50 (91 classes, batch-norm statistics randomised) and the CLIP ViT-B/16 image
+    pass of the trained path on ``image``, each variant interleaved with the others:
+    today's eager fp32 (the reference), batch norm folded, folded + channels-last, bf16
+    autocast (folded, channels-last) and ONNX Runtime fp32 (``onnx``)."""
+    torch.manual_seed(0)
+    detr = randomize_batchnorm(DETR(num_classes=91))
+    folded = copy.deepcopy(detr).prepare_for_inference(channels_last=False)
+    channels_last = copy.deepcopy(detr).prepare_for_inference(channels_last=True)
+    clip = build_clip("ViT-B-16")
+    layers = tuple(ModelConfig().clip.layers)
+    pixels = normalize([image])
+    clip_pixels = clip.preprocess([image])
+    bf16 = torch.autocast("cpu", dtype=torch.bfloat16)
+    detr_fns: dict[str, Callable[[], Any]] = {
+        "eager fp32": lambda: detr(pixels),
+        "folded fp32": lambda: folded(pixels),
+        "folded channels-last fp32": lambda: channels_last(pixels)}
+    clip_fns: dict[str, Callable[[], Any]] = {
+        "eager fp32": lambda: clip.encode_image(clip_pixels, layers=layers)}
+
+    def detr_bf16() -> Any:
+        with bf16:
+            return channels_last(pixels)
+
+    def clip_bf16() -> Any:
+        with bf16:
+            return clip.encode_image(clip_pixels, layers=layers)
+
+    detr_fns["bf16 autocast (folded, channels-last)"] = detr_bf16
+    clip_fns["bf16 autocast"] = clip_bf16
+    export_s = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        if onnx:
+            from clip4hoi.engine.export import (
+                OnnxCLIPImage,
+                OnnxDETR,
+                export_clip_image,
+                export_detector,
+            )
+
+            start = time.perf_counter()
+            export_detector(channels_last, Path(tmp) / "detector.onnx")
+            export_s["detr"] = time.perf_counter() - start
+            blocks = len(clip.model.visual.transformer.resblocks)
+            kept = tuple(i + blocks if i < 0 else i for i in layers)
+            start = time.perf_counter()
+            export_clip_image(clip, Path(tmp) / "clip.onnx", kept, dense=False)
+            export_s["clip"] = time.perf_counter() - start
+            onnx_detr = OnnxDETR(Path(tmp) / "detector.onnx", detr.config)
+            onnx_clip = OnnxCLIPImage(Path(tmp) / "clip.onnx", {
+                "image_size": clip.image_size, "patch_size": clip.patch_size,
+                "width": clip.width, "embed_dim": clip.embed_dim, "mean": clip.mean,
+                "std": clip.std, "blocks": blocks, "layers": kept, "dense": False})
+            detr_fns["onnxruntime fp32"] = lambda: onnx_detr(pixels)
+            clip_fns["onnxruntime fp32"] = lambda: onnx_clip.encode_image(clip_pixels, layers)
+        functions = {**{f"detr: {k}": f for k, f in detr_fns.items()},
+                     **{f"clip: {k}": f for k, f in clip_fns.items()}}
+        times = median_times(functions, repeat)
+        errors = {name: detr_error(detr(pixels), fn(), image.shape[-2:])
+                  for name, fn in detr_fns.items() if name != "eager fp32"}
+        reference = clip.encode_image(clip_pixels, layers=layers)
+        errors.update({f"clip: {name}": clip_error(reference, fn())
+                       for name, fn in clip_fns.items() if name != "eager fp32"})
+    detr_ref, clip_ref = times["detr: eager fp32"], times["clip: eager fp32"]
+    return {
+        "image_size": [int(image.shape[1]), int(image.shape[2])],
+        "detr_s": {k: times[f"detr: {k}"] for k in detr_fns},
+        "clip_s": {k: times[f"clip: {k}"] for k in clip_fns},
+        "detr_speedup": {k: detr_ref / times[f"detr: {k}"] for k in detr_fns},
+        "clip_speedup": {k: clip_ref / times[f"clip: {k}"] for k in clip_fns},
+        "fastest_detr_plus_clip_s": min(times[f"detr: {k}"] for k in detr_fns)
+        + min(times[f"clip: {k}"] for k in clip_fns),
+        "onnx_export_s": export_s, "errors_vs_eager_fp32": errors,
+    }
+
+
+def detr_error(reference: dict[str, Tensor], other: dict[str, Tensor], size: Any
+               ) -> dict[str, float]:
+    """Box error in pixels of the image (max, median over the queries), class-probability
+    error and relative logit error of ``other`` against ``reference``."""
+    height, width = (int(v) for v in size)
+    scale = torch.tensor([width, height, width, height])
+    boxes = (box_convert(other["pred_boxes"].float(), "cxcywh", "xyxy")
+             - box_convert(reference["pred_boxes"], "cxcywh", "xyxy")).abs() * scale
+    probs = (other["pred_logits"].float().softmax(-1) - reference["pred_logits"].softmax(-1))
+    logits = reference["pred_logits"]
+    return {"box_px_max": float(boxes.max()), "box_px_median": float(boxes.median()),
+            "prob_max": float(probs.abs().max()),
+            "logit_rel": float((other["pred_logits"].float() - logits).abs().max()
+                               / logits.abs().max())}
+
+
+def clip_error(reference: Any, other: Any) -> dict[str, float]:
+    """Smallest cosine between the global embeddings and between the patch tokens."""
+    cos = F.cosine_similarity(other.global_embedding.float(), reference.global_embedding, -1)
+    tokens = min(float(F.cosine_similarity(o.float(), r, -1).min())
+                 for o, r in zip(other.patch_tokens, reference.patch_tokens, strict=True))
+    return {"global_cos_min": float(cos.min()), "patch_cos_min": tokens}
+
+
+class SceneDETR(torch.nn.Module):
+    """A DETR whose detections are the 15 × 15 scene of :func:`scene_detections` (its
+    decoder states are the real DETR's): a random DETR's queries differ so little that its
+    class decisions would flip with any rounding, which a trained one's do not."""
+
+    def __init__(self, detr: DETR) -> None:
+        super().__init__()
+        self.detr, self.config = detr, detr.config
+
+    def forward(self, images: list[Tensor]) -> dict[str, Tensor]:
+        out = self.detr(images)
+        size = (int(images[0].shape[-2]), int(images[0].shape[-1]))
+        logits, boxes = scene_detections(self.config["num_classes"], size,
+                                         self.config["num_queries"])
+        return {"pred_logits": logits.expand(len(images), -1, -1),
+                "pred_boxes": boxes.expand(len(images), -1, -1),
+                "hidden_states": out["hidden_states"]}
+
+
+def bench_bf16_detections(images: list[Tensor]) -> dict[str, Any]:
+    """What bf16 autocast changes in the detections against fp32 on the same images, for
+    ``detect --mode dense`` and the trained path (random head), HICO-DET's 600 classes,
+    on the 15 × 15 scene's proposals (:class:`SceneDETR`; DETR's own box and class
+    errors are in (e)): how many of the fp32 top-100 are not in the bf16 top-100 (same
+    class, both boxes at IoU >= 0.9) and the score error of those found in both."""
+    from clip4hoi.engine.text_cache import cached_text_embeddings
+
+    torch.manual_seed(0)
+    detr = SceneDETR(randomize_batchnorm(DETR(num_classes=91)).prepare_for_inference())
+    dense = apply_overrides(TrainingFreeConfig(mode="dense"), RANDOM)
+    trained = build_model(apply_overrides(ModelConfig(), RANDOM)).eval()
+    models = {"dense": TrainingFreeHOI(dense, detr, trained.clip, hicodet_classes()).eval()}
+    trained.detector = detr
+    models["trained"] = trained
+    out: dict[str, Any] = {"images": len(images)}
+    for name, model in models.items():
+        with torch.no_grad():
+            cached_text_embeddings(model, model.classes)
+        per_image = []
+        for image in images:
+            with torch.no_grad():
+                fp32 = model([image])[0]
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    bf16 = model([image])[0]
+            per_image.append(compare_top(fp32, bf16))
+        out[name] = {
+            "detections": [p["detections"] for p in per_image],
+            "changed_in_top100": [p["changed_in_top100"] for p in per_image],
+            "score_abs_max": max(p["score_abs_max"] for p in per_image),
+            "score_rel_median": statistics.median(p["score_rel_median"] for p in per_image)}
+    return out
+
+
+def compare_top(fp32: dict[str, Tensor], bf16: dict[str, Tensor], top: int = 100
+                ) -> dict[str, Any]:
+    """Top-``top`` detections of ``fp32`` missing from ``bf16``'s top (same class, both
+    boxes at IoU >= 0.9); score and box errors of the matched ones."""
+    def best(d: dict[str, Tensor]) -> dict[str, Tensor]:
+        order = torch.argsort(d["scores"], descending=True)[:top]
+        return {k: v[order] for k, v in d.items()}
+
+    a, b = best(fp32), best(bf16)
+    if not (len(a["scores"]) and len(b["scores"])):
+        raise RuntimeError(f"no detections to compare ({len(a['scores'])} fp32, "
+                           f"{len(b['scores'])} bf16)")
+    iou = torch.minimum(box_iou(a["human_boxes"], b["human_boxes"]),
+                        box_iou(a["object_boxes"], b["object_boxes"]))       # [top, top]
+    same = (iou >= 0.9) & (a["hoi"][:, None] == b["hoi"][None, :])
+    found = same.any(1)
+    match = (iou * same).argmax(1)
+    matched = found.nonzero().squeeze(1)
+    j = match[matched]
+    score_a, score_b = a["scores"][matched], b["scores"][j].float()
+    boxes = torch.cat([(a["human_boxes"][matched] - b["human_boxes"][j]).abs(),
+                       (a["object_boxes"][matched] - b["object_boxes"][j]).abs()])
+    return {"detections": len(fp32["scores"]), "changed_in_top100": int((~found).sum()),
+            "score_abs_max": float((score_a - score_b).abs().max()),
+            "score_rel_median": float(((score_a - score_b).abs() / score_a).median()),
+            "box_px_max": float(boxes.max()), "box_px_median": float(boxes.median())}
+
+
 # -------------------------------------------------------------------------------- (c) CLI
 
 
@@ -337,11 +550,18 @@ def bench_cli(image: Tensor) -> dict[str, Any]:
     return results
 
 
+SECTIONS = ("trained", "text", "free", "frozen", "bf16")
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--crops", type=int, default=64,
                         help="distinct union boxes timed in crop mode")
+    parser.add_argument("--sections", default=",".join(SECTIONS),
+                        help=f"comma-separated, of {', '.join(SECTIONS)} (default: all)")
+    parser.add_argument("--no-onnx", action="store_true",
+                        help="(e) without the ONNX Runtime variants")
     parser.add_argument("--cli", action="store_true",
                         help="also time clip4hoi detect --random-weights in both modes")
     parser.add_argument("--open-vocab", action="store_true",
@@ -350,56 +570,104 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="torch threads (default: torch's; 1 is steadier on a busy machine)")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
+    sections = set(args.sections.split(","))
+    if sections - set(SECTIONS):
+        parser.error(f"--sections: unknown {sorted(sections - set(SECTIONS))}")
     if args.threads:
         torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)
     original = photo_like()
-    image = HOITransform(train=False)(original, {"boxes_h": torch.zeros(0, 4),
-                                                 "boxes_o": torch.zeros(0, 4)})[0]
-    model = build_model(apply_overrides(ModelConfig(), RANDOM)).eval()
-    results: dict[str, Any] = {"machine": machine(), "repeat": args.repeat}
+    transform = HOITransform(train=False)
+    no_boxes = {"boxes_h": torch.zeros(0, 4), "boxes_o": torch.zeros(0, 4)}
+    image = transform(original, dict(no_boxes))[0]
+    results: dict[str, Any] = {"machine": machine(), "cpu_flags": cpu_flags(),
+                               "repeat": args.repeat}
     with torch.no_grad():
-        results["trained"] = bench_trained(model, image, args.repeat)
-        results["text"] = bench_text(model, args.repeat)
-        results["training_free"] = bench_training_free(model, image, args.repeat, args.crops)
+        if sections & {"trained", "text", "free"} or args.open_vocab:
+            model = build_model(apply_overrides(ModelConfig(), RANDOM)).eval()
+        if "trained" in sections:
+            results["trained"] = bench_trained(model, image, args.repeat)
+        if "text" in sections:
+            results["text"] = bench_text(model, args.repeat)
+        if "free" in sections:
+            results["training_free"] = bench_training_free(model, image, args.repeat,
+                                                           args.crops)
         if args.open_vocab:
             results["open_vocab"] = bench_open_vocab(model, image, args.repeat)
+        if "frozen" in sections:
+            results["frozen"] = bench_frozen(image, args.repeat, not args.no_onnx)
+        if "bf16" in sections:
+            images = [transform(photo_like(seed=seed), dict(no_boxes))[0] for seed in (0, 1)]
+            results["bf16_vs_fp32"] = bench_bf16_detections(images)
     if args.cli:
         results["cli"] = bench_cli(original)
     results["machine_after"] = machine()
+    print_table(results)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=1))
+    return results
 
-    t, x, f = results["trained"], results["text"], results["training_free"]
-    rows = [
-        ("machine", results["machine"]),
-        ("after the run", results["machine_after"]),
-        ("image", f"640x480 -> {t['image_size'][1]}x{t['image_size'][0]} (w x h)"),
-        ("(a) DETR-R50", f"{t['detr_s'] * 1000:8.1f} ms"),
-        ("    CLIP image encoder", f"{t['clip_image_s'] * 1000:8.1f} ms"),
-        (f"    head, {t['pairs']} pairs", f"{t['head_s'] * 1000:8.1f} ms  ("
-         + ", ".join(f"{k} {v * 1000:.1f}" for k, v in t["head_parts_s"].items()) + ")"),
-        ("    post-processing", f"{t['post_s'] * 1000:8.1f} ms"),
-        ("    (head + post) / (DETR + CLIP)", f"{t['head_ratio'] * 100:8.1f} %  (target <= 15 %)"),
-        ("    trainable parameters", f"{t['trainable_parameters']:,}"),
-        (f"    text, {x['classes']} prompts (learnable, "
-         f"{x['prompt_tokens']} tok)", f"{x['prompts_trimmed_s'] * 1000:8.1f} ms"),
-        (f"    text, {x['classes']} sentences trimmed "
-         f"({x['longest_sentence_tokens']} tok)", f"{x['sentences_trimmed_s'] * 1000:8.1f} ms"),
-        (f"    text, {x['classes']} sentences padded (77 tok)",
-         f"{x['sentences_padded77_s'] * 1000:8.1f} ms"),
-        (f"(b) crop: {f['crops']} crops, batch {f['crop_batch_size']}",
-         f"{f['crop_s']:8.2f} s = {f['crop_pairs_per_s']:.1f} pairs/s"),
-        (f"    crop: 15x15 scene = {f['scene_pairs']} pairs",
-         f"{f['scene_distinct_crops']} distinct crops, "
-         f"~{f['scene_distinct_crops'] / f['crop_pairs_per_s']:.1f} s"),
-        ("    plain CLIP image pass", f"{f['clip_plain_s'] * 1000:8.1f} ms"),
-        ("    dense CLIP pass", f"{f['clip_dense_pass_s'] * 1000:8.1f} ms"),
-        (f"    dense pass + pool + score, {f['scene_pairs']} pairs",
-         f"{f['dense_scoring_s'] * 1000:8.1f} ms = {f['dense_ratio']:.2f}x plain "
-         f"(target <= 1.3x)"),
-        (f"    text, {len(hicodet_classes())} classes x {f['templates']} templates (once)",
-         f"{f['text_embeddings_s']:8.2f} s"),
-    ]
+
+def cpu_flags() -> list[str]:
+    """The /proc/cpuinfo flags that decide the fast paths (AVX2/512, bf16, AMX, VNNI)."""
+    from clip4hoi.models.precision import cpu_bf16_feature
+
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = next(line.split(":", 1)[1].split() for line in handle
+                         if line.startswith("flags"))
+    except (OSError, StopIteration):
+        flags = []
+    wanted = [f for f in flags if f.startswith(("avx2", "avx512", "amx")) or "vnni" in f]
+    return [*wanted, f"bf16 native: {cpu_bf16_feature() or 'no'}"]
+
+
+def print_table(results: dict[str, Any]) -> None:
+    """The results as a two-column table."""
+    rows = [("machine", results["machine"]), ("after the run", results["machine_after"]),
+            ("CPU flags", " ".join(results["cpu_flags"]))]
+    if "trained" in results:
+        t = results["trained"]
+        rows += [
+            ("image", f"640x480 -> {t['image_size'][1]}x{t['image_size'][0]} (w x h)"),
+            ("(a) DETR-R50", f"{t['detr_s'] * 1000:8.1f} ms"),
+            ("    CLIP image encoder", f"{t['clip_image_s'] * 1000:8.1f} ms"),
+            (f"    head, {t['pairs']} pairs", f"{t['head_s'] * 1000:8.1f} ms  ("
+             + ", ".join(f"{k} {v * 1000:.1f}" for k, v in t["head_parts_s"].items()) + ")"),
+            ("    post-processing", f"{t['post_s'] * 1000:8.1f} ms"),
+            ("    (head + post) / (DETR + CLIP)",
+             f"{t['head_ratio'] * 100:8.1f} %  (target <= 15 %)"),
+            ("    trainable parameters", f"{t['trainable_parameters']:,}"),
+        ]
+    if "text" in results:
+        x = results["text"]
+        rows += [
+            (f"    text, {x['classes']} prompts (learnable, "
+             f"{x['prompt_tokens']} tok)", f"{x['prompts_trimmed_s'] * 1000:8.1f} ms"),
+            (f"    text, {x['classes']} sentences trimmed "
+             f"({x['longest_sentence_tokens']} tok)",
+             f"{x['sentences_trimmed_s'] * 1000:8.1f} ms"),
+            (f"    text, {x['classes']} sentences padded (77 tok)",
+             f"{x['sentences_padded77_s'] * 1000:8.1f} ms"),
+        ]
+    if "training_free" in results:
+        f = results["training_free"]
+        rows += [
+            (f"(b) crop: {f['crops']} crops, batch {f['crop_batch_size']}",
+             f"{f['crop_s']:8.2f} s = {f['crop_pairs_per_s']:.1f} pairs/s"),
+            (f"    crop: 15x15 scene = {f['scene_pairs']} pairs",
+             f"{f['scene_distinct_crops']} distinct crops, "
+             f"~{f['scene_distinct_crops'] / f['crop_pairs_per_s']:.1f} s"),
+            ("    plain CLIP image pass", f"{f['clip_plain_s'] * 1000:8.1f} ms"),
+            ("    dense CLIP pass", f"{f['clip_dense_pass_s'] * 1000:8.1f} ms"),
+            (f"    dense pass + pool + score, {f['scene_pairs']} pairs",
+             f"{f['dense_scoring_s'] * 1000:8.1f} ms = {f['dense_ratio']:.2f}x plain "
+             f"(target <= 1.3x)"),
+            (f"    text, {len(hicodet_classes())} classes x {f['templates']} templates (once)",
+             f"{f['text_embeddings_s']:8.2f} s"),
+        ]
     for mode, c in results.get("cli", {}).items():
         rows.append((f"(c) clip4hoi detect --mode {mode}, 2 images",
                      f"{c['wall_s']:.1f} s wall; JSON seconds {c['seconds'][0]:.2f}, "
@@ -414,13 +682,39 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ("    +100 names, same prompt", f"{o['per_100_names_in_prompt_s'] * 1000:8.1f} ms"),
             ("    +100 names, one more prompt", f"{o['per_100_names_new_chunk_s'] * 1000:8.1f} ms"),
         ]
+    if "frozen" in results:
+        z = results["frozen"]
+        h, w = z["image_size"]
+        rows.append((f"(e) DETR-R50 at {w}x{h}, random BN statistics", ""))
+        for name, seconds in z["detr_s"].items():
+            error = z["errors_vs_eager_fp32"].get(name)
+            note = (f"; boxes {error['box_px_max']:.2g} px max, {error['box_px_median']:.2g} "
+                    f"median, probs {error['prob_max']:.1g}") if error else ""
+            rows.append((f"    {name}", f"{seconds * 1000:8.1f} ms = "
+                         f"{z['detr_speedup'][name]:.2f}x{note}"))
+        rows.append(("    CLIP ViT-B/16 image pass (trained path)", ""))
+        for name, seconds in z["clip_s"].items():
+            error = z["errors_vs_eager_fp32"].get(f"clip: {name}")
+            note = (f"; cosine >= {error['global_cos_min']:.5f} global, "
+                    f"{error['patch_cos_min']:.5f} patches") if error else ""
+            rows.append((f"    {name}", f"{seconds * 1000:8.1f} ms = "
+                         f"{z['clip_speedup'][name]:.2f}x{note}"))
+        rows.append(("    fastest DETR + fastest CLIP", f"{z['fastest_detr_plus_clip_s']:8.2f} s"))
+        if z["onnx_export_s"]:
+            rows.append(("    ONNX export (DETR, CLIP)", ", ".join(
+                f"{v:.0f} s" for v in z["onnx_export_s"].values())))
+    if "bf16_vs_fp32" in results:
+        b = results["bf16_vs_fp32"]
+        rows.append((f"(f) bf16 vs fp32 detections, {b['images']} images, 15x15 scene", ""))
+        for name in ("dense", "trained"):
+            m = b[name]
+            rows.append((f"    {name}: fp32 top-100 not in bf16 top-100",
+                         f"{m['changed_in_top100']} of {m['detections']} detections; score "
+                         f"error {m['score_abs_max']:.2g} max, {m['score_rel_median']:.2g} "
+                         f"median relative"))
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=1))
-    return results
 
 
 if __name__ == "__main__":

@@ -28,19 +28,20 @@ from collections.abc import Sequence
 from copy import deepcopy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import open_clip
 import torch
 import torch.nn.functional as F
-from open_clip.model import CLIP, CustomTextCLIP
-from open_clip.tokenizer import SimpleTokenizer
-from open_clip.transformer import VisionTransformer
 from safetensors import SafetensorError
 from torch import Tensor, nn
 
 from clip4hoi.errors import InputError
-from clip4hoi.weights import CLIPWeights, clip_architecture
+
+if TYPE_CHECKING:  # open_clip is imported where a network is built (2.5 s: transformers)
+    from open_clip.model import CLIP, CustomTextCLIP
+    from open_clip.tokenizer import SimpleTokenizer
+
+    from clip4hoi.weights import CLIPWeights
 
 __all__ = [
     "OPENAI_MEAN",
@@ -48,6 +49,7 @@ __all__ = [
     "CLIPEncoder",
     "ImageFeatures",
     "build_clip",
+    "resize_normalize",
 ]
 
 OPENAI_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
@@ -69,6 +71,9 @@ def _is_torchscript(path: Path) -> bool:
 def _load_weights(model: nn.Module, path: Path, torchscript: bool) -> None:
     """Load a checkpoint with open_clip's loader (``weights_only=True`` / safetensors); an
     OpenAI TorchScript archive through ``torch.jit.load`` (no pickled Python objects)."""
+    import open_clip
+    from open_clip.model import CustomTextCLIP
+
     try:
         if not torchscript:
             open_clip.load_checkpoint(model, str(path), strict=True, weights_only=True)
@@ -111,6 +116,12 @@ def build_clip(
         model_cfg: an open_clip model config (``embed_dim``, ``vision_cfg``, ``text_cfg``) for a
             custom architecture.
     """
+    import open_clip
+    from open_clip.model import CLIP, CustomTextCLIP
+    from open_clip.tokenizer import SimpleTokenizer
+
+    from clip4hoi.weights import CLIPWeights, clip_architecture
+
     if weights is not None and not isinstance(weights, CLIPWeights):
         weights = CLIPWeights(Path(weights))
     if weights is not None and not weights.file.is_file():
@@ -153,6 +164,22 @@ def build_clip(
 # --------------------------------------------------------------------------------------
 # The encoder
 # --------------------------------------------------------------------------------------
+
+
+def resize_normalize(images: Sequence[Tensor], size: int, mean: Tensor, std: Tensor) -> Tensor:
+    """Float ``[3, H, W]`` images in [0, 1] -> ``[B, 3, size, size]`` on ``mean``'s device:
+    each resized as a whole (bilinear, antialiased), then ``(x - mean) / std`` with
+    ``mean``/``std`` ``[3, 1, 1]`` (:meth:`CLIPEncoder.preprocess`)."""
+    out = []
+    for image in images:
+        if image.ndim != 3 or image.shape[0] != 3 or not image.is_floating_point():
+            raise ValueError(
+                f"expected a float [3, H, W] image, got {image.dtype} {tuple(image.shape)}"
+            )
+        image = image.to(mean.device, torch.float32)[None]  # [1, 3, H, W]
+        out.append(F.interpolate(image, size=(size, size), mode="bilinear",
+                                 align_corners=False, antialias=True))
+    return (torch.cat(out) - mean) / std  # [B, 3, S, S]
 
 
 @dataclass
@@ -204,6 +231,8 @@ class CLIPEncoder(nn.Module):
         mean: Sequence[float] = OPENAI_MEAN,
         std: Sequence[float] = OPENAI_STD,
     ) -> None:
+        from open_clip.transformer import VisionTransformer
+
         super().__init__()
         visual = model.visual
         if not isinstance(visual, VisionTransformer):
@@ -256,23 +285,7 @@ class CLIPEncoder(nn.Module):
         """Float ``[3, H, W]`` images in [0, 1] -> CLIP input ``[B, 3, S, S]``: each image is
         resized as a whole to S×S (bilinear, antialiased; no crop, so boxes map linearly)
         and normalised with ``mean``/``std``. Output on this module's device."""
-        out = []
-        for image in images:
-            if image.ndim != 3 or image.shape[0] != 3 or not image.is_floating_point():
-                raise ValueError(
-                    f"expected a float [3, H, W] image, got {image.dtype} {tuple(image.shape)}"
-                )
-            image = image.to(self._pixel_mean.device, torch.float32)[None]  # [1, 3, H, W]
-            out.append(
-                F.interpolate(
-                    image,
-                    size=(self.image_size,) * 2,
-                    mode="bilinear",
-                    align_corners=False,
-                    antialias=True,
-                )
-            )
-        return (torch.cat(out) - self._pixel_mean) / self._pixel_std  # [B, 3, S, S]
+        return resize_normalize(images, self.image_size, self._pixel_mean, self._pixel_std)
 
     def _positional_embedding(self, gh: int, gw: int) -> Tensor:
         """[1 + gh * gw, W]: the learned grid resized bicubically (antialiased, as open_clip's

@@ -19,10 +19,11 @@ map (stride 32, or 16 with ``dilation=True``), ``S = h * w``.
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ import torch.nn.functional as F
 import torchvision
 from safetensors.torch import load_file as load_safetensors
 from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops import box_convert
 from torchvision.ops.misc import FrozenBatchNorm2d
@@ -42,6 +44,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "CheckpointError",
+    "fold_frozen_batchnorm",
     "normalize",
     "pad_images",
     "postprocess",
@@ -139,12 +142,27 @@ class Backbone(nn.Module):
         )
         self.body = IntermediateLayerGetter(resnet, return_layers={"layer4": "0"})
         self.num_channels = 512 if name in ("resnet18", "resnet34") else 2048
+        self.channels_last = False  # see DETR.prepare_for_inference
 
     def forward(self, images: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         # images [B, 3, H, W], mask [B, H, W] (True = padding)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         features = self.body(images)["0"]  # [B, C_backbone, h, w]
-        mask = F.interpolate(mask[None].float(), size=features.shape[-2:]).to(torch.bool)[0]
-        return features, mask  # [B, C_backbone, h, w], [B, h, w]
+        rows = nearest_index(mask.shape[1], features.shape[2], mask.device)  # [h]
+        cols = nearest_index(mask.shape[2], features.shape[3], mask.device)  # [w]
+        return features, mask[:, rows][:, :, cols]  # [B, C_backbone, h, w], [B, h, w]
+
+
+def nearest_index(size_in: int, size_out: int, device: torch.device) -> Tensor:
+    """Source indices ``[size_out]`` of nearest-neighbour resizing, as the original's
+    ``F.interpolate(mask, size)`` picks them: ``floor(i · (size_in / size_out))`` in fp32.
+    Written out so that an exported graph picks the same ones (ONNX's ``Resize`` divides by
+    ``size_out / size_in`` instead, which falls one pixel short where the product is a
+    whole number: a padded row or column would be missed)."""
+    scale = torch.full((), size_in, dtype=torch.float32, device=device) / size_out
+    index = (torch.arange(size_out, dtype=torch.float32, device=device) * scale).floor()
+    return index.long().clamp(max=size_in - 1)
 
 
 class PositionEmbeddingSine(nn.Module):
@@ -387,6 +405,29 @@ class DETR(nn.Module):
         """The detector is frozen: it stays in eval mode whatever ``mode`` is."""
         return super().train(False)
 
+    @property
+    def folded(self) -> bool:
+        """Whether the backbone's batch norms are folded into its convolutions."""
+        return not any(isinstance(m, FrozenBatchNorm2d) for m in self.backbone.modules())
+
+    def prepare_for_inference(self, channels_last: bool = True) -> DETR:
+        """Make the frozen network faster without changing what it computes: every
+        ``FrozenBatchNorm2d`` of the ResNet is folded into the convolution before it
+        (:func:`fold_frozen_batchnorm`; outputs equal within fp32 rounding), and with
+        ``channels_last`` the backbone runs in the channels-last memory layout (oneDNN's
+        fast path for the 1×1 convolutions on CPUs, tensor-core layout on GPUs). Folding
+        also lets bf16 autocast keep the activations in bf16: an unfolded batch norm's fp32
+        scale promotes every conv output back to fp32. Returns ``self``.
+
+        The state dict then has a conv ``bias`` instead of each ``bn*`` entry: load the
+        original checkpoints (:meth:`from_checkpoint`) before calling this."""
+        fold_frozen_batchnorm(self.backbone[0].body)
+        self.backbone[0].channels_last = channels_last
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.backbone[0].body.to(memory_format=memory_format)
+        self.input_proj.to(memory_format=memory_format)
+        return self
+
     @torch.no_grad()
     def forward(self, images: Sequence[Tensor] | tuple[Tensor, Tensor]) -> dict[str, Tensor]:
         """Detect objects.
@@ -487,12 +528,54 @@ class DETR(nn.Module):
                     f"pass {'num_heads' if field == 'nheads' else 'dilation'}={saved!r}"
                 )
         try:
-            model = cls(**arch, num_heads=num_heads, dilation=dilation)
+            with torch.device("meta"):  # no random initialisation: every value is loaded
+                model = cls(**arch, num_heads=num_heads, dilation=dilation)
         except ValueError as e:
             raise CheckpointError(f"{name}: cannot build DETR {arch}: {e}") from e
         _check_keys(model.state_dict(), state_dict, name, arch)
-        model.load_state_dict(state_dict, strict=True)
+        if not isinstance(path_or_state_dict, (str, os.PathLike)):  # the caller's tensors
+            state_dict = {k: v.clone() for k, v in state_dict.items()}
+        model.load_state_dict(state_dict, strict=True, assign=True)
         return model
+
+
+@torch.no_grad()
+def fold_frozen_batchnorm(module: nn.Module) -> int:
+    """Fold each ``FrozenBatchNorm2d`` of a torchvision ResNet (``module``: the network or a
+    part of it) into the convolution it follows — ``convN``/``bnN`` of the stem and the
+    blocks, ``downsample.0``/``downsample.1`` — and replace it by ``nn.Identity``.
+
+    ``bn(conv(x)) = conv'(x)`` with ``w' = w · γ / √(σ² + ε)`` per output channel and
+    ``b' = (b − μ) · γ / √(σ² + ε) + β``, computed in float64 and rounded once to the
+    weights' type: the outputs equal the unfolded network's within fp32 rounding. Returns
+    the number of batch norms folded (0 when already folded)."""
+    folded = 0
+    for parent, conv, bn_name, bn in list(_conv_bn_pairs(module)):
+        dtype = conv.weight.dtype
+        bias = conv.bias.double() if conv.bias is not None else None
+        weight, bias = fuse_conv_bn_weights(
+            conv.weight.double(), bias, bn.running_mean.double(), bn.running_var.double(),
+            bn.eps, bn.weight.double(), bn.bias.double())
+        conv.weight = nn.Parameter(weight.to(dtype), requires_grad=False)
+        conv.bias = nn.Parameter(bias.to(dtype), requires_grad=False)
+        setattr(parent, bn_name, nn.Identity())
+        folded += 1
+    return folded
+
+
+def _conv_bn_pairs(module: nn.Module) -> Iterator[tuple[nn.Module, nn.Conv2d, str, nn.Module]]:
+    """``(parent, conv, batch norm's name in parent, batch norm)`` of each frozen batch norm
+    applied right after a convolution in a torchvision ResNet."""
+    for parent in module.modules():
+        if isinstance(parent, nn.Sequential):  # downsample = Sequential(conv, bn)
+            children = list(parent.named_children())
+            pairs = list(itertools.pairwise(children))
+        else:  # stem and blocks: convN then bnN
+            pairs = [((f"conv{i}", getattr(parent, f"conv{i}", None)),
+                      (f"bn{i}", getattr(parent, f"bn{i}", None))) for i in (1, 2, 3)]
+        for (_, conv), (bn_name, bn) in pairs:
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, FrozenBatchNorm2d):
+                yield parent, conv, bn_name, bn
 
 
 def postprocess(

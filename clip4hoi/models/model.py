@@ -51,14 +51,6 @@ from clip4hoi.models.losses import (
     image_labels,
     pair_labels,
 )
-from clip4hoi.weights import (
-    DEFAULT_OPEN_VOCAB,
-    DETR_WEIGHTS,
-    WeightsUnavailableError,
-    resolve_clip,
-    resolve_detr,
-    resolve_open_vocab,
-)
 
 FROZEN_PREFIXES = ("detector.", "clip.")
 DETECTOR_TYPES = ("detr", "grounding_dino")
@@ -397,7 +389,10 @@ class CLIP4HOI(nn.Module):
 
 def build_detector(cfg: DetectorConfig, download: bool = True) -> FrozenDetector:
     """The frozen detector of ``cfg``: registered weights, a checkpoint file (a model folder
-    for Grounding DINO), or ``random``."""
+    for Grounding DINO), or ``random``. A DETR comes inference-ready: batch norms folded,
+    channels-last backbone (:meth:`DETR.prepare_for_inference`)."""
+    from clip4hoi.weights import DEFAULT_OPEN_VOCAB, DETR_WEIGHTS, resolve_detr, resolve_open_vocab
+
     if cfg.type not in DETECTOR_TYPES:
         raise ValueError(f"detector.type {cfg.type!r}: choose from {', '.join(DETECTOR_TYPES)}")
     if cfg.type == "grounding_dino":
@@ -408,16 +403,22 @@ def build_detector(cfg: DetectorConfig, download: bool = True) -> FrozenDetector
         return build_grounding_dino(resolve_open_vocab(weights, download),
                                     tokenizer=cfg.tokenizer)
     if cfg.weights == "random":
-        return DETR(**(cfg.architecture or {"num_classes": 91}))
-    dilation = cfg.dilation or (cfg.weights in DETR_WEIGHTS and DETR_WEIGHTS[cfg.weights].dilation)
-    return DETR.from_checkpoint(resolve_detr(cfg.weights, download), num_heads=cfg.num_heads,
-                                dilation=dilation)
+        detr = DETR(**(cfg.architecture or {"num_classes": 91}))
+    else:
+        dilation = cfg.dilation or (cfg.weights in DETR_WEIGHTS
+                                    and DETR_WEIGHTS[cfg.weights].dilation)
+        detr = DETR.from_checkpoint(resolve_detr(cfg.weights, download),
+                                    num_heads=cfg.num_heads, dilation=dilation)
+    # Frozen everywhere (inference, training, the feature cache): fold its batch norms.
+    return detr.prepare_for_inference()
 
 
 def build_frozen(detector: DetectorConfig, clip: CLIPConfig, download: bool = True
                  ) -> tuple[DETR, CLIPEncoder]:
     """The frozen DETR and CLIP, fetching missing weights unless ``download`` is False.
     All unavailable weights are reported together, in one error."""
+    from clip4hoi.weights import WeightsUnavailableError, resolve_clip  # imports open_clip
+
     errors: list[str] = []
     detr = encoder = None
     try:

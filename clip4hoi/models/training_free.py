@@ -63,6 +63,7 @@ from clip4hoi.models.model import (
     object_ids,
     run_detector,
 )
+from clip4hoi.models.precision import full_precision
 
 MODES = ("crop", "dense")
 POOLINGS = ("mean", "roi_align")
@@ -225,7 +226,8 @@ class TrainingFreeHOI(nn.Module):
                              "losses; call it without targets")
         classes = classes or self.classes
         cfg = self.config
-        text = self.text_embeddings(classes)                                     # [K, E]
+        with full_precision(self.label_to_object.device):  # encoded once: in fp32
+            text = self.text_embeddings(classes).float()                         # [K, E]
         class_objects = torch.tensor(classes.objects, device=text.device)        # [K]
         verb_ids = torch.tensor(classes.verb_ids, device=text.device)            # [K]
         detections = run_detector(self.detector, images, classes)
@@ -249,8 +251,10 @@ class TrainingFreeHOI(nn.Module):
             else:
                 features = pool_patches(clip_out.dense_embeddings[i], boxes, clip_out.grid,
                                         cfg.dense_pooling)                       # [P, E]
-            prior = (inst.scores[h] * inst.scores[o]) ** cfg.detector_power      # [P]
-            scores = calibrated_scores(features, text, valid, cfg.temperature) * prior[:, None]
+            with full_precision(features.device):  # scoring in fp32 under autocast too
+                prior = (inst.scores[h] * inst.scores[o]) ** cfg.detector_power  # [P]
+                scores = calibrated_scores(features.float(), text, valid,
+                                           cfg.temperature) * prior[:, None]
             p, k = torch.nonzero(valid).unbind(1)
             results.append({
                 "human_boxes": inst.boxes[h[p]], "object_boxes": inst.boxes[o[p]],
