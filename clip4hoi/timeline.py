@@ -107,12 +107,18 @@ class TimelineBuilder:
         self._tracks: dict[int, _Track] = {}
 
     def add(self, frame: dict) -> list[dict]:
-        """Take one frame record; returns the interactions on at this frame, longest first:
-        ``human_track``, ``object_track``, ``hoi``, ``verb``, ``object``, ``start`` and
-        ``seconds`` (the duration so far), ``score``. An interaction is on at a frame of a
-        segment that scores at least ``off_score`` once the segment is ``min_length``
-        long — so every frame it is shown at lies in a segment of the final timeline."""
+        """Take the next frame record (one whose ``time`` is missing or earlier than the
+        last one's counts as taken at the last one's time); returns the interactions on at
+        this frame, longest first: ``human_track``, ``object_track``, ``hoi``, ``verb``,
+        ``object``, ``start`` and ``seconds`` (the duration so far), ``score``. An
+        interaction is on at a frame of a segment that scores at least ``off_score`` once
+        the segment is ``min_length`` long — so every frame it is shown at lies in a
+        segment of the final timeline."""
         time = float(frame["time"])
+        if self.end is not None and not time >= self.end:    # earlier, or NaN: no time passed
+            time = self.end
+        elif not math.isfinite(time):
+            time = 0.0
         self.frames += 1
         self.start = time if self.start is None else self.start
         self.end = time

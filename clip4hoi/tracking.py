@@ -24,9 +24,8 @@ state exactly, which is how an interrupted video resumes (:meth:`VideoTracker.re
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from clip4hoi.errors import EnvironmentFault, InputError
@@ -46,25 +45,21 @@ class TrackerSettings:
 
     def check(self) -> None:
         """``InputError`` naming the setting that is out of range."""
-        if not (isinstance(self.lost_seconds, int | float) and math.isfinite(self.lost_seconds)
-                and 0 <= self.lost_seconds <= 3600):
+        if isinstance(self.lost_seconds, bool) or not (
+                isinstance(self.lost_seconds, int | float) and 0 <= self.lost_seconds <= 3600):
             raise InputError(f"tracker lost_seconds {self.lost_seconds!r}: must be a number of "
                              f"seconds from 0 to 3600")
-        if not (isinstance(self.buffer, int | float) and 0 <= self.buffer <= 10):
+        if isinstance(self.buffer, bool) or not (isinstance(self.buffer, int | float)
+                                                 and 0 <= self.buffer <= 10):
             raise InputError(f"tracker buffer {self.buffer!r}: must be a fraction of the box "
                              f"size from 0 to 10")
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def _bytetrack() -> tuple[type, type]:
     """The ``trackers`` classes ``ByteTrackTracker`` and ``BIoU``; ``EnvironmentFault``
     (one line, what to install) when the package or its OpenCV cannot be imported."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            from trackers import BIoU, ByteTrackTracker
+        from trackers import BIoU, ByteTrackTracker
     except ImportError as error:
         if getattr(error, "name", None) == "trackers":
             raise EnvironmentFault("tracking people and objects in videos needs the trackers "

@@ -102,6 +102,12 @@ def test_on_now_agrees_with_the_final_segments() -> None:
         assert active["seconds"] >= TimelineSettings().min_length
 
 
+def test_a_time_that_goes_back_or_is_missing_counts_as_no_time_passed() -> None:
+    frames = frames_of([0.9, 0.9, 0.9, 0.9])
+    frames[2]["time"], frames[3]["time"] = 0.2, float("nan")
+    assert spans(build_timeline(frames, TimelineSettings(min_length=0))) == [(0.0, 0.5)]
+
+
 def test_untracked_boxes_do_not_make_interactions() -> None:
     timeline = build_timeline(frames_of([0.9] * 6, tracks=(1, None)))
     assert timeline["interactions"] == []
