@@ -140,3 +140,20 @@ def oracle_records(oracle: dict, planted: tuple[Planted, ...] = PLANTED, jitter:
                             "score": p.score_at(oracle["time"]), "_truth": (p.human, p.obj)})
     records.sort(key=lambda r: -r["score"])
     return records
+
+
+COCO_IDS = {"person": 0, "sports_ball": 32, "cup": 41}
+
+
+def oracle_target(oracle: dict) -> dict:
+    """The oracle boxes of one frame as a model target (the ``--boxes`` proposals of a
+    model with ``detector.use_gt_boxes``): one row per (person, other box) pair, continuous
+    xyxy pixels, COCO-80 object ids."""
+    import torch
+
+    people = [b for b in oracle["boxes"] if b["label"] == "person"]
+    pairs = [(h, o) for h in people for o in oracle["boxes"] if o is not h]
+    edges = torch.tensor([0.0, 0.0, 1.0, 1.0])   # inclusive pixel indices -> continuous
+    return {"boxes_h": torch.tensor([h["box"] for h, _ in pairs]).reshape(-1, 4) + edges,
+            "boxes_o": torch.tensor([o["box"] for _, o in pairs]).reshape(-1, 4) + edges,
+            "object": torch.tensor([COCO_IDS[o["label"]] for _, o in pairs], dtype=torch.long)}

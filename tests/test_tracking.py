@@ -154,3 +154,42 @@ def test_the_video_extra_and_dev_install_the_tracker() -> None:
     extras = project["project"]["optional-dependencies"]
     for extra in ("video", "dev"):
         assert any(req.startswith("trackers") for req in extras[extra]), extra
+
+
+def test_the_model_on_oracle_proposals_gives_stable_tracks(tmp_path: Path) -> None:
+    """The decoded frames through a tiny random CLIP4HOI whose proposals are the oracle
+    boxes (``detector.use_gt_boxes``, as ``--boxes`` gives them): the records' boxes map
+    back to the oracle's, and the tracker keeps one id per mover."""
+    import av
+    import torch
+    from conftest import tiny_model_config
+    from moving_boxes import oracle_target
+
+    from clip4hoi.api import HOIDetector, to_records
+
+    config = tiny_model_config()
+    config.detector.use_gt_boxes = True
+    detector = HOIDetector.from_config(config, min_size=96, max_size=160)
+    classes = detector.resolve_classes("hold cup, kick sports ball, hug person")
+    oracle = write_moving_boxes(tmp_path / "boxes.mp4")
+    tracker = VideoTracker(rate=2.0)
+    seen: dict[tuple[str, tuple], set] = {}        # oracle (label, box) -> track ids
+    with av.open(str(tmp_path / "boxes.mp4")) as container:
+        for index, frame in enumerate(container.decode(video=0)):
+            if index % EVERY:
+                continue
+            pixels = torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
+            image, target = detector.preprocess(pixels, oracle_target(oracle[index]))
+            (result,) = detector.detect([image], [target], classes)
+            records = tracker.track_records(float(frame.time),
+                                            to_records(result, classes, top_k=0))
+            truth = {(b["label"], tuple(b["box"])): b["id"] for b in oracle[index]["boxes"]}
+            for det in records:
+                for label, box, track in ((("person"), det["human_box"], det["human_track"]),
+                                          (det["object"], det["object_box"],
+                                           det["object_track"])):
+                    mover = truth[(label, tuple(round(v) for v in box))]
+                    seen.setdefault(mover, set()).add(track)
+    assert sorted(seen) == [m.id for m in SCENE]
+    tracks = [ids - {None} for ids in seen.values()]
+    assert all(len(ids) == 1 for ids in tracks) and len(set.union(*tracks)) == len(SCENE)
