@@ -1,5 +1,5 @@
-"""The ``clip4hoi`` command line: detect, demo, push, download, eval, make-synthetic, train,
-test."""
+"""The ``clip4hoi`` command line: detect, demo, push, download, eval, make-synthetic,
+convert, train, test."""
 
 from __future__ import annotations
 
@@ -130,8 +130,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
             options["offset"] = 0.0
         if args.top_k:
             options["top_k"] = args.top_k
+        if args.train_annotations:
+            options["train_annotations"] = args.train_annotations
+            inputs.append(args.train_annotations)
         result = evaluate_files(args.annotations, args.detections, zero_shot=args.zero_shot,
-                                known_object=args.known_object, **options)
+                                known_object=args.known_object,
+                                rare_threshold=args.rare_threshold, unseen=args.unseen,
+                                **options)
         table, payload = format_table(result, per_class=args.per_class), result_to_json(result)
     print(table)
     print(f"({time.perf_counter() - start:.1f} s)", file=sys.stderr)
@@ -141,11 +146,29 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_make_synthetic(args: argparse.Namespace) -> int:
-    from clip4hoi.data.synthetic import make_synthetic
+    from clip4hoi.data.synthetic import make_custom_synthetic, make_synthetic
 
-    summary = make_synthetic(args.out_dir, n_train=args.train, n_test=args.test,
-                             seed=args.seed, overwrite=args.overwrite)
+    if args.vocabulary:
+        summary = make_custom_synthetic(args.out_dir, args.vocabulary, n_train=args.train,
+                                        n_test=args.test, seed=args.seed,
+                                        overwrite=args.overwrite)
+    else:
+        summary = make_synthetic(args.out_dir, n_train=args.train, n_test=args.test,
+                                 seed=args.seed, overwrite=args.overwrite)
     print(json.dumps(summary, indent=1, default=str))
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from clip4hoi.data.custom import convert
+    from clip4hoi.fileio import check_output_path, write_atomic
+
+    check_output_path(args.dst, [args.src], what="DST")
+    data, kind = convert(args.src, split=args.split)
+    write_atomic(args.dst, json.dumps(data), inputs=[args.src])
+    pairs = sum(len(image["hoi_annotation"]) for image in data["images"])
+    print(f"clip4hoi convert: {kind} {args.src} -> {args.dst}: {len(data['images'])} images, "
+          f"{pairs} pairs, {len(data['classes'])} classes", file=sys.stderr)
     return 0
 
 
@@ -355,17 +378,40 @@ def build_parser() -> argparse.ArgumentParser:
                    "splits/ or ../splits/)")
     p.add_argument("--split", default="test", choices=["test", "val", "train", "trainval"],
                    help="V-COCO split when --annotations is a folder (default: %(default)s)")
+    p.add_argument("--train-annotations", metavar="FILE",
+                   help="custom format: the training file; classes with fewer than "
+                   "--rare-threshold pairs in it are Rare (without it: the file's rare "
+                   "flags, or Full only)")
+    p.add_argument("--rare-threshold", type=int, default=10, metavar="N",
+                   help="Rare = fewer than N training pairs (default: %(default)s)")
+    p.add_argument("--unseen", metavar="CLASSES",
+                   help="custom format: the unseen classes of your zero-shot split ('hold "
+                   "drill, ...' or a text file): adds Unseen/Seen")
     p.add_argument("--json", help="write the results here")
     p.set_defaults(func=cmd_eval)
 
-    p = commands.add_parser("make-synthetic", help="write a small synthetic HICO-DET dataset")
+    p = commands.add_parser("make-synthetic", help="write a small synthetic HICO-DET dataset "
+                            "(or one of your own classes, --vocabulary)")
     p.add_argument("out_dir", help="folder to write the dataset to")
+    p.add_argument("--vocabulary", metavar="CLASSES",
+                   help="your own classes, 'operate drill, hold wrench, ...' (any objects): "
+                   "a custom-format dataset (docs/datasets.md) instead of HICO-DET's")
     p.add_argument("--train", type=int, default=64, help="training images (%(default)s)")
     p.add_argument("--test", type=int, default=32, help="test images (%(default)s)")
     p.add_argument("--seed", type=int, default=0, help="random seed (%(default)s)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a synthetic dataset already in OUT_DIR")
     p.set_defaults(func=cmd_make_synthetic)
+
+    p = commands.add_parser("convert", help="convert HICO-DET or V-COCO annotations to the "
+                            "custom format (docs/datasets.md)")
+    p.add_argument("src", metavar="SRC", help="HICO-DET instances_*2015.json (fredzzhang) or "
+                   "trainval_hico.json / test_hico.json (QPIC); V-COCO instances_vcoco_*.json "
+                   "or the official vcoco_SPLIT.json / v-coco folder")
+    p.add_argument("dst", metavar="DST", help="custom-format JSON file to write")
+    p.add_argument("--split", default="test", choices=["test", "val", "train", "trainval"],
+                   help="V-COCO split when SRC is a folder (default: %(default)s)")
+    p.set_defaults(func=cmd_convert)
 
     p = commands.add_parser("train", help="train on an experiment config (see configs/; "
                             "torchrun --nproc_per_node=N -m clip4hoi train ... for DDP)")

@@ -307,11 +307,22 @@ class AnnotatedBoxes:
     ``detector.use_gt_boxes``."""
 
     def __init__(self, path: str) -> None:
-        from clip4hoi.data.annotations import load_hicodet_annotations
+        from clip4hoi.data.custom import load_annotations
 
-        self.annotations = load_hicodet_annotations(path)
+        self.annotations = load_annotations(path)   # HICO-DET or custom format
         self.index = self.annotations.index()
         self.source = path
+        self.objects = self.annotations.objects      # ids of the detect run's vocabulary
+
+    def use_vocabulary(self, vocabulary: tuple[str, ...]) -> None:
+        """Give the objects as ids of ``vocabulary`` (the detect run's class set's; a
+        custom file numbers its objects its own way), by name; -1 where absent."""
+        import numpy as np
+
+        own = self.annotations.class_set.object_vocabulary if self.annotations.classes \
+            else vocabulary[:80]
+        table = np.array([vocabulary.index(o) if o in vocabulary else -1 for o in own])
+        self.objects = [table[o] for o in self.annotations.objects]
 
     def target(self, item: Item) -> dict:
         """The boxes of ``item`` (continuous xyxy pixels) as a model target."""
@@ -324,7 +335,7 @@ class AnnotatedBoxes:
         ann = self.annotations
         return {"boxes_h": torch.tensor(ann.boxes_h[i], dtype=torch.float32),
                 "boxes_o": torch.tensor(ann.boxes_o[i], dtype=torch.float32),
-                "object": torch.tensor(ann.objects[i], dtype=torch.long)}
+                "object": torch.tensor(self.objects[i], dtype=torch.long)}
 
 
 def default_workers(count: int) -> int:
@@ -570,6 +581,8 @@ def run_detect(options: DetectOptions, log: Any = None) -> int:
                          f"annotated boxes as proposals): give --boxes ANNOTATIONS, or --set "
                          f"detector.use_gt_boxes=false to use the detector's boxes")
     classes = detector.resolve_classes(options.classes)
+    if boxes is not None:
+        boxes.use_vocabulary(classes.object_vocabulary)
     inputs = f"{len(scan.images)} image(s)" + (f", {len(scan.videos)} video(s)"
                                                if scan.videos else "")
     print(f"clip4hoi detect: mode {detector.mode}{why}, {len(classes)} classes "

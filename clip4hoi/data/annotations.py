@@ -54,10 +54,12 @@ class HOIAnnotations:
     """All images of one annotation file; per-image arrays have one row per
     (human, object, class) triplet.
 
-    For V-COCO (``dataset == "vcoco"``), ``hoi`` and ``verbs`` both hold the action-role
-    id (0..23, :data:`metadata.VCOCO_ACTIONS`), ``image_ids`` the COCO image ids and
-    ``sizes`` is all 0 (the fredzzhang files do not store image sizes). ``sizes`` is 0 for
-    any image whose size the file does not give (QPIC files).
+    For a custom file (``dataset == "custom"``, :mod:`clip4hoi.data.custom`), ``hoi`` indexes
+    ``classes``, ``objects`` its ``object_vocabulary`` and ``verbs`` its
+    ``verb_vocabulary``. For V-COCO (``dataset == "vcoco"``), ``hoi`` and ``verbs`` both hold
+    the action-role id (0..23, :data:`metadata.VCOCO_ACTIONS`), ``image_ids`` the COCO
+    image ids and ``sizes`` is all 0 (the fredzzhang files do not store image sizes).
+    ``sizes`` is 0 for any image whose size the file does not give (QPIC files).
     """
 
     source: str                      # the file it was read from
@@ -70,8 +72,10 @@ class HOIAnnotations:
     verbs: list[np.ndarray]          # I × [N_i] int64: verb id
     empty: np.ndarray                # indices of images without visible annotation
     rare: np.ndarray | None = None   # rare HOI ids listed in the file (HICO-DET test files)
-    dataset: str = "hicodet"         # "hicodet" or "vcoco"
+    dataset: str = "hicodet"         # "hicodet", "vcoco" or "custom"
     image_ids: np.ndarray | None = None  # [I] int64 COCO image ids (V-COCO)
+    classes: metadata.HOIClassSet | None = None  # the classes ``hoi`` indexes (custom files)
+    unseen: np.ndarray | None = None  # class ids kept out of training (a custom zero-shot test)
 
     def __len__(self) -> int:
         return len(self.file_names)
@@ -84,6 +88,16 @@ class HOIAnnotations:
     def index(self) -> dict[str, int]:
         """``{file name: image index}``."""
         return {name: i for i, name in enumerate(self.file_names)}
+
+    @property
+    def class_set(self) -> metadata.HOIClassSet:
+        """The classes ``hoi`` indexes: the file's own (custom), or HICO-DET's 600."""
+        if self.classes is not None:
+            return self.classes
+        if self.dataset == "vcoco":
+            raise ValueError(f"{self.source}: V-COCO rows hold action-role ids, not classes "
+                             f"of a class set")
+        return metadata.hicodet_classes()
 
 
 # ----------------------------------------------------------------------------- helpers
