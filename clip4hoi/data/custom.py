@@ -162,7 +162,11 @@ def _class_list(data: dict, source: str) -> tuple[list[tuple[str, str]], list, l
             raise InputError(f"{source}: {where}field 'sentence' must be a string")
         if flag is not None and not isinstance(flag, bool):
             raise InputError(f"{source}: {where}field 'rare' must be true or false")
-        pairs.append((verb_key(verb), object_key(obj)))
+        pair = (verb_key(verb), object_key(obj))
+        if pair in pairs:
+            raise InputError(f"{source}: class {k} ({pair[0]!r}, {words(pair[1])!r}) repeats "
+                             f"class {pairs.index(pair)}; give each class once")
+        pairs.append(pair)
         sentences.append(sentence)
         rare.append(flag)
     return pairs, sentences, rare
@@ -302,8 +306,6 @@ def convert(source: str | Path, split: str = "test") -> tuple[dict, str]:
     flags) or V-COCO (fredzzhang per-pair ``instances_vcoco_*.json``, or the official
     ``vcoco_{split}.json`` / v-coco folder with the COCO file beside it; the 236 (action,
     object) classes, verbs without their role)."""
-    from clip4hoi.data.vcoco import read_vcoco_pairs  # V-COCO's reader and its layouts
-
     path = Path(source)
     data = None if path.is_dir() else _read_json(path)
     if is_custom_file(data):
@@ -315,6 +317,8 @@ def convert(source: str | Path, split: str = "test") -> tuple[dict, str]:
         annotations = load_hicodet_annotations(path)
         rare = annotations.rare if annotations.rare is not None else metadata.hicodet_rare()
         return to_custom(annotations, metadata.hicodet_classes(), rare), "HICO-DET"
+    from clip4hoi.data.vcoco import read_vcoco_pairs  # its layouts; imports torch
+
     annotations, labels, _ = read_vcoco_pairs(path, split)
     return to_custom(replace(annotations, hoi=labels), metadata.vcoco_classes()), "V-COCO"
 
