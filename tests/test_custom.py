@@ -241,13 +241,14 @@ def test_smoke_training_on_objects_outside_coco(tmp_path: Path) -> None:
                   "turn wrench, wear helmet, carry helmet")
     data = make_custom_synthetic(tmp_path / "data", vocabulary, n_train=40, n_test=4,
                                  image_size=128)
-    config = load_experiment(REPO / "configs" / "custom_smoke.yaml", [
+    settings = [
         f"data.root={tmp_path / 'data'}", f"model.detector.tokenizer={data['tokenizer']}",
         f"train.output_dir={tmp_path / 'run'}", f"feature_cache.dir={tmp_path / 'cache'}",
         "data.transform.scales=[128]", "data.transform.test_scale=128",
         "data.transform.max_size=256", "train.epochs=50", "train.lr_drop_epochs=[40]",
         "train.eval_at_end=false", "data.test_images=images/train",
-        "data.test_annotations=train.json", "data.unseen_classes=[hold wrench]"])
+        "data.test_annotations=train.json", "data.unseen_classes=[hold wrench]"]
+    config = load_experiment(REPO / "configs" / "custom_smoke.yaml", settings)
     started = time.perf_counter()
     with single_thread():
         trainer = Trainer(config)
@@ -268,3 +269,7 @@ def test_smoke_training_on_objects_outside_coco(tmp_path: Path) -> None:
     # the checkpoint detects every class of the experiment, by name
     stored = json.loads(trainer.model.config.classes)["classes"]
     assert [(c["verb"], c["object"]) for c in stored][3] == ("hold", "wrench")
+    # a fresh process resumes it: the classes and detector it chose are chosen again
+    resumed = Trainer(load_experiment(REPO / "configs" / "custom_smoke.yaml", settings),
+                      resume=True)
+    assert resumed.step == trainer.step and resumed.model.config == trainer.model.config

@@ -89,8 +89,11 @@ def configure_model(config: ExperimentConfig, train_set: HOIDataset, test_set: H
     """What the data decides about the model: for a custom dataset, ``model.classes``
     becomes every class of the experiment (so its checkpoints detect them by default) and
     the detector is chosen from their objects (:func:`choose_detector`). Returns the
-    start-up line naming the detector (None for the benchmarks)."""
+    start-up line naming the detector (None for the benchmarks, whose ``auto`` detector
+    is DETR)."""
     if not isinstance(train_set, CustomHOI) or not isinstance(test_set, CustomHOI):
+        if config.model.detector.type == "auto":
+            choose_detector(config.model.detector, train_set.class_set)
         return None
     classes = experiment_classes(train_set, test_set)
     line = choose_detector(config.model.detector, classes)
