@@ -346,6 +346,31 @@ def _load_fredzzhang(data: dict, source: str) -> HOIAnnotations:
         empty=empty, rare=rare, dataset="hicodet")
 
 
+def qpic_image(image: Any, i: int, source: str, names: list[str], sizes: np.ndarray
+               ) -> tuple[str, list, list]:
+    """Image ``i`` of a QPIC-layout file (QPIC, custom format): its file name appended to
+    ``names`` (checked), its optional ``width`` / ``height`` written to ``sizes[i]``;
+    returns the ``"image i (name): "`` prefix of messages and its ``annotations`` and
+    ``hoi_annotation`` lists."""
+    name = _require(image, "file_name", source, f"image {i}: ")
+    names.append(name)
+    _check_names(names[-1:], source)
+    where = f"image {i} ({name}): "
+    if "width" in image or "height" in image:
+        size = (_require(image, "width", source, where),
+                _require(image, "height", source, where))
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size):
+            raise InputError(f"{source}: {where}fields 'width', 'height' are {size}, "
+                             f"expected positive integers")
+        sizes[i] = size
+    boxes = _require(image, "annotations", source, where)
+    pairs = _require(image, "hoi_annotation", source, where)
+    if not isinstance(boxes, list) or not isinstance(pairs, list):
+        raise InputError(f"{source}: {where}fields 'annotations' and 'hoi_annotation' "
+                         f"must be lists")
+    return where, boxes, pairs
+
+
 def _load_qpic(data: list, source: str) -> HOIAnnotations:
     coco_to_80 = {cid: k for k, cid in enumerate(metadata.COCO_CATEGORY_IDS)}
     classes = metadata.hicodet_classes()
@@ -356,21 +381,7 @@ def _load_qpic(data: list, source: str) -> HOIAnnotations:
     rows: dict[str, list] = {k: [] for k in ("boxes_h", "boxes_o", "hoi", "object", "verb")}
     counts = np.zeros(len(data), dtype=np.int64)
     for i, image in enumerate(data):
-        name = _require(image, "file_name", source, f"image {i}: ")
-        names.append(name)
-        _check_names(names[-1:], source)
-        where = f"image {i} ({name}): "
-        if "width" in image and "height" in image:
-            size = (image["width"], image["height"])
-            if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size):
-                raise InputError(f"{source}: {where}fields 'width', 'height' are {size}, "
-                                 f"expected positive integers")
-            sizes[i] = size
-        boxes = _require(image, "annotations", source, where)
-        pairs = _require(image, "hoi_annotation", source, where)
-        if not isinstance(boxes, list) or not isinstance(pairs, list):
-            raise InputError(f"{source}: {where}fields 'annotations' and 'hoi_annotation' "
-                             f"must be lists")
+        where, boxes, pairs = qpic_image(image, i, source, names, sizes)
         bbox, cats = [], []
         for b in boxes:
             box = _require(b, "bbox", source, where)

@@ -50,6 +50,7 @@ from clip4hoi.data.annotations import (
     _safety_net,
     _split,
     load_hicodet_annotations,
+    qpic_image,
 )
 from clip4hoi.data.metadata import HOIClassSet, words
 from clip4hoi.data.metadata import object_key as _object_key
@@ -184,22 +185,7 @@ def parse_custom(data: Any, source: str) -> HOIAnnotations:
     sizes = np.zeros((len(data["images"]), 2), dtype=np.int64)
     rows: list[list[tuple[list[float], list[float], str, str]]] = []
     for i, image in enumerate(data["images"]):
-        name = _require(image, "file_name", source, f"image {i}: ")
-        names.append(name)
-        _check_names(names[-1:], source)
-        where = f"image {i} ({name}): "
-        if "width" in image or "height" in image:
-            size = (_require(image, "width", source, where),
-                    _require(image, "height", source, where))
-            if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size):
-                raise InputError(f"{source}: {where}fields 'width', 'height' are {size}, "
-                                 f"expected positive integers")
-            sizes[i] = size
-        boxes = _require(image, "annotations", source, where)
-        hois = _require(image, "hoi_annotation", source, where)
-        if not isinstance(boxes, list) or not isinstance(hois, list):
-            raise InputError(f"{source}: {where}fields 'annotations' and 'hoi_annotation' "
-                             f"must be lists")
+        where, boxes, hois = qpic_image(image, i, source, names, sizes)
         instances = []
         for j, box in enumerate(boxes):
             at = f"{where}annotations[{j}]: "

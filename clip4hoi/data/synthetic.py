@@ -333,6 +333,22 @@ def _draw_image(rng: np.random.Generator, size: tuple[int, int], layouts: list[i
     return image, rows
 
 
+def _deal(rng: np.random.Generator, i: int, image_size: int, deck: list[int], count: int
+          ) -> tuple[tuple[int, int], list[int]]:
+    """The size ``(w, h)`` of image ``i`` and the one to three layouts (of ``count``) dealt
+    to it from ``deck`` (refilled with a shuffled round when empty; none for every
+    ``EMPTY_EVERY``-th image)."""
+    short = int(rng.integers(round(0.75 * image_size), image_size + 1))
+    size = (image_size, short) if rng.random() < 0.5 else (short, image_size)
+    dealt = []
+    if i % EMPTY_EVERY != EMPTY_EVERY - 1:
+        for _ in range(int(rng.integers(1, 4))):
+            if not deck:
+                deck += [int(k) for k in rng.permutation(count)]
+            dealt.append(deck.pop())
+    return size, dealt
+
+
 def _write_split(out_dir: Path, split: str, count: int, seed: int, image_size: int) -> Path:
     rng = np.random.default_rng([seed, 0 if split == "train2015" else 1])
     image_dir = out_dir / "images" / split
@@ -340,14 +356,7 @@ def _write_split(out_dir: Path, split: str, count: int, seed: int, image_size: i
     deck: list[int] = []
     names, sizes, annotation, empty = [], [], [], []
     for i in range(count):
-        short = int(rng.integers(round(0.75 * image_size), image_size + 1))
-        size = (image_size, short) if rng.random() < 0.5 else (short, image_size)
-        layouts = []
-        if i % EMPTY_EVERY != EMPTY_EVERY - 1:
-            for _ in range(int(rng.integers(1, 4))):
-                if not deck:
-                    deck = [int(k) for k in rng.permutation(len(LAYOUTS))]
-                layouts.append(deck.pop())
+        size, layouts = _deal(rng, i, image_size, deck, len(LAYOUTS))
         image, rows = _draw_image(rng, size, layouts)
         name = f"HICO_{split}_{i + 1:08d}.jpg"
         image.save(image_dir / name, quality=90)
@@ -494,14 +503,7 @@ def _write_custom_split(out_dir: Path, split: str, count: int, seed: int, image_
     deck: list[int] = []
     images = []
     for i in range(count):
-        short = int(rng.integers(round(0.75 * image_size), image_size + 1))
-        size = (image_size, short) if rng.random() < 0.5 else (short, image_size)
-        chosen = []
-        if i % EMPTY_EVERY != EMPTY_EVERY - 1:
-            for _ in range(int(rng.integers(1, 4))):
-                if not deck:
-                    deck = [int(k) for k in rng.permutation(len(classes))]
-                chosen.append(deck.pop())
+        size, chosen = _deal(rng, i, image_size, deck, len(classes))
         groups = []
         for k in chosen:
             place, look = layouts[k]
