@@ -66,20 +66,22 @@ def build_dataset(cfg: DataConfig, train: bool) -> HOIDataset:
                    zero_shot_rule=cfg.zero_shot_rule, skip_empty=train)
 
 
-def choose_detector(detector: DetectorConfig, classes: HOIClassSet) -> str:
+def choose_detector(detector: DetectorConfig, classes: HOIClassSet,
+                    setting: str = "model.detector") -> str:
     """Resolve ``detector.type`` for the objects of ``classes`` — ``auto``: DETR when every
     object is one of COCO's 80, Grounding DINO otherwise — and refuse DETR for other
-    objects, naming them. Returns the start-up line that says which detector runs."""
+    objects, naming them (and ``setting``, where the type is set). Returns the start-up
+    line that says which detector runs."""
     others = [words(classes.object_vocabulary[o]) for o in classes.used_objects
               if o >= len(COCO_OBJECTS)]
     if detector.type == "auto":
         detector.type = "grounding_dino" if others else "detr"
     if detector.type == "detr" and others:
         raise InputError(f"the objects {', '.join(others)} are not COCO objects, which DETR "
-                         f"cannot detect: set model.detector.type: grounding_dino (or auto)")
+                         f"cannot detect: set {setting}.type: grounding_dino (or auto)")
     if detector.type == "grounding_dino":
         why = f"objects outside COCO: {', '.join(others)}" if others else \
-            "model.detector.type grounding_dino"
+            f"{setting}.type grounding_dino"
         return f"detector: Grounding DINO ({why})"
     return "detector: DETR (every object is one of COCO's 80)"
 
