@@ -219,6 +219,7 @@ def test_converted_vcoco_keeps_every_pair(shared_dir: Path, tmp_path: Path) -> N
     ann, original = load_annotations(path), load_vcoco_annotations(source)
     assert ann.num_pairs == original.num_pairs and len(ann) == len(original)
     assert ann.class_set.verbs[0] == "hold"
+    assert ann.class_set.name == "vcoco (custom)"   # not V-COCO's action-role ids
     result = evaluate_hicodet(detections_from_ground_truth(ann), ann)
     assert round(100 * result.maps["full"], 6) == 100.0
 

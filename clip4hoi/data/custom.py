@@ -72,6 +72,7 @@ def is_custom_file(data: Any) -> bool:
         "annotation" in data or "annotations" in data)
 
 
+@_safety_net
 def load_annotations(path: str | Path) -> HOIAnnotations:
     """Read a custom-format file or a HICO-DET one (fredzzhang or QPIC), recognised from
     its content."""
@@ -221,7 +222,10 @@ def parse_custom(data: Any, source: str) -> HOIAnnotations:
     if not known:
         raise InputError(f"{source}: no interaction classes: the file has no "
                          f"'hoi_annotation' pair and no 'classes' list")
-    classes = metadata.from_pairs(list(known), name=str(data.get("name") or Path(source).stem),
+    name = str(data.get("name") or Path(source).stem)
+    if name in ("hicodet", "vcoco"):   # those names mean the benchmarks' own ids
+        name += " (custom)"
+    classes = metadata.from_pairs(list(known), name=name,
                                   sentences=sentences + [None] * (len(known) - len(pairs)),
                                   source=source, open_vocabulary=True)
     class_of = {pair: k for k, pair in enumerate(known)}
