@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from clip4hoi.data.annotations import NUM_HOI, NUM_VCOCO, HOIAnnotations, has_bool
+from clip4hoi.data.annotations import NUM_VCOCO, HOIAnnotations, has_bool
 from clip4hoi.data.metadata import hicodet_classes
 from clip4hoi.errors import InputError
 from clip4hoi.fileio import write_atomic
@@ -89,7 +89,7 @@ class HOIDetections:
 def _label_key(annotations: HOIAnnotations) -> tuple[str, int]:
     if annotations.dataset == "vcoco":
         return "actions", NUM_VCOCO
-    return "hoi", len(annotations.class_set) if annotations.classes is not None else NUM_HOI
+    return "hoi", len(annotations.class_set)
 
 
 def _same_ids(made_with: object, annotations: HOIAnnotations) -> bool:
