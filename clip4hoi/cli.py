@@ -1,5 +1,5 @@
-"""The ``clip4hoi`` command line: detect, demo, push, download, eval, make-synthetic, train,
-test.
+"""The ``clip4hoi`` command line: detect, demo, push, download, eval, make-synthetic,
+convert, train, test.
 
 Here, and only here, options are worded as flags: the library names them by their field
 names (``top_k``) and raises :class:`~clip4hoi.errors.OptionError`, which :func:`main`
@@ -221,8 +221,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
             options["offset"] = 0.0
         if args.top_k:
             options["top_k"] = args.top_k
+        if args.train_annotations:
+            options["train_annotations"] = args.train_annotations
+            inputs.append(args.train_annotations)
         result = evaluate_files(args.annotations, args.detections, zero_shot=args.zero_shot,
-                                known_object=args.known_object, **options)
+                                known_object=args.known_object,
+                                rare_threshold=args.rare_threshold, unseen=args.unseen,
+                                **options)
         table, payload = format_table(result, per_class=args.per_class), result_to_json(result)
     print(table)
     print(f"({time.perf_counter() - start:.1f} s)", file=sys.stderr)
@@ -234,11 +239,29 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_make_synthetic(args: argparse.Namespace) -> int:
-    from clip4hoi.data.synthetic import make_synthetic
+    from clip4hoi.data.synthetic import make_custom_synthetic, make_synthetic
 
-    summary = make_synthetic(args.out_dir, n_train=args.train, n_test=args.test,
-                             seed=args.seed, overwrite=args.overwrite)
+    if args.vocabulary:
+        summary = make_custom_synthetic(args.out_dir, args.vocabulary, n_train=args.train,
+                                        n_test=args.test, seed=args.seed,
+                                        overwrite=args.overwrite)
+    else:
+        summary = make_synthetic(args.out_dir, n_train=args.train, n_test=args.test,
+                                 seed=args.seed, overwrite=args.overwrite)
     print(json.dumps(summary, indent=1, default=str))
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from clip4hoi.data.custom import convert
+    from clip4hoi.fileio import check_output_path, write_atomic
+
+    check_output_path(args.dst, [args.src], what="DST")
+    data, kind = convert(args.src, split=args.split)
+    write_atomic(args.dst, json.dumps(data), inputs=[args.src])
+    pairs = sum(len(image["hoi_annotation"]) for image in data["images"])
+    print(f"clip4hoi convert: {kind} {args.src} -> {args.dst}: {len(data['images'])} images, "
+          f"{pairs} pairs, {len(data['classes'])} classes", file=sys.stderr)
     return 0
 
 
@@ -442,13 +465,26 @@ def _add_eval_parser(commands: argparse._SubParsersAction) -> None:
                    "splits/ or ../splits/)")
     p.add_argument("--split", default="test", choices=["test", "val", "train", "trainval"],
                    help="V-COCO split when --annotations is a folder (default: %(default)s)")
+    p.add_argument("--train-annotations", metavar="FILE",
+                   help="custom format: the training file; classes with fewer than "
+                   "--rare-threshold pairs in it are Rare (without it: the file's rare "
+                   "flags, or Full only)")
+    p.add_argument("--rare-threshold", type=int, default=10, metavar="N",
+                   help="Rare = fewer than N training pairs (default: %(default)s)")
+    p.add_argument("--unseen", metavar="CLASSES",
+                   help="custom format: the unseen classes of your zero-shot split ('hold "
+                   "drill, ...' or a text file): adds Unseen/Seen")
     p.add_argument("--json", help="write the results here")
     p.set_defaults(func=cmd_eval)
 
 
-def _add_experiment_parsers(commands: argparse._SubParsersAction) -> None:
-    p = commands.add_parser("make-synthetic", help="write a small synthetic HICO-DET dataset")
+def _add_data_parsers(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("make-synthetic", help="write a small synthetic HICO-DET dataset "
+                            "(or one of your own classes, --vocabulary)")
     p.add_argument("out_dir", help="folder to write the dataset to")
+    p.add_argument("--vocabulary", metavar="CLASSES",
+                   help="your own classes, 'operate drill, hold wrench, ...' (any objects): "
+                   "a custom-format dataset (docs/datasets.md) instead of HICO-DET's")
     p.add_argument("--train", type=int, default=64, help="training images (%(default)s)")
     p.add_argument("--test", type=int, default=32, help="test images (%(default)s)")
     p.add_argument("--seed", type=int, default=0, help="random seed (%(default)s)")
@@ -456,6 +492,18 @@ def _add_experiment_parsers(commands: argparse._SubParsersAction) -> None:
                    help="replace a synthetic dataset already in OUT_DIR")
     p.set_defaults(func=cmd_make_synthetic)
 
+    p = commands.add_parser("convert", help="convert HICO-DET or V-COCO annotations to the "
+                            "custom format (docs/datasets.md)")
+    p.add_argument("src", metavar="SRC", help="HICO-DET instances_*2015.json (fredzzhang) or "
+                   "trainval_hico.json / test_hico.json (QPIC); V-COCO instances_vcoco_*.json "
+                   "or the official vcoco_SPLIT.json / v-coco folder")
+    p.add_argument("dst", metavar="DST", help="custom-format JSON file to write")
+    p.add_argument("--split", default="test", choices=["test", "val", "train", "trainval"],
+                   help="V-COCO split when SRC is a folder (default: %(default)s)")
+    p.set_defaults(func=cmd_convert)
+
+
+def _add_experiment_parsers(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("train", help="train on an experiment config (see configs/; "
                             "torchrun --nproc_per_node=N -m clip4hoi train ... for DDP)")
     p.add_argument("config", help="experiment YAML, e.g. configs/hicodet_rf_uc.yaml")
@@ -491,7 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show the traceback of an error (also after the command)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_detect_parser, _add_demo_parser, _add_hub_parsers, _add_eval_parser,
-                _add_experiment_parsers):
+                _add_data_parsers, _add_experiment_parsers):
         add(commands)
     return parser
 

@@ -24,7 +24,9 @@ class DetectorConfig:
 
     type: str = "detr"
     """``detr`` (the 80 COCO objects) or ``grounding_dino`` (open vocabulary: any object
-    name; needs ``pip install 'clip4hoi[openvocab]'``, see ``docs/open_vocabulary.md``)."""
+    name; needs ``pip install 'clip4hoi[openvocab]'``, see ``docs/open_vocabulary.md``);
+    ``auto`` in a training config: DETR when every object of the dataset is a COCO one,
+    else Grounding DINO (resolved by ``clip4hoi train``, docs/datasets.md)."""
     weights: str = "detr-r50-hicodet"
     """A registered name (``clip4hoi download --list``), a checkpoint path (a model folder
     for Grounding DINO), or ``random``. With ``type: grounding_dino`` a DETR name (the

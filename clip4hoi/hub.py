@@ -165,9 +165,12 @@ def model_card(checkpoint: str | Path, repo_id: str, run_dir: str | Path | None 
     experiment = _read_yaml(run / "config.yaml") if run else {}
     step = int(metadata["step"]) if metadata.get("step", "").isdigit() else None
     metrics = read_metrics(run / "metrics.jsonl", step) if run else None
+    shown = config.classes
     try:
-        classes = load_classes(config.classes)
+        classes = load_classes(config.classes, config.detector.type == "grounding_dino")
         class_text = f"({len(classes)} classes, {len(set(classes.verbs))} verbs)"
+        if shown.lstrip().startswith("{"):   # a custom dataset's classes, stored whole
+            shown = classes.name
     except (OSError, ValueError):  # a class file of the training machine
         class_text = "(a class file of the training machine, not included)"
     data = experiment.get("data", {})
@@ -197,7 +200,7 @@ def model_card(checkpoint: str | Path, repo_id: str, run_dir: str | Path | None 
         f"Pin a revision with `hf://{repo_id}@REVISION` or `from_pretrained(..., "
         "revision=...)`. Offline, the copy in the Hugging Face cache is used.", "",
         "## Class set", "",
-        f"Default classes: `{config.classes}` {class_text}; any class set given as text "
+        f"Default classes: `{shown}` {class_text}; any class set given as text "
         "works at inference "
         "(`classes=\"ride bicycle, hold cup\"`).", "",
         "## Training data", "",

@@ -41,6 +41,7 @@ from clip4hoi.models.grounding_dino import (  # noqa: E402
     build_grounding_dino,
     build_prompts,
     postprocess,
+    write_word_tokenizer,
 )
 from clip4hoi.models.model import CLIP4HOI, build_detector, build_model  # noqa: E402
 from clip4hoi.models.training_free import build_training_free  # noqa: E402
@@ -54,15 +55,7 @@ WORDS = ["person", "guitar", "camel", "bicycle", "cup", "play", "ride", "walk", 
 
 def write_tokenizer(folder: Path) -> Path:
     """A tiny BERT tokenizer folder (vocab.txt + tokenizer_config.json)."""
-    vocab = ["[PAD]", *(f"[unused{i}]" for i in range(1, 100)), "[UNK]", "[CLS]", "[SEP]",
-             "[MASK]"]
-    vocab += [f"[unused{i}]" for i in range(len(vocab), 1012)] + ["."]
-    vocab += [f"[unused{i}]" for i in range(len(vocab), 1029)] + ["?", *WORDS]
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    (folder / "tokenizer_config.json").write_text(json.dumps(
-        {"tokenizer_class": "BertTokenizer", "do_lower_case": True}))
-    return folder
+    return write_word_tokenizer(folder, WORDS)
 
 
 TINY_GDINO = {

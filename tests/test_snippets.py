@@ -132,10 +132,16 @@ def test_readme_runs_as_written(tmp_path: Path, tiny_weights: None,
     out = capsys.readouterr().out
     maps = re.findall(r"^Full\s+\d+\s+([\d.]+)", out, re.M)[-2:]   # test's, then eval's
     assert len(maps) == 2 and maps[0] == maps[1] and float(maps[0]) > 0
-    test = {r["file_name"]: r for r in
-            json.loads(Path("outputs/smoke/detections.json").read_text())["images"]}
-    detect = {r["file_name"]: r for r in
-              json.loads(Path("outputs/smoke_detect/detections.json").read_text())["images"]}
+    assert_same_detections(Path("outputs/smoke/detections.json"),
+                           Path("outputs/smoke_detect/detections.json"))
+    assert list(Path("outputs/smoke_detect").glob("*.drawn.jpg"))
+
+
+def assert_same_detections(test_file: Path, detect_file: Path) -> None:
+    """``clip4hoi test``'s and ``clip4hoi detect``'s detections of the same images agree
+    (classes and scores, in any order)."""
+    test = {r["file_name"]: r for r in json.loads(test_file.read_text())["images"]}
+    detect = {r["file_name"]: r for r in json.loads(detect_file.read_text())["images"]}
     assert test.keys() == detect.keys()
     for name, record in test.items():
         order = np.lexsort((record["scores"], record["hoi"]))
@@ -144,4 +150,25 @@ def test_readme_runs_as_written(tmp_path: Path, tiny_weights: None,
                                       np.array(detect[name]["hoi"])[other])
         np.testing.assert_allclose(np.array(record["scores"])[order],
                                    np.array(detect[name]["scores"])[other], atol=1e-5)
-    assert list(Path("outputs/smoke_detect").glob("*.drawn.jpg"))
+
+
+def test_custom_dataset_walkthrough_runs_as_written(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    """docs/datasets.md's worked example: your own classes (objects outside COCO) from
+    make-synthetic through train, test, detect and eval, with the tiny random Grounding
+    DINO of configs/custom_smoke.yaml (fewer images and epochs, for time)."""
+    pytest.importorskip("transformers")
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(REPO / "configs", "configs")
+    (example,) = blocks(REPO / "docs" / "datasets.md", "bash", "## A worked example on a CPU")
+    _run(example, {"make-synthetic": ["--train", "12", "--test", "4"],
+                   "train": ["--set", "train.epochs=2"]})
+    out = capsys.readouterr().out
+    assert "detector: Grounding DINO (objects outside COCO: drill, wrench, helmet)" in out
+    for group in ("Full", "Rare", "Non-rare", "Unseen", "Seen"):
+        assert re.search(rf"^{group}\s+\d+\s+([\d.]+|nan)\s", out, re.M), group
+    maps = re.findall(r"^Full\s+\d+\s+([\d.]+)", out, re.M)[-2:]   # test's, then eval's
+    assert len(maps) == 2 and maps[0] == maps[1]
+    assert_same_detections(Path("outputs/custom_smoke/detections.json"),
+                           Path("outputs/custom_detect/detections.json"))

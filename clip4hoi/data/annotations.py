@@ -54,10 +54,12 @@ class HOIAnnotations:
     """All images of one annotation file; per-image arrays have one row per
     (human, object, class) triplet.
 
-    For V-COCO (``dataset == "vcoco"``), ``hoi`` and ``verbs`` both hold the action-role
-    id (0..23, :data:`metadata.VCOCO_ACTIONS`), ``image_ids`` the COCO image ids and
-    ``sizes`` is all 0 (the fredzzhang files do not store image sizes). ``sizes`` is 0 for
-    any image whose size the file does not give (QPIC files).
+    For a custom file (``dataset == "custom"``, :mod:`clip4hoi.data.custom`), ``hoi`` indexes
+    ``classes``, ``objects`` its ``object_vocabulary`` and ``verbs`` its
+    ``verb_vocabulary``. For V-COCO (``dataset == "vcoco"``), ``hoi`` and ``verbs`` both hold
+    the action-role id (0..23, :data:`metadata.VCOCO_ACTIONS`), ``image_ids`` the COCO
+    image ids and ``sizes`` is all 0 (the fredzzhang files do not store image sizes).
+    ``sizes`` is 0 for any image whose size the file does not give (QPIC files).
     """
 
     source: str                      # the file it was read from
@@ -70,8 +72,10 @@ class HOIAnnotations:
     verbs: list[np.ndarray]          # I × [N_i] int64: verb id
     empty: np.ndarray                # indices of images without visible annotation
     rare: np.ndarray | None = None   # rare HOI ids listed in the file (HICO-DET test files)
-    dataset: str = "hicodet"         # "hicodet" or "vcoco"
+    dataset: str = "hicodet"         # "hicodet", "vcoco" or "custom"
     image_ids: np.ndarray | None = None  # [I] int64 COCO image ids (V-COCO)
+    classes: metadata.HOIClassSet | None = None  # the classes ``hoi`` indexes (custom files)
+    unseen: np.ndarray | None = None  # class ids kept out of training (a custom zero-shot test)
 
     def __len__(self) -> int:
         return len(self.file_names)
@@ -84,6 +88,16 @@ class HOIAnnotations:
     def index(self) -> dict[str, int]:
         """``{file name: image index}``."""
         return {name: i for i, name in enumerate(self.file_names)}
+
+    @property
+    def class_set(self) -> metadata.HOIClassSet:
+        """The classes ``hoi`` indexes: the file's own (custom), or HICO-DET's 600."""
+        if self.classes is not None:
+            return self.classes
+        if self.dataset == "vcoco":
+            raise ValueError(f"{self.source}: V-COCO rows hold action-role ids, not classes "
+                             f"of a class set")
+        return metadata.hicodet_classes()
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -332,6 +346,31 @@ def _load_fredzzhang(data: dict, source: str) -> HOIAnnotations:
         empty=empty, rare=rare, dataset="hicodet")
 
 
+def qpic_image(image: Any, i: int, source: str, names: list[str], sizes: np.ndarray
+               ) -> tuple[str, list, list]:
+    """Image ``i`` of a QPIC-layout file (QPIC, custom format): its file name appended to
+    ``names`` (checked), its optional ``width`` / ``height`` written to ``sizes[i]``;
+    returns the ``"image i (name): "`` prefix of messages and its ``annotations`` and
+    ``hoi_annotation`` lists."""
+    name = _require(image, "file_name", source, f"image {i}: ")
+    names.append(name)
+    _check_names(names[-1:], source)
+    where = f"image {i} ({name}): "
+    if "width" in image or "height" in image:
+        size = (_require(image, "width", source, where),
+                _require(image, "height", source, where))
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size):
+            raise InputError(f"{source}: {where}fields 'width', 'height' are {size}, "
+                             f"expected positive integers")
+        sizes[i] = size
+    boxes = _require(image, "annotations", source, where)
+    pairs = _require(image, "hoi_annotation", source, where)
+    if not isinstance(boxes, list) or not isinstance(pairs, list):
+        raise InputError(f"{source}: {where}fields 'annotations' and 'hoi_annotation' "
+                         f"must be lists")
+    return where, boxes, pairs
+
+
 def _load_qpic(data: list, source: str) -> HOIAnnotations:
     coco_to_80 = {cid: k for k, cid in enumerate(metadata.COCO_CATEGORY_IDS)}
     classes = metadata.hicodet_classes()
@@ -342,21 +381,7 @@ def _load_qpic(data: list, source: str) -> HOIAnnotations:
     rows: dict[str, list] = {k: [] for k in ("boxes_h", "boxes_o", "hoi", "object", "verb")}
     counts = np.zeros(len(data), dtype=np.int64)
     for i, image in enumerate(data):
-        name = _require(image, "file_name", source, f"image {i}: ")
-        names.append(name)
-        _check_names(names[-1:], source)
-        where = f"image {i} ({name}): "
-        if "width" in image and "height" in image:
-            size = (image["width"], image["height"])
-            if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size):
-                raise InputError(f"{source}: {where}fields 'width', 'height' are {size}, "
-                                 f"expected positive integers")
-            sizes[i] = size
-        boxes = _require(image, "annotations", source, where)
-        pairs = _require(image, "hoi_annotation", source, where)
-        if not isinstance(boxes, list) or not isinstance(pairs, list):
-            raise InputError(f"{source}: {where}fields 'annotations' and 'hoi_annotation' "
-                             f"must be lists")
+        where, boxes, pairs = qpic_image(image, i, source, names, sizes)
         bbox, cats = [], []
         for b in boxes:
             box = _require(b, "bbox", source, where)

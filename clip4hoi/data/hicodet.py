@@ -1,4 +1,5 @@
-"""The HICO-DET dataset, and the base class and collate function shared with V-COCO.
+"""The HICO-DET dataset, a custom-format dataset (:class:`CustomHOI`), and the base class
+and collate function shared with V-COCO.
 
 A dataset item is ``(image, target)``: the image a ``float32`` tensor ``[3, H, W]`` in
 ``[0, 1]`` after the transform, the target a dict with exactly the keys of
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +26,13 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms.v2.functional import to_dtype
 
+from clip4hoi.data import metadata
 from clip4hoi.data.annotations import HOIAnnotations, load_hicodet_annotations
+from clip4hoi.data.custom import RARE_THRESHOLD, load_custom_annotations, rare_classes
 from clip4hoi.data.images import ImageError, load_image
 from clip4hoi.data.metadata import HOIClassSet, hicodet_classes
-from clip4hoi.data.splits import ZERO_SHOT_RULES, apply_zero_shot, seen_classes
+from clip4hoi.data.splits import ZERO_SHOT_RULES, apply_zero_shot, remove_classes, seen_classes
+from clip4hoi.errors import InputError
 
 Transform = Callable[[torch.Tensor, dict], tuple[torch.Tensor, dict]]
 """``(uint8 image [3, H, W], target) -> (float image in [0, 1], target)``, e.g.
@@ -163,7 +168,30 @@ def resolve_images(image_dir: Path, annotations: HOIAnnotations, indices: list[i
     return paths
 
 
-class HICODet(HOIDataset):
+def _check_rule(rule: str) -> None:
+    if rule not in ZERO_SHOT_RULES:
+        raise ValueError(f"unknown zero-shot rule {rule!r}; choose from "
+                         + ", ".join(ZERO_SHOT_RULES))
+
+
+class _SplitDataset(HOIDataset):
+    """A dataset over one annotation file whose training set may leave classes out:
+    ``annotations`` are ``original`` after that filter, ``class_set`` indexes the kept
+    classes ``class_ids`` (ids of the file's ``num_classes`` classes)."""
+
+    def __init__(self, image_dir: Path, original: HOIAnnotations,
+                 annotations: HOIAnnotations, num_classes: int, class_ids: list[int],
+                 class_set: HOIClassSet, transform: Transform | None, skip_empty: bool
+                 ) -> None:
+        to_class = np.full(num_classes, -1, dtype=np.int64)
+        to_class[class_ids] = np.arange(len(class_ids))
+        indices = served_images(original, annotations, skip_empty)
+        super().__init__(annotations, resolve_images(image_dir, annotations, indices),
+                         indices, [to_class[hoi] for hoi in annotations.hoi], class_set,
+                         class_ids, transform)
+
+
+class HICODet(_SplitDataset):
     """HICO-DET images with their annotations (fredzzhang ``instances_*2015.json`` or
     QPIC/GEN-VLKT ``trainval_hico.json`` / ``test_hico.json``).
 
@@ -181,9 +209,7 @@ class HICODet(HOIDataset):
     def __init__(self, image_dir: str | Path, annotation_file: str | Path,
                  transform: Transform | None = None, zero_shot: str | None = None,
                  zero_shot_rule: str = "drop_images", skip_empty: bool = True) -> None:
-        if zero_shot_rule not in ZERO_SHOT_RULES:
-            raise ValueError(f"unknown zero-shot rule {zero_shot_rule!r}; choose from "
-                             + ", ".join(ZERO_SHOT_RULES))
+        _check_rule(zero_shot_rule)
         image_dir, annotation_file = check_paths(image_dir, annotation_file)
         original = load_hicodet_annotations(annotation_file)
         full = hicodet_classes()
@@ -193,15 +219,69 @@ class HICODet(HOIDataset):
             annotations, _ = apply_zero_shot(original, zero_shot, zero_shot_rule)
             class_ids = seen_classes(zero_shot)
             class_set = full.subset(class_ids, name=f"hicodet-{zero_shot}-seen")
-        to_class = np.full(len(full), -1, dtype=np.int64)
-        to_class[class_ids] = np.arange(len(class_ids))
-        indices = served_images(original, annotations, skip_empty)
-        super().__init__(annotations, resolve_images(image_dir, annotations, indices),
-                         indices, [to_class[hoi] for hoi in annotations.hoi], class_set,
-                         class_ids, transform)
+        super().__init__(image_dir, original, annotations, len(full), class_ids, class_set,
+                         transform, skip_empty)
         self.zero_shot = zero_shot
 
     @property
     def seen_to_full(self) -> tuple[int, ...]:
         """HOI id of each class of ``class_set`` (the identity without zero-shot)."""
         return self.class_ids
+
+
+class CustomHOI(_SplitDataset):
+    """Images of a custom-format file (``data.dataset: custom``, docs/datasets.md).
+
+    Training set (``training`` None): the classes ``unseen`` (ids of the file's class
+    set) are removed by ``zero_shot_rule`` as HICO-DET's unseen classes are;
+    ``class_set`` is then the seen classes and ``class_ids`` their ids in the file.
+    ``annotation_file``: the file, or its annotations already read
+    (:func:`~clip4hoi.data.custom.load_custom_annotations`).
+    Test set (``training`` = the training file's annotations): every image and class;
+    ``annotations.unseen`` holds ``unseen`` and ``annotations.rare`` the classes with
+    fewer than ``rare_threshold`` pairs in the training file, for the evaluation.
+    ``full_classes``: the file's class set.
+    """
+
+    def __init__(self, image_dir: str | Path, annotation_file: str | Path | HOIAnnotations,
+                 transform: Transform | None = None, unseen: Sequence[int] = (),
+                 zero_shot_rule: str = "drop_images", skip_empty: bool = True,
+                 training: HOIAnnotations | None = None,
+                 rare_threshold: int = RARE_THRESHOLD) -> None:
+        _check_rule(zero_shot_rule)
+        if isinstance(annotation_file, HOIAnnotations):   # read already
+            original = annotation_file
+            image_dir, annotation_file = Path(image_dir), original.source
+        else:
+            image_dir, annotation_file = check_paths(image_dir, annotation_file)
+            original = load_custom_annotations(annotation_file)
+        full = original.class_set
+        unseen = sorted(set(unseen))
+        annotations, class_ids, class_set = original, list(range(len(full))), full
+        if training is not None:
+            annotations = replace(original, rare=rare_classes(full, training, rare_threshold),
+                                  unseen=np.asarray(unseen, dtype=np.int64) if unseen else None)
+        elif unseen:
+            class_ids = [k for k in class_ids if k not in set(unseen)]
+            if not class_ids:
+                raise InputError(f"{annotation_file}: every class is unseen; nothing is left "
+                                 f"to train on")
+            annotations = remove_classes(original, unseen, zero_shot_rule)[0]
+            class_set = full.subset(class_ids, name=f"{full.name}-seen")
+        super().__init__(image_dir, original, annotations, len(full), class_ids, class_set,
+                         transform, skip_empty)
+        self.full_classes = full
+
+
+def experiment_classes(train: CustomHOI, test: CustomHOI) -> HOIClassSet:
+    """Every class of a custom experiment: the training file's, then the test file's
+    others (what its checkpoints detect by default)."""
+    pairs, sentences = [], []
+    for classes in (train.full_classes, test.full_classes):
+        for verb, obj, sentence in zip(classes.verbs, classes.object_names,
+                                       classes.sentences, strict=True):
+            if (verb, obj) not in pairs:
+                pairs.append((verb, obj))
+                sentences.append(sentence)
+    return metadata.from_pairs(pairs, name=train.full_classes.name, sentences=sentences,
+                               open_vocabulary=True)

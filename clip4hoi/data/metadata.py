@@ -170,6 +170,11 @@ def object_key(name: str) -> str:
     return "_".join(name.replace("\ufeff", "").replace("_", " ").lower().split())
 
 
+def verb_key(verb: str) -> str:
+    """A verb phrase as class sets spell it: ``"Sit_on "`` -> ``"sit on"``."""
+    return " ".join(words(verb.replace("\ufeff", "")).split()).lower()
+
+
 def object_id(name: str, source: str = "class list") -> int:
     """COCO-80 id of an object name (``"dining table"``, ``"dining_table"``, any case)."""
     key = object_key(name)
@@ -197,7 +202,7 @@ def from_pairs(pairs: list[tuple[str, str]], name: str = "custom",
     verb_ids, verbs, objects, texts = [], [], [], []
     seen: dict[tuple[str, str], int] = {}
     for k, (verb, obj) in enumerate(pairs):
-        verb = " ".join(words(verb.replace("\ufeff", "")).split()).lower()
+        verb = verb_key(verb)
         if not verb:
             raise InputError(f"{source}: class {k} has an empty verb")
         key = object_key(obj)
@@ -317,13 +322,22 @@ def vcoco_classes() -> HOIClassSet:
 
 def load_classes(spec: str, open_vocabulary: bool = False) -> HOIClassSet:
     """Resolve a ``--classes`` argument: ``hicodet``, ``vcoco``, a file (JSON as written by
-    :meth:`HOIClassSet.to_json`, or text with one ``VERB OBJECT`` per line), or free text
-    (``"ride bicycle, hold cup"``). Objects outside COCO's 80 only with ``open_vocabulary``
-    (for the open-vocabulary detector)."""
+    :meth:`HOIClassSet.to_json`, or text with one ``VERB OBJECT`` per line), that JSON
+    itself (``{"classes": [...]}``: how a checkpoint trained on a custom dataset stores its
+    classes), or free text (``"ride bicycle, hold cup"``). Objects outside COCO's 80 only
+    with ``open_vocabulary`` (for the open-vocabulary detector)."""
     if spec in ("hicodet", "hico", "hico-det"):
         return hicodet_classes()
     if spec == "vcoco":
         return vcoco_classes()
+    if spec.lstrip().startswith("{"):
+        try:
+            data = json.loads(spec)
+        except json.JSONDecodeError as error:
+            raise InputError(f"classes: not valid JSON ({error})") from error
+        if not isinstance(data, dict):
+            raise InputError("classes: expected {'classes': [...]} at the top level")
+        return HOIClassSet.from_json(data, source="classes", open_vocabulary=open_vocabulary)
     path = Path(spec)
     if path.suffix in (".json", ".txt") or path.is_file():
         if not path.is_file():

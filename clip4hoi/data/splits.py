@@ -1,4 +1,5 @@
-"""HICO-DET zero-shot settings (spec §3): seen / unseen classes and the training filter.
+"""Zero-shot splits: HICO-DET's settings (spec §3), seen / unseen classes and the training
+filter (also for the unseen classes a custom dataset names, ``data.unseen_classes``).
 
 Two rules remove the unseen classes from training annotations:
 
@@ -36,7 +37,15 @@ def seen_classes(setting: str) -> list[int]:
 
 def apply_zero_shot(annotations: HOIAnnotations, setting: str, rule: str = "drop_images"
                     ) -> tuple[HOIAnnotations, list[int]]:
-    """Remove the unseen classes of ``setting`` from training annotations.
+    """Remove the unseen classes of the HICO-DET ``setting`` from training annotations
+    (:func:`remove_classes`)."""
+    return remove_classes(annotations, unseen_classes(setting), rule)
+
+
+def remove_classes(annotations: HOIAnnotations, unseen: list[int] | np.ndarray,
+                   rule: str = "drop_images") -> tuple[HOIAnnotations, list[int]]:
+    """Remove the classes ``unseen`` (ids of ``annotations.hoi``) from training annotations:
+    a HICO-DET setting's, or those a custom dataset names (``data.unseen_classes``).
 
     Returns the annotations of the same images in the same order with the removed rows
     gone, and the indices of the images left to train on (those with at least one row
@@ -46,7 +55,7 @@ def apply_zero_shot(annotations: HOIAnnotations, setting: str, rule: str = "drop
     if rule not in ZERO_SHOT_RULES:
         raise ValueError(f"unknown zero-shot rule {rule!r}; choose from "
                          + ", ".join(ZERO_SHOT_RULES))
-    unseen = np.asarray(unseen_classes(setting), dtype=np.int64)
+    unseen = np.asarray(unseen, dtype=np.int64)
     keep_rows = []
     for boxes_h, boxes_o, hoi, objects in zip(annotations.boxes_h, annotations.boxes_o,
                                               annotations.hoi, annotations.objects,

@@ -1,4 +1,6 @@
-"""A small synthetic dataset in the exact HICO-DET (fredzzhang) on-disk format.
+"""Small synthetic datasets: one in the exact HICO-DET (fredzzhang) on-disk format
+(:func:`make_synthetic`), and one of any classes you name in the custom format
+(:func:`make_custom_synthetic`, at the end of this module).
 
 Each image shows one to three drawn people, each with one object whose position relative
 to the person *is* the interaction, so a small model can learn the classes from layout
@@ -34,7 +36,10 @@ indices (integer-valued floats), as in the real files. Everything is determinist
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -43,8 +48,12 @@ from PIL import Image, ImageDraw
 from clip4hoi.data.metadata import (
     COCO_OBJECTS,
     HICO_VERBS,
+    HUMAN_OBJECT_ID,
+    HOIClassSet,
     hicodet_classes,
     hicodet_rare,
+    parse_class_text,
+    words,
 )
 from clip4hoi.errors import InputError
 from clip4hoi.fileio import write_atomic
@@ -265,20 +274,25 @@ def _background(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
     return image
 
 
-def _draw_image(rng: np.random.Generator, size: tuple[int, int], layouts: list[int]
-                ) -> tuple[Image.Image, dict]:
-    """An image with one group (person + object) per layout that fits, and its rows."""
+Builder = Callable[[float, int], tuple[list[_Shape], list[Point | None], Point | None]]
+"""``(person height p, side) -> (object shapes, hand targets, foot target)`` (:func:`_object`)."""
+
+
+def _draw_groups(rng: np.random.Generator, size: tuple[int, int],
+                 groups: list[tuple[Builder, bool]]) -> tuple[Image.Image, list[tuple]]:
+    """An image with one person and object per group ``(builder, object behind the
+    person)`` that fits; returns it and ``(group index, human box, object box)`` of each
+    group drawn (exact extents, 1-based inclusive pixel indices)."""
     image = _background(rng, size)
     draw = ImageDraw.Draw(image)
-    rows: dict[str, list] = {k: [] for k in ("boxes_h", "boxes_o", "hoi", "object", "verb")}
     placed: list[np.ndarray] = []
+    drawn = []
     width, height = size
-    for layout in layouts:
-        _, kind, place, verbs = LAYOUTS[layout]
+    for g, (builder, behind) in enumerate(groups):
         for _ in range(30):
             p = rng.uniform(0.3, 0.42) * min(size)
             side = int(rng.choice([-1, 1]))
-            shapes, hands, foot = _object(kind, place, p, side)
+            shapes, hands, foot = builder(p, side)
             colours = (_SKIN[rng.integers(len(_SKIN))], _SHIRT[rng.integers(len(_SHIRT))],
                        _TROUSERS[rng.integers(len(_TROUSERS))])
             person = _person(p, side, hands, foot, colours)
@@ -295,10 +309,21 @@ def _draw_image(rng: np.random.Generator, size: tuple[int, int], layouts: list[i
         placed.append(box)
         obj = [s.moved(dx, dy) for s in shapes]
         human = [s.moved(dx, dy) for s in person]
-        behind = place == "under"
         for shape in (obj + human if behind else human + obj):
             shape.draw(draw, shape.colour)
-        box_h, box_o = _drawn_box(human, size), _drawn_box(obj, size)
+        drawn.append((g, _drawn_box(human, size), _drawn_box(obj, size)))
+    return image, drawn
+
+
+def _draw_image(rng: np.random.Generator, size: tuple[int, int], layouts: list[int]
+                ) -> tuple[Image.Image, dict]:
+    """An image with one group (person + object) per layout that fits, and its rows."""
+    groups = [(partial(_object, LAYOUTS[k][1], LAYOUTS[k][2]), LAYOUTS[k][2] == "under")
+              for k in layouts]
+    image, drawn = _draw_groups(rng, size, groups)
+    rows: dict[str, list] = {k: [] for k in ("boxes_h", "boxes_o", "hoi", "object", "verb")}
+    for g, box_h, box_o in drawn:
+        _, kind, _, verbs = LAYOUTS[layouts[g]]
         for verb in verbs:
             rows["boxes_h"].append(box_h)
             rows["boxes_o"].append(box_o)
@@ -308,6 +333,22 @@ def _draw_image(rng: np.random.Generator, size: tuple[int, int], layouts: list[i
     return image, rows
 
 
+def _deal(rng: np.random.Generator, i: int, image_size: int, deck: list[int], count: int
+          ) -> tuple[tuple[int, int], list[int]]:
+    """The size ``(w, h)`` of image ``i`` and the one to three layouts (of ``count``) dealt
+    to it from ``deck`` (refilled with a shuffled round when empty; none for every
+    ``EMPTY_EVERY``-th image)."""
+    short = int(rng.integers(round(0.75 * image_size), image_size + 1))
+    size = (image_size, short) if rng.random() < 0.5 else (short, image_size)
+    dealt = []
+    if i % EMPTY_EVERY != EMPTY_EVERY - 1:
+        for _ in range(int(rng.integers(1, 4))):
+            if not deck:
+                deck += [int(k) for k in rng.permutation(count)]
+            dealt.append(deck.pop())
+    return size, dealt
+
+
 def _write_split(out_dir: Path, split: str, count: int, seed: int, image_size: int) -> Path:
     rng = np.random.default_rng([seed, 0 if split == "train2015" else 1])
     image_dir = out_dir / "images" / split
@@ -315,14 +356,7 @@ def _write_split(out_dir: Path, split: str, count: int, seed: int, image_size: i
     deck: list[int] = []
     names, sizes, annotation, empty = [], [], [], []
     for i in range(count):
-        short = int(rng.integers(round(0.75 * image_size), image_size + 1))
-        size = (image_size, short) if rng.random() < 0.5 else (short, image_size)
-        layouts = []
-        if i % EMPTY_EVERY != EMPTY_EVERY - 1:
-            for _ in range(int(rng.integers(1, 4))):
-                if not deck:
-                    deck = [int(k) for k in rng.permutation(len(LAYOUTS))]
-                layouts.append(deck.pop())
+        size, layouts = _deal(rng, i, image_size, deck, len(LAYOUTS))
         image, rows = _draw_image(rng, size, layouts)
         name = f"HICO_{split}_{i + 1:08d}.jpg"
         image.save(image_dir / name, quality=90)
@@ -345,6 +379,24 @@ def _write_split(out_dir: Path, split: str, count: int, seed: int, image_size: i
     return write_atomic(out_dir / f"instances_{split}.json", json.dumps(data))
 
 
+def _check_output(out_dir: str | Path, n_train: int, n_test: int, image_size: int,
+                  overwrite: bool, written: tuple[str, ...]) -> Path:
+    """The dataset folder, after checking the sizes and that it may be written."""
+    if n_train < 1 or n_test < 1:
+        raise InputError(f"need at least one image per split, got n_train={n_train}, "
+                         f"n_test={n_test}")
+    if image_size < 64:
+        raise InputError(f"image_size must be at least 64 pixels, got {image_size}")
+    root = Path(out_dir)
+    if root.exists() and not root.is_dir():
+        raise InputError(f"{root} is a file; give a folder to write the dataset to")
+    existing = [name for name in written if (root / name).exists()]
+    if existing and not overwrite:
+        raise InputError(f"{root} already holds a dataset ({', '.join(existing)}); pass "
+                         f"--overwrite to replace it, or choose another folder")
+    return root
+
+
 def make_synthetic(out_dir: str | Path, n_train: int = 96, n_test: int = 32, seed: int = 0,
                    image_size: int = 256, overwrite: bool = True) -> dict:
     """Write a synthetic HICO-DET dataset to ``out_dir`` and describe it.
@@ -364,20 +416,8 @@ def make_synthetic(out_dir: str | Path, n_train: int = 96, n_test: int = 32, see
     ``"n_test"``. With ``overwrite`` False, a folder that already holds a dataset is
     refused; a path that is a file always is (:class:`~clip4hoi.errors.InputError`).
     """
-    if n_train < 1 or n_test < 1:
-        raise InputError(f"need at least one image per split, got n_train={n_train}, "
-                         f"n_test={n_test}")
-    if image_size < 64:
-        raise InputError(f"image_size must be at least 64 pixels, got {image_size}")
-    root = Path(out_dir)
-    if root.exists() and not root.is_dir():
-        raise InputError(f"{root} is a file; give a folder to write the dataset to")
-    existing = [p.name for p in (root / "instances_train2015.json",
-                                 root / "instances_test2015.json", root / "images")
-                if p.exists()]
-    if existing and not overwrite:
-        raise InputError(f"{root} already holds a dataset ({', '.join(existing)}); pass "
-                         f"--overwrite to replace it, or choose another folder")
+    root = _check_output(out_dir, n_train, n_test, image_size, overwrite,
+                         ("instances_train2015.json", "instances_test2015.json", "images"))
     return {
         "root": root,
         "train_images": root / "images" / "train2015",
@@ -387,4 +427,149 @@ def make_synthetic(out_dir: str | Path, n_train: int = 96, n_test: int = 32, see
         "classes": synthetic_classes(),
         "n_train": n_train,
         "n_test": n_test,
+    }
+
+
+# ------------------------------------------------------------ your own vocabulary
+# ``make_custom_synthetic``: any "verb object" classes in the custom format
+# (clip4hoi.data.custom). Each object gets a look (a shape and a colour, by its rank among
+# the objects), each verb a place relative to the person (by its rank among the verbs;
+# two verbs of one object never share a place), so every class is a distinct picture.
+
+PLACES = ("hand", "over", "foot", "face", "far", "both")
+_KINDS = ("disc", "rect", "poly", "ring", "dome")
+_COLOURS = (_ORANGE, _BLUE, _GREEN, _MAGENTA, _RED, (0, 170, 190), (120, 60, 200),
+            (200, 170, 0))
+
+
+def _thing(kind: str, colour: tuple[int, int, int], place: str, p: float, side: int
+           ) -> tuple[list[_Shape], list[Point | None], Point | None]:
+    """A generic object of ``kind`` at ``place`` (see :data:`PLACES`), the hand targets
+    and the foot target of the person using it (as :func:`_object`)."""
+    hands: list[Point | None] = [None, None]
+    foot = None
+    near = 0 if side < 0 else 1
+    r = 0.1 * p
+    if place == "hand":      # held out at chest height
+        cx, cy = side * 0.47 * p, 0.42 * p
+        hands[near] = (side * 0.36 * p, 0.42 * p)
+    elif place == "over":    # on the raised hand
+        cx, cy = side * 0.2 * p, -0.19 * p
+        hands[near] = (side * 0.2 * p, -0.07 * p)
+    elif place == "foot":    # at the stretched foot
+        cx, cy = side * 0.33 * p, 0.9 * p
+        foot = (side * 0.2 * p, 0.95 * p)
+    elif place == "face":    # held up at the face
+        cx, cy = side * 0.23 * p, 0.1 * p
+        hands[near] = (side * 0.22 * p, 0.17 * p)
+    elif place == "far":     # on the ground away from the person, arms down
+        cx, cy = side * 0.85 * p, 0.9 * p
+    else:                    # both: held above the head with both hands
+        cx, cy = 0.0, -0.24 * p
+        hands = [(-0.16 * p, -0.14 * p), (0.16 * p, -0.14 * p)]
+    corners = ((cx - r, cy - r), (cx + r, cy + r))
+    if kind == "rect":
+        corners = ((cx - r, cy - 0.6 * r), (cx + r, cy + 0.6 * r))
+    if kind == "poly":
+        shape = _Shape("poly", ((cx, cy - r), (cx + r, cy + r), (cx - r, cy + r)), colour)
+    else:
+        shape = _Shape(kind, corners, colour, 0.35 * r)
+    return [shape], hands, foot
+
+
+def vocabulary_layouts(classes: HOIClassSet) -> list[tuple[str, str]]:
+    """``(place, object kind + colour index)`` of each class (see :func:`_thing`)."""
+    objects = list(classes.used_objects)
+    layouts, taken = [], {}
+    for verb, obj in zip(classes.verb_ids, classes.objects, strict=True):
+        used = taken.setdefault(obj, set())
+        free = [k for k in range(len(PLACES)) if k not in used]
+        if not free:
+            raise InputError(f"--vocabulary: more than {len(PLACES)} verbs with the object "
+                             f"{classes.object_vocabulary[obj]!r}; the synthetic pictures "
+                             f"can tell only {len(PLACES)} apart")
+        place = verb % len(PLACES) if verb % len(PLACES) in free else free[0]
+        used.add(place)
+        layouts.append((PLACES[place], objects.index(obj)))
+    return layouts
+
+
+def _write_custom_split(out_dir: Path, split: str, count: int, seed: int, image_size: int,
+                        classes: HOIClassSet) -> Path:
+    rng = np.random.default_rng([seed, 2 if split == "train" else 3])
+    image_dir = out_dir / "images" / split
+    image_dir.mkdir(parents=True, exist_ok=True)
+    layouts = vocabulary_layouts(classes)
+    deck: list[int] = []
+    images = []
+    for i in range(count):
+        size, chosen = _deal(rng, i, image_size, deck, len(classes))
+        groups = []
+        for k in chosen:
+            place, look = layouts[k]
+            builder = partial(_thing, _KINDS[look % len(_KINDS)],
+                              _COLOURS[look // len(_KINDS) % len(_COLOURS)], place)
+            groups.append((builder, False))
+        image, drawn = _draw_groups(rng, size, groups)
+        name = f"{split}_{i + 1:05d}.jpg"
+        image.save(image_dir / name, quality=90)
+        boxes, pairs = [], []
+        for g, box_h, box_o in drawn:
+            k = chosen[g]
+            for box, category in ((box_h, "person"),
+                                  (box_o, words(classes.object_names[k]))):
+                # 1-based inclusive indices -> continuous pixels
+                boxes.append({"bbox": [box[0] - 1, box[1] - 1, box[2], box[3]],
+                              "category": category})
+            pairs.append({"subject_id": len(boxes) - 2, "object_id": len(boxes) - 1,
+                          "verb": classes.verbs[k]})
+        images.append({"file_name": name, "width": size[0], "height": size[1],
+                       "annotations": boxes, "hoi_annotation": pairs})
+    data = {"name": "synthetic",
+            "classes": [{"verb": v, "object": words(o)} for v, o in
+                        zip(classes.verbs, classes.object_names, strict=True)],
+            "images": images}
+    return write_atomic(out_dir / f"{split}.json", json.dumps(data, indent=1))
+
+
+def make_custom_synthetic(out_dir: str | Path, vocabulary: str, n_train: int = 64,
+                          n_test: int = 32, seed: int = 0, image_size: int = 256,
+                          overwrite: bool = True) -> dict:
+    """Write a synthetic dataset of your own classes in the custom format
+    (docs/datasets.md): ``vocabulary`` is ``"operate drill, hold wrench, ..."`` (the last
+    word of each item is the object, or ``"VERB | OBJECT"``; any noun). Layout::
+
+        OUT_DIR/images/train/train_00001.jpg ...   OUT_DIR/train.json
+        OUT_DIR/images/test/test_00001.jpg ...     OUT_DIR/test.json
+
+    Each image shows one to three people, each with one object drawn where its verb puts
+    it; every twelfth image has no interaction. Returns the paths (``root``,
+    ``train_images``, ``test_images``, ``train_annotations``, ``test_annotations``),
+    ``classes`` (``"verb object"`` names), the image counts, and ``tokenizer``: a tiny
+    WordPiece tokenizer of the object names (``OUT_DIR/tokenizer``) for the tiny random
+    Grounding DINO of ``configs/custom_smoke.yaml``, so nothing is downloaded. ``overwrite``
+    as for :func:`make_synthetic`."""
+    classes = parse_class_text(vocabulary, open_vocabulary=True, source="--vocabulary")
+    if HUMAN_OBJECT_ID in classes.objects:
+        raise InputError("--vocabulary: the synthetic pictures draw objects, not people; "
+                         "give classes with other objects")
+    root = _check_output(out_dir, n_train, n_test, image_size, overwrite,
+                         ("train.json", "test.json", "images", "tokenizer"))
+    from clip4hoi.models.grounding_dino import write_word_tokenizer  # torch-free callers
+
+    names = ["person", *(words(o) for o in classes.object_names)]
+    tokens = [t for name in names for t in re.findall(r"\w+|[^\w\s]", name.lower())]
+    return {
+        "root": root,
+        "train_images": root / "images" / "train",
+        "test_images": root / "images" / "test",
+        "train_annotations": _write_custom_split(root, "train", n_train, seed, image_size,
+                                                 classes),
+        "test_annotations": _write_custom_split(root, "test", n_test, seed, image_size,
+                                                classes),
+        "classes": [f"{v} {words(o)}" for v, o in zip(classes.verbs, classes.object_names,
+                                                      strict=True)],
+        "n_train": n_train,
+        "n_test": n_test,
+        "tokenizer": write_word_tokenizer(root / "tokenizer", tokens),
     }

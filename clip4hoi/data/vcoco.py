@@ -64,31 +64,42 @@ class VCOCO(HOIDataset):
     def __init__(self, image_dir: str | Path, annotation_file: str | Path,
                  transform: Transform | None = None, skip_empty: bool = True) -> None:
         image_dir, annotation_file = check_paths(image_dir, annotation_file)
-        files = find_vcoco_files(annotation_file)
-        self.ground_truth: VCOCOGroundTruth | None = None
-        if files.official:
-            self.ground_truth = load_vcoco_official(files.annotations, files.coco,
-                                                    files.split_ids)
-            annotations = training_pairs(self.ground_truth)
-        else:
-            annotations = load_vcoco_annotations(annotation_file)
-        class_set = vcoco_classes()
-        to_class = {pair: k for k, pair in enumerate(zip(class_set.verb_ids,
-                                                         class_set.objects, strict=True))}
-        if files.official:
-            annotations = _known_pairs(annotations, to_class)
-        labels = []
-        for actions, objects in zip(annotations.hoi, annotations.objects, strict=True):
-            pairs = list(zip(actions.tolist(), objects.tolist(), strict=True))
-            invalid = [pair for pair in pairs if pair not in to_class]
-            if invalid:
-                raise ValueError(f"{annotation_file}: (action, object) pairs {invalid[:5]} "
-                                 f"are not V-COCO classes")
-            labels.append(np.array([to_class[pair] for pair in pairs], dtype=np.int64))
+        annotations, labels, self.ground_truth = read_vcoco_pairs(annotation_file)
         indices = served_images(annotations, annotations, skip_empty)
         paths = resolve_images(image_dir, annotations, indices, image_candidates)
+        class_set = vcoco_classes()
         super().__init__(annotations, paths, indices, labels, class_set,
                          range(len(class_set)), transform)
+
+
+def read_vcoco_pairs(annotation_file: str | Path, split: str = "test"
+                     ) -> tuple[HOIAnnotations, list[np.ndarray], VCOCOGroundTruth | None]:
+    """The (person, object, action-role) pairs of a V-COCO file — official
+    (``vcoco_{split}.json`` or a v-coco folder, see
+    :func:`~clip4hoi.data.vcoco_official.find_vcoco_files`) or per-pair — with each row's
+    class in :func:`~clip4hoi.data.metadata.vcoco_classes`, and the official per-person
+    ground truth (None for per-pair files)."""
+    files = find_vcoco_files(annotation_file, split)
+    ground_truth = None
+    if files.official:
+        ground_truth = load_vcoco_official(files.annotations, files.coco, files.split_ids)
+        annotations = training_pairs(ground_truth)
+    else:
+        annotations = load_vcoco_annotations(files.annotations)
+    class_set = vcoco_classes()
+    to_class = {pair: k for k, pair in enumerate(zip(class_set.verb_ids, class_set.objects,
+                                                     strict=True))}
+    if files.official:
+        annotations = _known_pairs(annotations, to_class)
+    labels = []
+    for actions, objects in zip(annotations.hoi, annotations.objects, strict=True):
+        pairs = list(zip(actions.tolist(), objects.tolist(), strict=True))
+        invalid = [pair for pair in pairs if pair not in to_class]
+        if invalid:
+            raise ValueError(f"{annotation_file}: (action, object) pairs {invalid[:5]} "
+                             f"are not V-COCO classes")
+        labels.append(np.array([to_class[pair] for pair in pairs], dtype=np.int64))
+    return annotations, labels, ground_truth
 
 
 def _known_pairs(annotations: HOIAnnotations, to_class: dict[tuple[int, int], int]

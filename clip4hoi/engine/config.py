@@ -33,7 +33,7 @@ from clip4hoi.config import (
 from clip4hoi.data.transforms import TransformConfig
 from clip4hoi.errors import InputError
 
-DATASETS = ("hicodet", "vcoco")
+DATASETS = ("hicodet", "vcoco", "custom")
 SCHEDULES = ("step", "cosine", "constant")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 CACHE_DTYPES = ("float32", "float16", "bfloat16")
@@ -48,7 +48,7 @@ class DataConfig:
     images, the empty ones included."""
 
     dataset: str = "hicodet"
-    """``hicodet`` or ``vcoco``."""
+    """``hicodet``, ``vcoco`` or ``custom`` (your own classes; docs/datasets.md)."""
     root: str = "data/hicodet"
     train_images: str = "hico_20160224_det/images/train2015"
     train_annotations: str = "instances_train2015.json"
@@ -58,6 +58,16 @@ class DataConfig:
     """``rf_uc``, ``nf_uc``, ``uo``, ``uv``, ``uc0``..``uc4`` (HICO-DET) or null."""
     zero_shot_rule: str = "drop_images"
     """``drop_images`` (two-stage CLIP line of work) or ``drop_pairs`` (GEN-VLKT line)."""
+    unseen_classes: str | list[str] | None = None
+    """``custom``: classes left out of training (zero-shot), reported as Unseen at test:
+    a list of ``"VERB OBJECT"``, the same as comma-separated text, or a text file with one
+    a line."""
+    unseen_verbs: list[str] | None = None
+    """``custom``: every class of these verbs is unseen."""
+    unseen_objects: list[str] | None = None
+    """``custom``: every class of these objects is unseen."""
+    rare_threshold: int = 10
+    """``custom``: a test class with fewer training pairs than this is Rare."""
     transform: TransformConfig = field(default_factory=TransformConfig)
     num_workers: int = 4
     """DataLoader worker processes per rank (0: load in the main process)."""
@@ -202,7 +212,11 @@ def validate(config: ExperimentConfig) -> None:
     checks = [
         (data.dataset in DATASETS, f"data.dataset={data.dataset!r} must be one of {DATASETS}"),
         (data.dataset == "hicodet" or data.zero_shot is None,
-         "data.zero_shot is a HICO-DET setting"),
+         "data.zero_shot is a HICO-DET setting (data.unseen_classes for a custom dataset)"),
+        (data.dataset == "custom" or not (data.unseen_classes or data.unseen_verbs
+                                          or data.unseen_objects),
+         "data.unseen_classes / unseen_verbs / unseen_objects need data.dataset: custom"),
+        (data.rare_threshold >= 1, "data.rare_threshold must be >= 1"),
         (train.lr_schedule in SCHEDULES,
          f"train.lr_schedule={train.lr_schedule!r} must be one of {SCHEDULES}"),
         (train.amp in AMP_MODES, f"train.amp={train.amp!r} must be one of {AMP_MODES}"),

@@ -10,6 +10,7 @@ same order and with the same augmentation, as an uninterrupted one.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -19,11 +20,21 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from clip4hoi.data.hicodet import HICODet, HOIDataset
+from clip4hoi.config import DetectorConfig
+from clip4hoi.data.custom import load_custom_annotations, unseen_class_ids
+from clip4hoi.data.hicodet import (
+    CustomHOI,
+    HICODet,
+    HOIDataset,
+    check_paths,
+    experiment_classes,
+)
+from clip4hoi.data.metadata import COCO_OBJECTS, HOIClassSet, words
 from clip4hoi.data.transforms import HOITransform
 from clip4hoi.data.vcoco import VCOCO
-from clip4hoi.engine.config import DataConfig
+from clip4hoi.engine.config import DataConfig, ExperimentConfig
 from clip4hoi.engine.distributed import DistInfo
+from clip4hoi.errors import InputError
 from clip4hoi.models.model import FrozenFeatures
 
 Batch = tuple[list[Tensor] | FrozenFeatures, list[dict]]
@@ -40,8 +51,57 @@ def build_dataset(cfg: DataConfig, train: bool) -> HOIDataset:
     annotations = cfg.path(cfg.train_annotations if train else cfg.test_annotations)
     if cfg.dataset == "vcoco":
         return VCOCO(images, annotations, transform, skip_empty=train)
+    if cfg.dataset == "custom":
+        check_paths(images, annotations)
+        other = load_custom_annotations(check_paths(
+            cfg.path(cfg.test_images if train else cfg.train_images),
+            cfg.path(cfg.test_annotations if train else cfg.train_annotations))[1])
+        own = load_custom_annotations(annotations)
+        unseen = unseen_class_ids(own.class_set, cfg.unseen_classes, cfg.unseen_verbs,
+                                  cfg.unseen_objects, known=[other.class_set])
+        return CustomHOI(images, own, transform, unseen, cfg.zero_shot_rule,
+                         skip_empty=train, training=None if train else other,
+                         rare_threshold=cfg.rare_threshold)
     return HICODet(images, annotations, transform, zero_shot=cfg.zero_shot if train else None,
                    zero_shot_rule=cfg.zero_shot_rule, skip_empty=train)
+
+
+def choose_detector(detector: DetectorConfig, classes: HOIClassSet,
+                    setting: str = "model.detector") -> str:
+    """Resolve ``detector.type`` for the objects of ``classes`` — ``auto``: DETR when every
+    object is one of COCO's 80, Grounding DINO otherwise — and refuse DETR for other
+    objects, naming them (and ``setting``, where the type is set). Returns the start-up
+    line that says which detector runs."""
+    others = [words(classes.object_vocabulary[o]) for o in classes.used_objects
+              if o >= len(COCO_OBJECTS)]
+    if detector.type == "auto":
+        detector.type = "grounding_dino" if others else "detr"
+    if detector.type == "detr" and others:
+        raise InputError(f"the objects {', '.join(others)} are not COCO objects, which DETR "
+                         f"cannot detect: set {setting}.type: grounding_dino (or auto)")
+    if detector.type == "grounding_dino":
+        why = f"objects outside COCO: {', '.join(others)}" if others else \
+            f"{setting}.type grounding_dino"
+        return f"detector: Grounding DINO ({why})"
+    return "detector: DETR (every object is one of COCO's 80)"
+
+
+def configure_model(config: ExperimentConfig, train_set: HOIDataset, test_set: HOIDataset
+                    ) -> str | None:
+    """What the data decides about the model: for a custom dataset, ``model.classes``
+    becomes every class of the experiment (so its checkpoints detect them by default) and
+    the detector is chosen from their objects (:func:`choose_detector`). Returns the
+    start-up line naming the detector (None for the benchmarks, whose ``auto`` detector
+    is DETR)."""
+    if not isinstance(train_set, CustomHOI) or not isinstance(test_set, CustomHOI):
+        if config.model.detector.type == "auto":
+            choose_detector(config.model.detector, train_set.class_set)
+        return None
+    classes = experiment_classes(train_set, test_set)
+    line = choose_detector(config.model.detector, classes)
+    config.model.classes = json.dumps(classes.to_json())
+    return f"custom dataset: {len(classes)} classes of {len(classes.used_objects)} objects; " \
+           f"{line}"
 
 
 def sample_seed(seed: int, epoch: int, position: int) -> int:

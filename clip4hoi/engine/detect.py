@@ -56,11 +56,22 @@ class AnnotatedBoxes:
     image (found by file name), for checkpoints trained with ``detector.use_gt_boxes``."""
 
     def __init__(self, path: str) -> None:
-        from clip4hoi.data.annotations import load_hicodet_annotations
+        from clip4hoi.data.custom import load_annotations
 
-        self.annotations = load_hicodet_annotations(path)
+        self.annotations = load_annotations(path)   # HICO-DET or custom format
         self.index = self.annotations.index()
         self.source = path
+        self.objects = self.annotations.objects      # ids of the detect run's vocabulary
+
+    def use_vocabulary(self, vocabulary: tuple[str, ...]) -> None:
+        """Give the objects as ids of ``vocabulary`` (the detect run's class set's; a
+        custom file numbers its objects its own way), by name; -1 where absent."""
+        import numpy as np
+
+        own = self.annotations.class_set.object_vocabulary if self.annotations.classes \
+            else vocabulary[:80]
+        table = np.array([vocabulary.index(o) if o in vocabulary else -1 for o in own])
+        self.objects = [table[o] for o in self.annotations.objects]
 
     def __call__(self, source: Source) -> dict:
         """The boxes of image ``source`` (continuous xyxy pixels) as a model target."""
@@ -74,7 +85,7 @@ class AnnotatedBoxes:
         ann = self.annotations
         return {"boxes_h": torch.tensor(ann.boxes_h[i], dtype=torch.float32),
                 "boxes_o": torch.tensor(ann.boxes_o[i], dtype=torch.float32),
-                "object": torch.tensor(ann.objects[i], dtype=torch.long)}
+                "object": torch.tensor(self.objects[i], dtype=torch.long)}
 
 
 class Progress:
@@ -164,6 +175,8 @@ class DetectJob:
                               f"the annotation file, or override detector.use_gt_boxes=false "
                               f"to use the detector's boxes")
         self.classes = self.backend.resolve_classes(options.classes)
+        if self.boxes is not None:
+            self.boxes.use_vocabulary(self.classes.object_vocabulary)
 
     def pending(self) -> tuple[list[Source], int]:
         """This rank's share of the inputs that are not done yet, and how many of its share

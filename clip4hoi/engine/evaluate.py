@@ -24,7 +24,13 @@ from clip4hoi.data.transforms import rescale_boxes
 from clip4hoi.engine.backend import resolve_mode
 from clip4hoi.engine.checkpoint import load_checkpoint
 from clip4hoi.engine.config import ExperimentConfig
-from clip4hoi.engine.data import build_dataset, inputs_to_device, test_loader, to_device
+from clip4hoi.engine.data import (
+    build_dataset,
+    choose_detector,
+    inputs_to_device,
+    test_loader,
+    to_device,
+)
 from clip4hoi.engine.distributed import DistInfo, gather_to_main, init_distributed
 from clip4hoi.engine.feature_cache import CachedFeatures, FeatureCache, build_cache, fill_cache
 from clip4hoi.errors import OptionError
@@ -176,6 +182,10 @@ def run_test(config: ExperimentConfig, checkpoint: str | Path | None = None,
             item.removeprefix("model.") for item in overrides if item.startswith("model.")])
         cache = build_cache(config.feature_cache, model, config.data.transform, amp)
     else:
+        if config.data.dataset == "custom":   # DETR cannot find objects outside COCO
+            line = choose_detector(config.training_free.detector, dataset.class_set,
+                                   "training_free.detector")
+            print(f"clip4hoi test: {line}")
         model = build_training_free(replace(config.training_free, mode=mode))
     model.to(info.device)
     output = Path(output or config.output_dir / "detections.json")

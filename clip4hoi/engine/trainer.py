@@ -54,6 +54,7 @@ from clip4hoi.engine.config import ExperimentConfig, TrainConfig, dump_experimen
 from clip4hoi.engine.data import (
     ResumableSampler,
     build_dataset,
+    configure_model,
     inputs_to_device,
     to_device,
     train_loader,
@@ -173,7 +174,9 @@ def best_metric_name(config: ExperimentConfig) -> str:
         return config.train.best_metric
     if config.data.dataset == "vcoco":
         return "role_scenario_2"
-    return "unseen" if config.data.zero_shot else "full"
+    data = config.data
+    zero_shot = data.zero_shot or data.unseen_classes or data.unseen_verbs or data.unseen_objects
+    return "unseen" if zero_shot else "full"
 
 
 class Trainer:
@@ -190,6 +193,11 @@ class Trainer:
         self.checkpoints = CheckpointManager(self.output_dir / "checkpoints",
                                              cfg.keep_checkpoints)
         resume_from = self._resume_files(resume)
+        self.train_set = build_dataset(config.data, train=True)
+        self.test_set = build_dataset(config.data, train=False)
+        setup = configure_model(config, self.train_set, self.test_set)  # custom data
+        if setup and info.is_main:
+            print(f"clip4hoi train: {setup}")
         if resume_from is not None:   # a corrupt checkpoint fails before the model is built
             weights, state_file = resume_from
             head = read_checkpoint(weights)[1]
@@ -197,8 +205,6 @@ class Trainer:
             check_state(state, state_file)
             self._check_resumed_config(state, state_file)
 
-        self.train_set = build_dataset(config.data, train=True)
-        self.test_set = build_dataset(config.data, train=False)
         per_step = info.world_size * cfg.accumulation_steps
         if cfg.batch_size % per_step:
             raise ValueError(f"train.batch_size={cfg.batch_size} is not a multiple of "

@@ -1,5 +1,6 @@
-"""Evaluation: HICO-DET mAP (official MATLAB semantics), V-COCO role AP (``vsrl_eval``
-semantics), detection files (``DETS.json``) and the MATLAB exporter."""
+"""Evaluation: HOI mAP with HICO-DET's official MATLAB semantics for any class set
+(HICO-DET's or a custom dataset's), V-COCO role AP (``vsrl_eval`` semantics), detection
+files (``DETS.json``) and the MATLAB exporter."""
 
 from clip4hoi.evaluation.detections import (
     HOIDetections,
@@ -16,6 +17,7 @@ from clip4hoi.evaluation.hicodet import (
     HICOResult,
     evaluate_files,
     evaluate_hicodet,
+    evaluate_hoi,
     format_table,
     make_conventions,
     matlab_colon,
@@ -40,6 +42,7 @@ __all__ = [
     "detections_to_records",
     "evaluate_files",
     "evaluate_hicodet",
+    "evaluate_hoi",
     "evaluate_vcoco",
     "evaluate_vcoco_files",
     "export_matlab",

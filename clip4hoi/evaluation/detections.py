@@ -38,7 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from clip4hoi.data.annotations import NUM_HOI, NUM_VCOCO, HOIAnnotations, has_bool
+from clip4hoi.data.annotations import NUM_VCOCO, HOIAnnotations, has_bool
+from clip4hoi.data.metadata import hicodet_classes
 from clip4hoi.errors import InputError
 from clip4hoi.fileio import write_atomic
 
@@ -86,7 +87,22 @@ class HOIDetections:
 
 
 def _label_key(annotations: HOIAnnotations) -> tuple[str, int]:
-    return ("actions", NUM_VCOCO) if annotations.dataset == "vcoco" else ("hoi", NUM_HOI)
+    if annotations.dataset == "vcoco":
+        return "actions", NUM_VCOCO
+    return "hoi", len(annotations.class_set)
+
+
+def _same_ids(made_with: object, annotations: HOIAnnotations) -> bool:
+    """Whether detections made with the class set ``made_with`` (``clip4hoi detect``'s
+    ``classes`` field) have the class ids of ``annotations``: a custom file takes any set
+    but V-COCO's, and HICO-DET's only when it lists HICO-DET's 600 classes in order (a
+    converted file)."""
+    if made_with == annotations.dataset or annotations.dataset != "custom":
+        return made_with == annotations.dataset
+    if made_with == "hicodet":
+        hico, own = hicodet_classes(), annotations.class_set
+        return (own.verbs, own.object_names) == (hico.verbs, hico.object_names)
+    return made_with != "vcoco"
 
 
 def _as_numpy(value: Any) -> np.ndarray:
@@ -250,10 +266,12 @@ def parse_records(data: Any, annotations: HOIAnnotations, source: str = "<detect
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise InputError(f"{source}: expected {{'images': [...]}} at the top level")
     made_with = data.get("classes", annotations.dataset)  # set by clip4hoi detect
-    if made_with != annotations.dataset:
+    if not _same_ids(made_with, annotations):
+        remedy = f"with --classes {annotations.dataset}" if annotations.dataset != "custom" \
+            else "with the dataset's classes (a checkpoint trained on it has them)"
         raise InputError(f"{source}: the detections were made with the class set "
                          f"{made_with!r}, whose ids are not {annotations.dataset} ids; run "
-                         f"clip4hoi detect with --classes {annotations.dataset}")
+                         f"clip4hoi detect {remedy}")
     index = annotations.index()
     fields = ("human_boxes", "object_boxes", key, "scores")
     by_image: dict[int, dict] = {}

@@ -1,5 +1,7 @@
-"""HICO-DET mAP with the official MATLAB semantics (ho-rcnn ``eval_one.m`` /
-``VOCevaldet_bboxpair.m``; docs spec §4), as a pure numpy function.
+"""HOI mAP with HICO-DET's official MATLAB semantics (ho-rcnn ``eval_one.m`` /
+``VOCevaldet_bboxpair.m``; docs spec §4), as a pure numpy function, for any class set:
+HICO-DET's 600 classes (rare = the official 138) or a custom dataset's
+(:mod:`clip4hoi.data.custom`; rare = fewer than N training pairs, when known).
 
 Per HOI class: pool the detections of all test images (the images without annotation
 included), stable-sort by descending score (ties: images in annotation order, then the
@@ -31,6 +33,11 @@ Options (all default to the official behaviour; :data:`PRESETS` bundles them):
 * ``top_k``: keep the ``k`` best-scored detections of each image (QPIC/GEN-VLKT use 100).
 
 Every-point ("VOC2010") AP is deliberately not offered: nobody reports HICO-DET with it.
+
+Class groups: Full; Rare / Non-rare when the rare classes are known (HICO-DET's list, a
+custom file's ``rare`` flags, or :func:`clip4hoi.data.custom.rare_classes` of a training
+file); Unseen / Seen for a zero-shot split (a HICO-DET setting, or the unseen classes of
+a custom split).
 """
 
 from __future__ import annotations
@@ -41,7 +48,8 @@ from pathlib import Path
 import numpy as np
 
 from clip4hoi.data import metadata
-from clip4hoi.data.annotations import NUM_HOI, HOIAnnotations, load_hicodet_annotations
+from clip4hoi.data.annotations import HOIAnnotations
+from clip4hoi.data.metadata import HOIClassSet
 from clip4hoi.evaluation.detections import HOIDetections, read_detections
 
 MIN_OVERLAP = 0.5
@@ -115,20 +123,23 @@ def make_conventions(preset: str = "official", **overrides: object) -> Conventio
 
 @dataclass
 class HICOResult:
-    """Per-class results and class groups of one evaluation (AP and recall as fractions)."""
+    """Per-class results and class groups of one evaluation (AP and recall as fractions).
+    ``rare`` / ``non_rare`` are None when the rare classes are unknown (a custom test
+    file evaluated without its training file)."""
 
     ap: np.ndarray              # [C] float64, NaN for a class without ground truth
     recall: np.ndarray          # [C] float64, recall after the last detection
     npos: np.ndarray            # [C] int64, ground-truth pairs
     num_detections: np.ndarray  # [C] int64, detections evaluated
-    rare: np.ndarray            # HOI ids of the rare classes
-    non_rare: np.ndarray
+    rare: np.ndarray | None     # class ids of the rare classes
+    non_rare: np.ndarray | None
     unseen: np.ndarray | None = None   # zero-shot setting only
     seen: np.ndarray | None = None
     zero_shot: str | None = None
     known_object: bool = False
     conventions: Conventions = field(default_factory=Conventions)
     source: str = ""
+    classes: HOIClassSet = field(default_factory=metadata.hicodet_classes)
 
     def mean_ap(self, classes: np.ndarray | None = None) -> float:
         """mAP over ``classes`` (all by default); classes without ground truth are left out."""
@@ -138,13 +149,8 @@ class HICOResult:
 
     @property
     def maps(self) -> dict[str, float]:
-        """``{"full", "rare", "non_rare"[, "unseen", "seen"]}`` mAP as fractions."""
-        out = {"full": self.mean_ap(), "rare": self.mean_ap(self.rare),
-               "non_rare": self.mean_ap(self.non_rare)}
-        if self.unseen is not None and self.seen is not None:
-            out["unseen"] = self.mean_ap(self.unseen)
-            out["seen"] = self.mean_ap(self.seen)
-        return out
+        """``{"full"[, "rare", "non_rare"][, "unseen", "seen"]}`` mAP as fractions."""
+        return {key: self.mean_ap(ids) for key, _, ids in _groups(self)}
 
 
 # ----------------------------------------------------------------------------- core
@@ -204,12 +210,13 @@ def match_detections(det: HOIDetections, annotations: HOIAnnotations,
     gt_label = np.concatenate([*annotations.hoi, np.zeros(0, np.int64)])
     gt_h = np.concatenate([*annotations.boxes_h, np.zeros((0, 4))])
     gt_o = np.concatenate([*annotations.boxes_o, np.zeros((0, 4))])
-    gt_key = gt_image * NUM_HOI + gt_label
+    num_classes = int(max(labels.max(initial=-1), gt_label.max(initial=-1))) + 1
+    gt_key = gt_image * num_classes + gt_label
     gt_order = np.argsort(gt_key, kind="stable")
     gt_key = gt_key[gt_order]
 
     # candidate rows: every (detection, ground-truth pair of its image and class)
-    key = image * NUM_HOI + labels
+    key = image * num_classes + labels
     lo = np.searchsorted(gt_key, key, side="left")
     n_cand = np.searchsorted(gt_key, key, side="right") - lo       # [M]
     det_row = np.repeat(np.arange(len(key)), n_cand)               # [K]
@@ -244,16 +251,22 @@ def match_detections(det: HOIDetections, annotations: HOIAnnotations,
     return order, tp
 
 
-def evaluate_hicodet(detections: HOIDetections, annotations: HOIAnnotations, *,
-                     zero_shot: str | None = None, known_object: bool = False,
-                     conventions: Conventions | None = None, preset: str = "official",
-                     **options: object) -> HICOResult:
-    """HICO-DET mAP of ``detections`` (0-based inclusive boxes, aligned to
-    ``annotations``) — Default setting, or Known-Object (per class, only detections of
-    images whose annotation contains the class's object).
+def evaluate_hoi(detections: HOIDetections, annotations: HOIAnnotations, *,
+                 rare: np.ndarray | list[int] | None = None,
+                 unseen: np.ndarray | list[int] | None = None, zero_shot: str | None = None,
+                 known_object: bool = False, conventions: Conventions | None = None,
+                 preset: str = "official", **options: object) -> HICOResult:
+    """mAP of ``detections`` (0-based inclusive boxes, class ids of
+    ``annotations.class_set``, aligned to ``annotations``) — Default setting, or
+    Known-Object (per class, only detections of images whose annotation contains the
+    class's object).
 
-    ``zero_shot`` (``rf_uc``, ``nf_uc``, ``uo``, ``uv``, ``uc0``..``uc4``) adds the Unseen /
-    Seen groups. Rare classes: the annotation file's ``rare`` list, else the metadata's.
+    Rare classes: ``rare``, else the annotations' ``rare`` list (a HICO-DET test file's,
+    a custom file's flags or its dataset's training counts), else HICO-DET's own for its
+    600 classes; unknown for a custom file without them (only Full is reported).
+    Unseen classes: ``unseen``, else those of the HICO-DET ``zero_shot`` setting
+    (``rf_uc``, ``nf_uc``, ``uo``, ``uv``, ``uc0``..``uc4``), else the annotations'
+    ``unseen`` (a custom zero-shot test set); they add the Unseen / Seen groups.
     Conventions: ``conventions``, or ``preset`` with ``options`` overriding its fields
     (``offset``, ``thresholds``, ``iou``, ``strict``, ``skip_empty``, ``top_k``).
     """
@@ -263,15 +276,17 @@ def evaluate_hicodet(detections: HOIDetections, annotations: HOIAnnotations, *,
     if detections.num_images != len(annotations):
         raise ValueError(f"detections are aligned to {detections.num_images} images, the "
                          f"annotations {annotations.source} have {len(annotations)}")
+    classes = annotations.class_set
+    num_classes = len(classes)
     det = detections
     if c.top_k is not None:
         det = det.select(_top_k(det, c.top_k))
     if c.skip_empty and len(annotations.empty):
         det = det.select(~np.isin(det.image, annotations.empty))
-    class_objects = np.asarray(metadata.hicodet_classes().objects, dtype=np.int64)
+    class_objects = np.asarray(classes.objects, dtype=np.int64)
     if known_object:   # image-level object presence from the annotation
         counts = [len(o) for o in annotations.objects]
-        present = np.zeros((len(annotations), len(metadata.COCO_OBJECTS)), dtype=bool)
+        present = np.zeros((len(annotations), len(classes.object_vocabulary)), dtype=bool)
         present[np.repeat(np.arange(len(counts)), counts),
                 np.concatenate([*annotations.objects, np.zeros(0, np.int64)])] = True
         det = det.select(present[det.image, class_objects[det.labels]])
@@ -279,55 +294,91 @@ def evaluate_hicodet(detections: HOIDetections, annotations: HOIAnnotations, *,
     order, tp = match_detections(det, annotations, c)
     labels = det.labels[order]
     npos = np.bincount(np.concatenate([*annotations.hoi, np.zeros(0, np.int64)]),
-                       minlength=NUM_HOI)
-    bounds = np.searchsorted(labels, np.arange(NUM_HOI + 1), side="left")
+                       minlength=num_classes)
+    bounds = np.searchsorted(labels, np.arange(num_classes + 1), side="left")
     thresholds = THRESHOLDS[c.thresholds]
-    ap = np.full(NUM_HOI, np.nan)
-    recall = np.zeros(NUM_HOI)
-    for k in range(NUM_HOI):
+    ap = np.full(num_classes, np.nan)
+    recall = np.zeros(num_classes)
+    for k in range(num_classes):
         if npos[k] > 0:
             ap[k], recall[k] = eleven_point_ap(tp[bounds[k]:bounds[k + 1]], int(npos[k]),
                                                thresholds)
 
-    rare = annotations.rare if annotations.rare is not None \
-        else np.asarray(metadata.hicodet_rare(), dtype=np.int64)
-    rare = np.unique(rare)
+    if rare is None:
+        rare = annotations.rare
+    if rare is None and annotations.classes is None:
+        rare = metadata.hicodet_rare()
+    everything = np.arange(num_classes)
     result = HICOResult(ap=ap, recall=recall, npos=npos.astype(np.int64),
-                        num_detections=np.diff(bounds).astype(np.int64), rare=rare,
-                        non_rare=np.setdiff1d(np.arange(NUM_HOI), rare),
-                        known_object=known_object, conventions=c,
-                        source=annotations.source)
-    if zero_shot is not None:
-        unseen = np.asarray(metadata.zero_shot_unseen(zero_shot), dtype=np.int64)
-        result.unseen, result.seen = unseen, np.setdiff1d(np.arange(NUM_HOI), unseen)
-        result.zero_shot = zero_shot
+                        num_detections=np.diff(bounds).astype(np.int64), rare=None,
+                        non_rare=None, known_object=known_object, conventions=c,
+                        source=annotations.source, classes=classes)
+    if rare is not None:
+        result.rare = np.unique(np.asarray(rare, dtype=np.int64))
+        result.non_rare = np.setdiff1d(everything, result.rare)
+    if unseen is None and zero_shot is not None:
+        if annotations.classes is not None:
+            raise ValueError(f"zero-shot setting {zero_shot!r} is HICO-DET's; a custom "
+                             f"dataset names its unseen classes itself")
+        unseen = metadata.zero_shot_unseen(zero_shot)
+    if unseen is None and annotations.unseen is not None:
+        unseen, zero_shot = annotations.unseen, "custom split"
+    if unseen is not None:
+        result.unseen = np.unique(np.asarray(unseen, dtype=np.int64))
+        result.seen = np.setdiff1d(everything, result.unseen)
+        result.zero_shot = zero_shot or "custom split"
     return result
+
+
+evaluate_hicodet = evaluate_hoi
+"""HICO-DET is a configuration of :func:`evaluate_hoi`: its annotations carry no class
+set, so the 600 classes, the official rare list and the named zero-shot settings apply."""
 
 
 # ----------------------------------------------------------------------------- files, reports
 
 def evaluate_files(annotations: str | Path, detections: str | Path,
                    zero_shot: str | None = None, known_object: bool = False,
+                   train_annotations: str | Path | None = None,
+                   rare_threshold: int = 10, unseen: str | None = None,
                    **conventions: object) -> HICOResult:
-    """Read a HICO-DET annotation file and a ``DETS.json`` and evaluate (the CLI's entry).
+    """Read an annotation file (HICO-DET, or custom format) and a ``DETS.json`` and
+    evaluate (the CLI's entry).
 
-    ``conventions``: ``preset`` (``official``, ``genvlkt``, ``pocket``) and/or the fields of
-    :class:`Conventions` (``offset``, ``thresholds``, ``iou``, ``strict``, ``skip_empty``,
-    ``top_k``).
+    ``train_annotations``: the training file; the classes with fewer than
+    ``rare_threshold`` pairs in it are Rare. ``unseen``: a custom file's unseen classes
+    (``"hold drill, ..."`` or a text file). ``conventions``: ``preset`` (``official``,
+    ``genvlkt``, ``pocket``) and/or the fields of :class:`Conventions` (``offset``,
+    ``thresholds``, ``iou``, ``strict``, ``skip_empty``, ``top_k``).
     """
-    ann = load_hicodet_annotations(annotations)
+    from clip4hoi.data.custom import load_annotations, rare_classes, unseen_class_ids
+
+    ann = load_annotations(annotations)
     det = read_detections(detections, ann)
+    rare = unseen_ids = None
+    if train_annotations is not None:
+        rare = rare_classes(ann.class_set, load_annotations(train_annotations), rare_threshold)
+    if unseen is not None:
+        unseen_ids = unseen_class_ids(ann.class_set, unseen)
     preset = str(conventions.pop("preset", "official"))
-    return evaluate_hicodet(det, ann, zero_shot=zero_shot, known_object=known_object,
-                            conventions=make_conventions(preset, **conventions))
+    return evaluate_hoi(det, ann, rare=rare, unseen=unseen_ids, zero_shot=zero_shot,
+                        known_object=known_object,
+                        conventions=make_conventions(preset, **conventions))
 
 
 def _groups(result: HICOResult) -> list[tuple[str, str, np.ndarray | None]]:
-    groups = [("full", "Full", None), ("rare", "Rare", result.rare),
-              ("non_rare", "Non-rare", result.non_rare)]
+    groups: list[tuple[str, str, np.ndarray | None]] = [("full", "Full", None)]
+    if result.rare is not None:
+        groups += [("rare", "Rare", result.rare), ("non_rare", "Non-rare", result.non_rare)]
     if result.unseen is not None:
         groups += [("unseen", "Unseen", result.unseen), ("seen", "Seen", result.seen)]
     return groups
+
+
+def _title(classes: HOIClassSet) -> str:
+    if classes == metadata.hicodet_classes():
+        return "HICO-DET"
+    return f"{classes.name} ({len(classes)} classes)"
 
 
 def format_table(result: HICOResult, per_class: bool = False) -> str:
@@ -336,8 +387,8 @@ def format_table(result: HICOResult, per_class: bool = False) -> str:
     setting = "Known-Object" if result.known_object else "Default"
     if result.zero_shot:
         setting += f", zero-shot {result.zero_shot}"
-    lines = [f"HICO-DET {setting}  (offset {c.offset:g}, {c.thresholds} thresholds, "
-             f"{c.iou} IoU {'>' if c.strict else '>='} {MIN_OVERLAP}"
+    lines = [f"{_title(result.classes)} {setting}  (offset {c.offset:g}, {c.thresholds} "
+             f"thresholds, {c.iou} IoU {'>' if c.strict else '>='} {MIN_OVERLAP}"
              f"{', empty images skipped' if c.skip_empty else ''}"
              f"{f', top {c.top_k} per image' if c.top_k else ''})",
              f"{'group':<10} {'classes':>7} {'mAP':>8} {'mRec':>8}"]
@@ -350,8 +401,11 @@ def format_table(result: HICOResult, per_class: bool = False) -> str:
     missing = int(np.isnan(result.ap).sum())
     if missing:
         lines.append(f"({missing} classes without ground truth are left out of the means)")
+    if result.rare is None:
+        lines.append("(no Rare / Non-rare: the training pair counts are unknown; give the "
+                     "training file, eval --train-annotations)")
     if per_class:
-        classes = metadata.hicodet_classes()
+        classes = result.classes
         lines.append(f"{'hoi':>4} {'class':<34} {'AP':>7} {'rec':>7} {'npos':>5} {'dets':>7}")
         for k in range(len(result.ap)):
             name = f"{classes.verbs[k]} {metadata.words(classes.object_names[k])}"
@@ -366,17 +420,19 @@ def _percent(value: float) -> float | None:
 
 
 def result_to_json(result: HICOResult) -> dict:
-    """``{"map": {"full", "rare", "non_rare"[, "unseen", "seen"]}, "per_class": [...]}``,
-    AP and recall in percent (``None`` for a class without ground truth)."""
-    classes = metadata.hicodet_classes()
-    rare = set(result.rare.tolist())
+    """``{"map": {"full"[, "rare", "non_rare"][, "unseen", "seen"]}, "per_class": [...]}``,
+    AP and recall in percent (``None`` for a class without ground truth); each class
+    with its id, verb, object and groups."""
+    classes = result.classes
+    rare = set(result.rare.tolist()) if result.rare is not None else None
     unseen = set(result.unseen.tolist()) if result.unseen is not None else None
     per_class = []
     for k in range(len(result.ap)):
         entry = {"hoi": k, "verb": classes.verbs[k], "object": classes.object_names[k],
                  "ap": _percent(result.ap[k]), "recall": _percent(result.recall[k]),
-                 "npos": int(result.npos[k]), "num_detections": int(result.num_detections[k]),
-                 "rare": k in rare}
+                 "npos": int(result.npos[k]), "num_detections": int(result.num_detections[k])}
+        if rare is not None:
+            entry["rare"] = k in rare
         if unseen is not None:
             entry["unseen"] = k in unseen
         per_class.append(entry)

@@ -29,6 +29,7 @@ of one chunk.
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,7 +46,7 @@ from clip4hoi.models.detr import pad_images
 from clip4hoi.models.precision import full_precision
 
 __all__ = ["GroundingDINO", "Prompt", "best_object_logits", "build_grounding_dino",
-           "name_logits", "postprocess"]
+           "name_logits", "postprocess", "write_word_tokenizer"]
 
 SEPARATOR = "."
 _CACHE_SIZE = 8
@@ -195,6 +196,29 @@ def postprocess(outputs: dict[str, Tensor], image_sizes: Sequence[Sequence[int]]
         results.append({"scores": scores[keep], "labels": labels[keep],
                         "boxes": box_convert(boxes[keep], "cxcywh", "xyxy") * scale})
     return results
+
+
+SPECIAL_TOKEN_IDS = {"[CLS]": 101, "[SEP]": 102, ".": 1012, "?": 1029}
+"""The BERT (``bert-base-uncased``) ids that Grounding DINO's text masks treat as special."""
+
+
+def write_word_tokenizer(folder: str | Path, words: Sequence[str]) -> Path:
+    """A tiny BERT WordPiece tokenizer folder (``vocab.txt``, ``tokenizer_config.json``)
+    knowing ``words`` and Grounding DINO's special tokens at their BERT ids: for random
+    tiny models (tests, smoke runs) when the real tokenizer cannot be downloaded. Its ids
+    stay below ``1030 + len(words)``."""
+    vocab = ["[PAD]", *(f"[unused{i}]" for i in range(1, 100)), "[UNK]", "[CLS]", "[SEP]",
+             "[MASK]"]
+    for token, index in sorted(SPECIAL_TOKEN_IDS.items(), key=lambda item: item[1]):
+        if token not in vocab:
+            vocab += [f"[unused{i}]" for i in range(len(vocab), index)] + [token]
+    vocab += [w for w in dict.fromkeys(words) if w not in vocab]
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    (folder / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "BertTokenizer", "do_lower_case": True}))
+    return folder
 
 
 def _load_tokenizer(source: str | Path) -> Any:
