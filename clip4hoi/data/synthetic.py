@@ -34,6 +34,9 @@ indices (integer-valued floats), as in the real files. Everything is determinist
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,7 +50,13 @@ from clip4hoi.data.metadata import (
     hicodet_rare,
 )
 from clip4hoi.errors import InputError
-from clip4hoi.fileio import write_atomic
+from clip4hoi.fileio import (
+    environment_fault,
+    folder_lock,
+    sweep_temp_files,
+    temp_prefix,
+    write_atomic,
+)
 
 Point = tuple[float, float]
 
@@ -97,6 +106,8 @@ LAYOUTS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     ("skateboard over", "skateboard", "over", ("carry",)),
 )
 EMPTY_EVERY = 12
+MAX_IMAGES = 1_000_000
+"""Most images per split (a bound far above any use, so that a typo is not hours of work)."""
 
 _SKIN = ((241, 194, 125), (224, 172, 105), (198, 134, 66), (141, 85, 36), (255, 219, 172))
 _SHIRT = ((90, 110, 140), (130, 90, 60), (170, 160, 120), (105, 105, 105), (60, 60, 90))
@@ -325,7 +336,10 @@ def _write_split(out_dir: Path, split: str, count: int, seed: int, image_size: i
                 layouts.append(deck.pop())
         image, rows = _draw_image(rng, size, layouts)
         name = f"HICO_{split}_{i + 1:08d}.jpg"
-        image.save(image_dir / name, quality=90)
+        try:
+            image.save(image_dir / name, quality=90)
+        except OSError as error:   # a full disk: name the file
+            raise environment_fault(error, image_dir / name) from error
         names.append(name)
         sizes.append(list(size))
         annotation.append(rows)
@@ -363,12 +377,22 @@ def make_synthetic(out_dir: str | Path, n_train: int = 96, n_test: int = 32, see
     used (see :func:`synthetic_classes`), and the image counts ``"n_train"`` /
     ``"n_test"``. With ``overwrite`` False, a folder that already holds a dataset is
     refused; a path that is a file always is (:class:`~clip4hoi.errors.InputError`).
+
+    The dataset is written to a temporary folder in ``out_dir`` and moved in when
+    complete (replacing the image folders and annotations there): a full disk or a kill
+    leaves no images without annotations. A second call writing the same folder is
+    refused while the first runs.
     """
     if n_train < 1 or n_test < 1:
         raise InputError(f"need at least one image per split, got n_train={n_train}, "
                          f"n_test={n_test}")
-    if image_size < 64:
-        raise InputError(f"image_size must be at least 64 pixels, got {image_size}")
+    if max(n_train, n_test) > MAX_IMAGES:
+        raise InputError(f"at most {MAX_IMAGES} images per split, got n_train={n_train}, "
+                         f"n_test={n_test}")
+    if not 64 <= image_size <= 4096:
+        raise InputError(f"image_size must be 64 to 4096 pixels, got {image_size}")
+    if seed < 0:
+        raise InputError(f"seed must be >= 0, got {seed}")
     root = Path(out_dir)
     if root.exists() and not root.is_dir():
         raise InputError(f"{root} is a file; give a folder to write the dataset to")
@@ -378,13 +402,42 @@ def make_synthetic(out_dir: str | Path, n_train: int = 96, n_test: int = 32, see
     if existing and not overwrite:
         raise InputError(f"{root} already holds a dataset ({', '.join(existing)}); pass "
                          f"--overwrite to replace it, or choose another folder")
+    # Written to a temporary folder first and moved in whole: a full disk or a kill leaves
+    # no images without annotations (and the next run removes what a kill left).
+    with folder_lock(root, "OUT_DIR"):
+        sweep_temp_files(root)
+        staging = Path(tempfile.mkdtemp(prefix=temp_prefix("dataset"), suffix=".tmp",
+                                        dir=root))
+        try:
+            for split, count in (("train2015", n_train), ("test2015", n_test)):
+                _write_split(staging, split, count, seed, image_size)
+            _install(staging, root)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return {
         "root": root,
         "train_images": root / "images" / "train2015",
         "test_images": root / "images" / "test2015",
-        "train_annotations": _write_split(root, "train2015", n_train, seed, image_size),
-        "test_annotations": _write_split(root, "test2015", n_test, seed, image_size),
+        "train_annotations": root / "instances_train2015.json",
+        "test_annotations": root / "instances_test2015.json",
         "classes": synthetic_classes(),
         "n_train": n_train,
         "n_test": n_test,
     }
+
+
+def _install(staging: Path, root: Path) -> None:
+    """Move the dataset written to ``staging`` into ``root`` by renames (no disk space
+    needed), replacing the one there: its annotations go first, the image folders next,
+    the new annotations last, so that no moment pairs annotations with other images."""
+    splits = ("train2015", "test2015")
+    for split in splits:
+        (root / f"instances_{split}.json").unlink(missing_ok=True)
+    (root / "images").mkdir(exist_ok=True)
+    for split in splits:
+        target = root / "images" / split
+        if target.exists():   # goes with the staging folder
+            target.rename(staging / f"replaced_{split}")
+        (staging / "images" / split).rename(target)
+    for split in splits:
+        os.replace(staging / f"instances_{split}.json", root / f"instances_{split}.json")

@@ -36,7 +36,7 @@ from clip4hoi.engine.config import FeatureCacheConfig
 from clip4hoi.engine.data import collate, inputs_to_device
 from clip4hoi.engine.distributed import DistInfo, barrier, broadcast_object
 from clip4hoi.errors import EnvironmentFault, InputError
-from clip4hoi.fileio import write_atomic
+from clip4hoi.fileio import sweep_temp_files, write_atomic
 from clip4hoi.models.model import CLIP4HOI, FrozenFeatures
 from clip4hoi.models.precision import autocast
 
@@ -128,13 +128,47 @@ class FeatureCache:
         if self._stored_stamp(path) != self.stamp(image):
             raise InputError(f"feature cache entry {path} was computed on another version "
                              f"of {image} (the file changed since); rerun to refresh it")
-        tensors = load_file(str(path))
+        try:
+            tensors = load_file(str(path))
+        except Exception as error:  # safetensors' own error types: a torn file
+            tensors = {}
+            problem = f"unreadable: {str(error).strip() or type(error).__name__}"
+        else:
+            problem = entry_problem(tensors)
+        if problem is not None:   # never trusted: removed, so that the next run computes it
+            path.unlink(missing_ok=True)
+            raise InputError(f"feature cache entry {path} of {image} is corrupt ({problem}); "
+                             f"it was removed: run again (train --resume) to compute it anew")
         stored = tuple(int(v) for v in tensors.pop("image_size"))
         if stored != tuple(int(v) for v in size):
             raise InputError(f"feature cache entry {path} was computed on a {stored} image, "
                              f"the transform now gives {tuple(int(v) for v in size)}")
         return FrozenFeatures.from_tensors(
             {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
+
+
+def entry_problem(tensors: dict[str, Tensor]) -> str | None:
+    """Why a feature cache entry cannot be used, or None when it can: the tensors of
+    :meth:`FrozenFeatures.tensors` for one image and its ``image_size``, of consistent
+    shapes, with finite values."""
+    needed = ("logits", "boxes", "hidden", "clip_global", "clip_patches.0", "grid",
+              "image_size")
+    missing = [name for name in needed if name not in tensors]
+    if missing:
+        return f"no {', '.join(missing)}"
+    if tensors["grid"].numel() != 2 or tensors["image_size"].numel() != 2:
+        return "grid and image_size must hold two values"
+    patches = int(tensors["grid"].prod())
+    for name, tensor in tensors.items():
+        if name in ("grid", "image_size"):
+            continue
+        if tensor.ndim < 2 or tensor.shape[0] != 1:
+            return f"{name} has shape {tuple(tensor.shape)}, expected one image"
+        if name.startswith("clip_patches.") and (tensor.ndim != 3 or tensor.shape[1] != patches):
+            return f"{name} has shape {tuple(tensor.shape)}, expected {patches} patches"
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return f"non-finite values (NaN or infinity) in {name}"
+    return None
 
 
 def build_cache(config: FeatureCacheConfig, model: CLIP4HOI, transform: TransformConfig,
@@ -164,6 +198,9 @@ def fill_cache(model: CLIP4HOI, dataset: HOIDataset, cache: FeatureCache, info: 
     # Rank 0's list: the others could see entries that rank 0 is already writing.
     missing = broadcast_object([i for i in range(len(dataset))
                                 if image_path(dataset, i) not in cache])
+    if info.is_main:   # the temporary files of runs killed while writing these entries
+        for folder in {cache.path(image_path(dataset, i)).parent for i in missing}:
+            sweep_temp_files(folder)
     share = missing[info.rank::info.world_size]
     loader = DataLoader(Subset(dataset, share), batch_size=1, num_workers=num_workers,
                         collate_fn=collate)
