@@ -125,7 +125,8 @@ class FeatureCache:
         if not path.is_file():
             raise FileNotFoundError(f"feature cache {self.dir}: no entry for {image} "
                                     f"(the cache must be filled first)")
-        if self._stored_stamp(path) != self.stamp(image):
+        stored_stamp = self._stored_stamp(path)   # None: unreadable, reported below
+        if stored_stamp is not None and stored_stamp != self.stamp(image):
             raise InputError(f"feature cache entry {path} was computed on another version "
                              f"of {image} (the file changed since); rerun to refresh it")
         try:
