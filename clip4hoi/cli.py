@@ -236,8 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clip4hoi", description="CLIP4HOI: zero-shot human-object interaction detection",
         epilog="exit codes: 0 ok, 1 some inputs failed or training stopped, 2 bad usage or "
-        "input, 3 pretrained weights missing, 4 environment (disk, permission, device), "
-        "130 interrupted (docs/cli.md)")
+        "input, 3 pretrained weights missing or Hub unreachable, 4 environment (disk, "
+        "permission, device), 130 interrupted, 143 terminated (docs/cli.md)")
     parser.add_argument("--version", action="version", version=f"clip4hoi {__version__}")
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback of an error (also after the command)")
