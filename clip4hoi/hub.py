@@ -193,11 +193,23 @@ def read_metrics(path: Path, step: int | None = None) -> dict[str, Any] | None:
             entry = json.loads(line)
         except json.JSONDecodeError as error:
             raise InputError(f"{path}, line {number}: not JSON ({error.msg})") from None
-        if any(key.startswith("map_") for key in entry):
-            evaluations.append(entry)
+        if not isinstance(entry, dict):
+            raise InputError(f"{path}, line {number}: not a metrics entry (a JSON object)")
+        maps = {key: value for key, value in entry.items() if key.startswith("map_")}
+        if not maps:
+            continue
+        if not (all(value is None or _is_number(value) for value in maps.values())
+                and _is_number(entry.get("step", 0))):
+            raise InputError(f"{path}, line {number}: an evaluation whose step and map_* "
+                             f"values are not all numbers")
+        evaluations.append(entry)
     if step is not None:
         evaluations = [entry for entry in evaluations if entry.get("step", 0) <= step]
     return evaluations[-1] if evaluations else None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def model_card(checkpoint: str | Path, repo_id: str, run_dir: str | Path | None = None) -> str:
@@ -220,8 +232,9 @@ def model_card(checkpoint: str | Path, repo_id: str, run_dir: str | Path | None 
         class_text = f"({len(classes)} classes, {len(set(classes.verbs))} verbs)"
     except (OSError, ValueError):  # a class file of the training machine
         class_text = "(a class file of the training machine, not included)"
-    data = experiment.get("data", {})
-    dataset = data.get("dataset", "hicodet")
+    data = experiment.get("data") if isinstance(experiment.get("data"), dict) else {}
+    train = experiment.get("train") if isinstance(experiment.get("train"), dict) else {}
+    dataset = str(data.get("dataset", "hicodet"))
     card_data = ModelCardData(
         library_name="clip4hoi", license="mit", pipeline_tag="object-detection",
         tags=["clip4hoi", "human-object-interaction", "hoi-detection", "zero-shot", "clip",
@@ -251,7 +264,7 @@ def model_card(checkpoint: str | Path, repo_id: str, run_dir: str | Path | None 
         "works at inference "
         "(`classes=\"ride bicycle, hold cup\"`).", "",
         "## Training data", "",
-        *_training_lines(data, experiment.get("train", {}), metadata), "",
+        *_training_lines(data, train, metadata), "",
         "## Evaluation", "",
         *_metric_lines(metrics, run), "",
         "## Config", "",

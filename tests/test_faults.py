@@ -1182,3 +1182,22 @@ def test_a_corrupt_feature_cache_entry_is_never_trusted(data: Path, tmp_path: Pa
     with pytest.raises(InputError, match="unreadable"):
         cache.load(dataset.image_paths[dataset.image_indices[0]], (0, 0))
     assert not entry.exists()
+
+
+def test_push_model_card_from_a_damaged_run(head: Path, tmp_path: Path) -> None:
+    from clip4hoi.hub import model_card
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("data: 5\ntrain: [1]\n")      # what can be read is used
+    (run / "metrics.jsonl").write_text('{"step": 1, "map_full": 20.0}\n')
+    assert "| full | 20.00 |" in model_card(head, "org/x", run)
+    for text in ("5\n", '{"step": "x", "map_full": 1}\n', '{"step": 1, "map_full": "high"}\n'):
+        (run / "metrics.jsonl").write_text(text)
+        with pytest.raises(InputError, match=r"metrics\.jsonl, line 1"):
+            model_card(head, "org/x", run)
+    (run / "metrics.jsonl").write_text("")
+    for text, reason in (("- 1\n", "mapping"), ("data: {a: 1}\ndata: {b: 2}\n", "twice")):
+        (run / "config.yaml").write_text(text)
+        with pytest.raises(InputError, match=rf"config\.yaml.*{reason}"):
+            model_card(head, "org/x", run)
