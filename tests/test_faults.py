@@ -902,7 +902,6 @@ def test_yaml_merge_keys_still_override() -> None:
 @pytest.mark.parametrize("setting,named", [
     ("train.seed=-1", "train.seed"), ("train.seed=1e30", "train.seed"),
     ("train.batch_size=1e30", "train.batch_size"),
-    ("data.num_workers=100000", "data.num_workers"),
     ("train.lr_drop_epochs=[3,-1]", "train.lr_drop_epochs"),
     ("model.detector.score_threshold=2", "model.detector.score_threshold"),
     ("model.head.dropout=1.5", "model.head.dropout"),
@@ -919,6 +918,14 @@ def test_numbers_out_of_range_are_refused_at_the_door(capsys, setting: str, name
     assert_clear(run_main(capsys, "train", SMOKE, *settings(data, tmp_path / "r", setting)),
                  2, named)
     assert not (tmp_path / "r").exists()
+
+
+def test_too_many_workers_are_refused(data: Path, tmp_path: Path) -> None:
+    from clip4hoi.engine.config import load_experiment
+
+    # Checked on the config alone: without the check a run would fork 100000 processes.
+    with pytest.raises(InputError, match=r"data\.num_workers=100000 .*\[0, 256\]"):
+        load_experiment(SMOKE, settings(data, tmp_path / "r", "data.num_workers=100000")[1::2])
 
 
 def test_every_range_names_a_setting() -> None:
@@ -1201,3 +1208,19 @@ def test_push_model_card_from_a_damaged_run(head: Path, tmp_path: Path) -> None:
         (run / "config.yaml").write_text(text)
         with pytest.raises(InputError, match=rf"config\.yaml.*{reason}"):
             model_card(head, "org/x", run)
+
+
+def test_a_full_disk_while_logging_names_the_log(capsys, monkeypatch, data: Path,
+                                                 tmp_path: Path, one_thread: None) -> None:
+    opened = Path.open
+
+    def full_for_the_log(self: Path, mode: str = "r", *args: object, **kwargs: object):
+        if self.name == "metrics.jsonl" and mode == "a":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return opened(self, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", full_for_the_log)
+    out = tmp_path / "r"
+    assert_clear(run_main(capsys, "train", SMOKE, *settings(data, out, "train.log_every=1")),
+                 4, out / "metrics.jsonl", "disk full")
+    assert not leftovers(tmp_path)
