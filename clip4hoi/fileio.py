@@ -163,11 +163,16 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def sweep_temp_files(folder: str | Path) -> list[Path]:
+def sweep_temp_files(folder: str | Path, unnamed: tuple[str, ...] = ()) -> list[Path]:
     """Remove the temporary files and folders (:func:`temp_prefix`) in ``folder`` that
     processes of this machine which no longer run left behind (killed in a write). Those of
-    running processes, and of other machines sharing the folder, are kept. Returns what was
-    removed; a folder that is missing or cannot be listed is left alone."""
+    running processes, and of other machines sharing the folder, are kept.
+
+    ``unnamed``: destination names (``"step_"``: any that starts so) whose temporary files
+    without a process in their name (``.NAME.RANDOM.tmp``, as older versions named them)
+    go too: only for a writer that holds the folder's :func:`folder_lock`, so that nobody
+    else can be writing them.
+    Returns what was removed; a folder that is missing or cannot be listed is left alone."""
     removed = []
     try:
         entries = list(os.scandir(folder))
@@ -175,7 +180,11 @@ def sweep_temp_files(folder: str | Path) -> list[Path]:
         return removed
     for entry in entries:
         match = _TEMP_NAME.match(entry.name)
-        if match is None or match["host"] != _HOST or _alive(int(match["pid"])):
+        if match is None:
+            if not (unnamed and entry.name.endswith(".tmp")
+                    and entry.name.startswith(tuple(f".{name}" for name in unnamed))):
+                continue
+        elif match["host"] != _HOST or _alive(int(match["pid"])):
             continue
         try:
             if entry.is_dir(follow_symlinks=False):
@@ -206,25 +215,24 @@ def folder_lock(folder: str | Path, what: str, name: str = LOCK_NAME,
     folder = Path(folder)
     created = not folder.exists()
     lock = folder / name
-    if fcntl is None:
-        yield folder
-        return
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd = _acquire(lock, f"{what} {target or folder}", what)
+        fd = _acquire(lock, f"{what} {target or folder}", what) if fcntl else None
     except OSError as error:
         raise environment_fault(error, lock) from error
     try:
-        with contextlib.suppress(OSError):   # who holds it: for the message of a second run
-            os.ftruncate(fd, 0)
-            os.write(fd, (f"pid {os.getpid()} on {socket.gethostname()}: "
-                          f"{' '.join(['clip4hoi', *sys.argv[1:]])[:500]} (since "
-                          f"{time.strftime('%Y-%m-%d %H:%M:%S')})").encode())
+        if fd is not None:
+            with contextlib.suppress(OSError):   # who holds it, for a second run's message
+                os.ftruncate(fd, 0)
+                os.write(fd, (f"pid {os.getpid()} on {socket.gethostname()}: "
+                              f"{' '.join(['clip4hoi', *sys.argv[1:]])[:500]} (since "
+                              f"{time.strftime('%Y-%m-%d %H:%M:%S')})").encode())
         yield folder
     finally:
-        with contextlib.suppress(OSError):
-            os.unlink(lock)
-        os.close(fd)
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(lock)
+            os.close(fd)
         if created:
             with contextlib.suppress(OSError):   # only when empty
                 folder.rmdir()

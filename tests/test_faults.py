@@ -1056,7 +1056,8 @@ def test_temporary_files_of_dead_processes_are_swept(capsys, data: Path, run_cop
     dead = f"-{_dead_pid()}."
     stale = [checkpoints / (temp_prefix("step_00000002.state.pt").replace(own, dead)
                             + "k1ll3d.tmp"),
-             run_copy / (temp_prefix("metrics.jsonl").replace(own, dead) + "k1ll3d.tmp")]
+             run_copy / (temp_prefix("metrics.jsonl").replace(own, dead) + "k1ll3d.tmp"),
+             checkpoints / ".step_00000002.safetensors.0ld5tyle.tmp"]   # no pid: older name
     kept = [checkpoints / (temp_prefix("best.safetensors") + "l1ve.tmp"),    # running
             checkpoints / f".best.safetensors.00000000{dead}0th3r.tmp"]       # other host
     for path in stale + kept:

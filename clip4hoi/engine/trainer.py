@@ -612,8 +612,9 @@ def train(config: ExperimentConfig, resume: str | Path | bool | None = None) -> 
         contextlib.nullcontext()
     with lock:
         if info.is_main:
-            removed = [*sweep_temp_files(config.output_dir),
-                       *sweep_temp_files(config.output_dir / "checkpoints")]
+            removed = [*sweep_temp_files(config.output_dir, ("config.yaml.", "metrics.jsonl.")),
+                       *sweep_temp_files(config.output_dir / "checkpoints",
+                                         ("step_", "best.safetensors."))]
             if removed:
                 print(f"removed {len(removed)} temporary file(s) that a killed run left in "
                       f"{config.output_dir}")
