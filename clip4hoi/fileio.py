@@ -139,15 +139,16 @@ def _fsync_folder(folder: Path) -> None:
 _HOST = hashlib.blake2b(socket.gethostname().encode(), digest_size=4).hexdigest()
 _TEMP_NAME = re.compile(r"^\..*\.(?P<host>[0-9a-f]{8})-(?P<pid>\d+)\.[^.]*\.tmp$", re.DOTALL)
 _KEPT = 100
-"""Characters of the destination's name kept in a temporary name (a 255-byte name must
-still leave room for the rest)."""
+"""Bytes of the destination's name kept in a temporary name (a 255-byte name must still
+leave room for the rest)."""
 
 
 def temp_prefix(name: str) -> str:
     """The start of a temporary file's or folder's name for the destination ``name``:
     ``.NAME.HOST-PID.`` (``mkstemp`` / ``mkdtemp`` add ``RANDOM`` and the ``.tmp`` suffix),
     so that :func:`sweep_temp_files` can tell whose it is."""
-    return f".{name[:_KEPT]}.{_HOST}-{os.getpid()}."
+    kept = name.encode()[:_KEPT].decode(errors="ignore")
+    return f".{kept}.{_HOST}-{os.getpid()}."
 
 
 def _alive(pid: int) -> bool:

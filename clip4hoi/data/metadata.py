@@ -16,6 +16,7 @@ published annotation files), so nothing outside the package is read at run time.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from functools import cache
@@ -335,7 +336,7 @@ def load_classes(spec: str, open_vocabulary: bool = False) -> HOIClassSet:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as error:
         raise InputError(f"--classes {spec}: not a UTF-8 text file ({error})") from None
-    if path.suffix == ".json":
+    if path.suffix.lower() == ".json":
         try:
             data = json.loads(text)
         except json.JSONDecodeError as error:
@@ -360,7 +361,7 @@ def class_file(spec: str) -> Path | None:
     (a typo, not a class list)."""
     if "\n" in spec or "\0" in spec or len(spec.encode()) > _PATH_MAX:
         return None
-    path = Path(spec).expanduser()
+    path = Path(os.path.expanduser(spec))   # (never raises, unlike Path.expanduser)
     if any(len(part.encode()) > _NAME_MAX for part in path.parts):
         return None   # no file has such a name: text (e.g. 28 classes in one line)
     try:

@@ -16,10 +16,10 @@ a SHA-256 of:
 * the format version of this module.
 
 Files are written atomically (a unique temporary file in the same folder, fsync, rename),
-so concurrent runs never read a torn file. Every read is checked (:func:`embedding_problem`:
-shape, finite values): a file that cannot be read or fails the check is encoded anew and
-replaced, with a warning. ``CLIP4HOI_TEXT_CACHE`` moves the cache to another folder, or turns it off
-with ``0``.
+so concurrent runs never read a torn file. Every read is checked
+(:func:`embedding_problem`: shape, finite values): a file that cannot be read or fails the
+check is encoded anew and replaced, with a warning. ``CLIP4HOI_TEXT_CACHE`` moves the
+cache to another folder, or turns it off with ``0``.
 """
 
 from __future__ import annotations
