@@ -351,6 +351,7 @@ MODEL_RANGES: dict[str, str] = {
     "detector.min_humans": "[0, 2147483648)", "detector.max_humans": COUNT_RANGE,
     "detector.min_objects": "[0, 2147483648)", "detector.max_objects": COUNT_RANGE,
     "detector.random_seed": SEED_RANGE, "clip.random_seed": SEED_RANGE,
+    "clip.image_size": COUNT_RANGE,
     "head.interactor_layers": COUNT_RANGE, "head.interactor_heads": COUNT_RANGE,
     "head.interactor_ffn": COUNT_RANGE, "head.spatial_dim": COUNT_RANGE,
     "head.decoder_dim": COUNT_RANGE, "head.decoder_layers": COUNT_RANGE,

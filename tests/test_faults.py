@@ -911,6 +911,7 @@ def test_yaml_merge_keys_still_override() -> None:
     ("model.head.alpha=.nan", "model.head.alpha"),
     ("model.loss.match_iou=2", "model.loss.match_iou"),
     ("model.clip.layers=[99]", "model.clip.layers"),
+    ("model.clip.image_size=0", "model.clip.image_size"),
     ("training_free.temperature=0", "training_free.temperature"),
 ])
 def test_numbers_out_of_range_are_refused_at_the_door(capsys, setting: str, named: str,

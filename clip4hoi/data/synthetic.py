@@ -383,16 +383,13 @@ def make_synthetic(out_dir: str | Path, n_train: int = 96, n_test: int = 32, see
     leaves no images without annotations. A second call writing the same folder is
     refused while the first runs.
     """
-    if n_train < 1 or n_test < 1:
-        raise InputError(f"need at least one image per split, got n_train={n_train}, "
-                         f"n_test={n_test}")
-    if max(n_train, n_test) > MAX_IMAGES:
-        raise InputError(f"at most {MAX_IMAGES} images per split, got n_train={n_train}, "
-                         f"n_test={n_test}")
+    if not (1 <= n_train <= MAX_IMAGES and 1 <= n_test <= MAX_IMAGES):
+        raise InputError(f"need 1 to {MAX_IMAGES} images per split, got n_train={n_train} "
+                         f"(--train), n_test={n_test} (--test)")
     if not 64 <= image_size <= 4096:
         raise InputError(f"image_size must be 64 to 4096 pixels, got {image_size}")
     if seed < 0:
-        raise InputError(f"seed must be >= 0, got {seed}")
+        raise InputError(f"seed (--seed) must be >= 0, got {seed}")
     root = Path(out_dir)
     if root.exists() and not root.is_dir():
         raise InputError(f"{root} is a file; give a folder to write the dataset to")
