@@ -214,6 +214,8 @@ def folder_lock(folder: str | Path, what: str, name: str = LOCK_NAME,
     release, and the folder too when the block created it and left it empty. On systems
     without ``fcntl`` (Windows) nothing is locked. Yields the folder."""
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{what} {folder} is a file; give a folder")
     created = not folder.exists()
     lock = folder / name
     try:

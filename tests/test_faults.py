@@ -1004,6 +1004,13 @@ def test_two_trainings_into_one_folder(capsys, data: Path, tmp_path: Path,
     assert not (out / LOCK_NAME).exists()           # a run that ends removes it
 
 
+def test_train_output_dir_is_a_file(capsys, data: Path, head: Path) -> None:
+    before = digest(head)
+    assert_clear(run_main(capsys, "train", SMOKE, *settings(data, head)), 2, "--output-dir",
+                 head, "is a file")
+    assert digest(head) == before
+
+
 def test_test_beside_a_training_but_not_beside_a_test(capsys, data: Path, head: Path,
                                                       tmp_path: Path, one_thread: None) -> None:
     from clip4hoi.fileio import folder_lock
