@@ -164,8 +164,9 @@ def run_test(config: ExperimentConfig, checkpoint: str | Path | None = None,
     info = info or init_distributed(config.train.device)
     output = Path(output or config.output_dir / "detections.json")
     # Two tests writing one output would pair one's DETS.json with the other's results.
-    lock = folder_lock(output.parent, "--output", name=f".{output.name}.lock",
-                       target=output) if info.is_main else contextlib.nullcontext()
+    lock = folder_lock(output.parent, "--output", target=output,
+                       name=f".{output.name.encode()[:200].decode(errors='ignore')}.lock"
+                       ) if info.is_main else contextlib.nullcontext()
     with lock:
         if info.is_main:
             sweep_temp_files(output.parent)
