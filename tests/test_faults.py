@@ -1086,28 +1086,34 @@ def test_sigterm_in_train_cleans_up_and_names_the_checkpoints(
 
     from clip4hoi.engine.trainer import Trainer
 
+    def unhandled(signum: int, frame: object) -> None:   # instead of killing pytest
+        raise AssertionError("main() did not handle SIGTERM")
+
     def terminated(*args: object, **kwargs: object) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
-    before = digest(run_copy / "checkpoints")
-    monkeypatch.setattr(Trainer, "train_step", terminated)
-    line = assert_clear(run_main(capsys, "train", SMOKE, "--resume",
-                                 *settings(data, run_copy, "train.epochs=2")), 143,
-                        "terminated (SIGTERM)", "--resume")
-    assert digest(run_copy / "checkpoints") == before and not leftovers(run_copy)
-    monkeypatch.undo()
-    fsync = os.fsync
+    previous = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        before = digest(run_copy / "checkpoints")
+        monkeypatch.setattr(Trainer, "train_step", terminated)
+        assert_clear(run_main(capsys, "train", SMOKE, "--resume",
+                              *settings(data, run_copy, "train.epochs=2")), 143,
+                     "terminated (SIGTERM)", "--resume")
+        assert digest(run_copy / "checkpoints") == before and not leftovers(run_copy)
+        monkeypatch.undo()
+        fsync = os.fsync
 
-    def terminated_in_a_write(fd: int) -> None:   # SIGTERM while a checkpoint is written
-        os.kill(os.getpid(), signal.SIGTERM)
-        fsync(fd)
+        def terminated_in_a_write(fd: int) -> None:   # SIGTERM in the middle of a write
+            os.kill(os.getpid(), signal.SIGTERM)
+            fsync(fd)
 
-    monkeypatch.setattr(os, "fsync", terminated_in_a_write)
-    assert_clear(run_main(capsys, "train", SMOKE, "--resume",
-                          *settings(data, run_copy, "train.epochs=2")), 143, "--resume")
-    assert not leftovers(run_copy)
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL   # main() restored it
-    del line
+        monkeypatch.setattr(os, "fsync", terminated_in_a_write)
+        assert_clear(run_main(capsys, "train", SMOKE, "--resume",
+                              *settings(data, run_copy, "train.epochs=2")), 143, "--resume")
+        assert not leftovers(run_copy)
+        assert signal.getsignal(signal.SIGTERM) is unhandled   # main() restored it
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def test_make_synthetic_on_a_full_disk_leaves_nothing(tmp_path: Path) -> None:
@@ -1184,6 +1190,8 @@ def test_a_corrupt_feature_cache_entry_is_never_trusted(data: Path, tmp_path: Pa
         metadata = handle.metadata()
     corruptions = {
         "non-finite": lambda t: {**t, "hidden": torch.full_like(t["hidden"], float("nan"))},
+        "NaN or \\+infinity in logits": lambda t: {**t, "logits": torch.full_like(
+            t["logits"], float("nan"))},
         "no clip_global": lambda t: {k: v for k, v in t.items() if k != "clip_global"},
         "patches": lambda t: {**t, "clip_patches.0": t["clip_patches.0"][:, :1]},
     }

@@ -151,7 +151,7 @@ class FeatureCache:
 def entry_problem(tensors: dict[str, Tensor]) -> str | None:
     """Why a feature cache entry cannot be used, or None when it can: the tensors of
     :meth:`FrozenFeatures.tensors` for one image and its ``image_size``, of consistent
-    shapes, with finite values."""
+    shapes, with finite values (the detector's logits may hold -inf)."""
     needed = ("logits", "boxes", "hidden", "clip_global", "clip_patches.0", "grid",
               "image_size")
     missing = [name for name in needed if name not in tensors]
@@ -167,7 +167,12 @@ def entry_problem(tensors: dict[str, Tensor]) -> str | None:
             return f"{name} has shape {tuple(tensor.shape)}, expected one image"
         if name.startswith("clip_patches.") and (tensor.ndim != 3 or tensor.shape[1] != patches):
             return f"{name} has shape {tuple(tensor.shape)}, expected {patches} patches"
-        if tensor.is_floating_point() and not _finite(tensor):
+        if not tensor.is_floating_point():
+            continue
+        if name == "logits":   # -inf is a class the detector rules out (Grounding DINO)
+            if bool(torch.isnan(tensor).any() or torch.isposinf(tensor).any()):
+                return "NaN or +infinity in logits"
+        elif not _finite(tensor):
             return f"non-finite values (NaN or infinity) in {name}"
     return None
 
