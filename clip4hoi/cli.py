@@ -10,11 +10,15 @@ neither torch nor any model code, so ``--help`` and argument errors answer at on
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import os
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 MODE_REASONS = {
@@ -284,10 +288,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     def body() -> int:
         try:
             output_dir = train(config, resume=args.resume)
-        except KeyboardInterrupt:
-            raise KeyboardInterrupt(f"the checkpoints written so far are kept in "
-                                    f"{config.output_dir / 'checkpoints'}; continue with "
-                                    f"--resume") from None
+        except KeyboardInterrupt as error:   # Ctrl-C, or SIGTERM (Terminated)
+            raise type(error)(f"the checkpoints written so far are kept in "
+                              f"{config.output_dir / 'checkpoints'}; continue with "
+                              f"--resume") from None
         if os.environ.get("RANK", "0") == "0":
             print(f"clip4hoi train: done; checkpoints, config.yaml and metrics.jsonl in "
                   f"{output_dir}", file=sys.stderr)
@@ -532,8 +536,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clip4hoi", description="CLIP4HOI: zero-shot human-object interaction detection",
         epilog="exit codes: 0 ok, 1 some inputs failed or training stopped, 2 bad usage or "
-        "input, 3 pretrained weights missing, 4 environment (disk, permission, device), "
-        "130 interrupted (docs/cli.md)")
+        "input, 3 pretrained weights missing or Hub unreachable, 4 environment (disk, "
+        "permission, device), 130 interrupted, 143 terminated (docs/cli.md)")
     parser.add_argument("--version", action="version", version=f"clip4hoi {__version__}")
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback of an error (also after the command)")
@@ -551,28 +555,33 @@ def _exit_code(error: BaseException) -> int | None:
 
     if isinstance(error, UserError):
         return error.exit_code
-    if isinstance(error, KeyboardInterrupt):
-        return EXIT_INTERRUPTED
+    if isinstance(error, KeyboardInterrupt):   # Ctrl-C; SIGTERM has its own code
+        return getattr(error, "exit_code", EXIT_INTERRUPTED)
     if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":
         return EXIT_ENVIRONMENT
     if isinstance(error, OSError) and error.errno in ENVIRONMENT_ERRNOS:
         return EXIT_ENVIRONMENT
     if isinstance(error, FileNotFoundError | IsADirectoryError | NotADirectoryError):
         return EXIT_USAGE
+    if isinstance(error, OSError) and error.errno in (errno.ENAMETOOLONG, errno.ELOOP):
+        return EXIT_USAGE   # a path no file can have: a name over 255 bytes, a link loop
     if isinstance(error, ValueError):   # library code reports bad values as ValueError
         return EXIT_USAGE
     return None
 
 
 def _message(error: BaseException) -> str:
-    from clip4hoi.errors import EXIT_WEIGHTS, UserError
+    from clip4hoi.errors import EXIT_WEIGHTS, Terminated, UnreachableError, UserError
 
     # Missing weights (clip4hoi.weights, not imported here: it loads torch) say how to get
     # them, over a few lines.
-    if isinstance(error, UserError) and error.exit_code == EXIT_WEIGHTS:
+    if isinstance(error, UserError) and error.exit_code == EXIT_WEIGHTS and \
+            not isinstance(error, UnreachableError):
         return f"missing weights\n{error}"
     if isinstance(error, KeyboardInterrupt):
-        return "interrupted (Ctrl-C)" + (f"; {error}" if str(error) else "")
+        what = "terminated (SIGTERM)" if isinstance(error, Terminated) else \
+            "interrupted (Ctrl-C)"
+        return what + (f"; {error}" if str(error) else "")
     if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":
         return (f"error: out of memory ({error or 'MemoryError'}); use smaller images, "
                 f"batches or a smaller model")
@@ -595,6 +604,33 @@ def _check_early(args: argparse.Namespace) -> None:
         load_classes(args.classes, open_vocabulary=True)
 
 
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """While the block runs, SIGTERM raises :class:`~clip4hoi.errors.Terminated` in the
+    main thread, as Ctrl-C raises ``KeyboardInterrupt``: writers remove their temporary
+    files and training names its checkpoints, instead of the process vanishing. Forked
+    workers (data loading) keep the default: they just end."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    from clip4hoi.errors import Terminated
+
+    pid = os.getpid()
+
+    def terminate(signum: int, frame: object) -> None:
+        if os.getpid() != pid:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``clip4hoi`` console script.
 
@@ -608,8 +644,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = [item for item in argv if item != "--debug"]
     args = build_parser().parse_args(argv)
     try:
-        _check_early(args)
-        return args.func(args)
+        with _sigterm_raises():
+            _check_early(args)
+            return args.func(args)
     except BaseException as error:
         from clip4hoi.errors import OptionError
 

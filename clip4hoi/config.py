@@ -14,6 +14,8 @@ from typing import IO, Any, TypeVar
 
 import yaml
 
+from clip4hoi.errors import InputError
+
 T = TypeVar("T")
 
 
@@ -217,14 +219,37 @@ def apply_overrides(config: T, overrides: list[str]) -> T:
         if leaf not in node:
             raise ValueError(f"--set {item!r}: unknown key {leaf!r}; valid: {sorted(node)}"
                              f"{_did_you_mean(data, key.strip())}")
-        node[leaf] = parse_yaml(raw)
+        try:
+            node[leaf] = parse_yaml(raw)
+        except yaml.YAMLError as error:
+            raise InputError(f"--set {item!r}: the value is not valid YAML "
+                             f"({yaml_problem(error)})") from None
     return from_dict(type(config), data)
 
 
 class _YAMLLoader(yaml.SafeLoader):
     """PyYAML's safe loader with YAML 1.2 booleans: only ``true``/``false`` are booleans, so
     ``amp: off`` or ``--set train.amp=off`` is the string ``"off"`` (YAML 1.1 reads
-    ``on``/``off``/``yes``/``no`` as booleans)."""
+    ``on``/``off``/``yes``/``no`` as booleans); and a key given twice in one mapping (two
+    ``train:`` sections) is an error naming both lines, not the last one silently kept."""
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            first: dict[Any, yaml.Mark] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":   # "<<: *anchor" may repeat
+                    continue
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    seen = first.get(key)
+                except TypeError:   # unhashable: SafeLoader reports it
+                    continue
+                if seen is not None:
+                    raise yaml.constructor.ConstructorError(
+                        problem=f"key {key!r} is given twice, at line {seen.line + 1} and at "
+                                f"line {key_node.start_mark.line + 1}; keep one")
+                first[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
 
 
 _BOOL = "tag:yaml.org,2002:bool"
@@ -299,3 +324,74 @@ class TrainingFreeConfig:
     dense_pooling: str = "mean"
     """``dense`` mode: ``mean`` over the patches whose centres lie in the box (at least
     the centre patch), or ``roi_align`` (bilinear samples of the patch grid averaged)."""
+
+
+# --------------------------------------------------------------------------------------
+# Value ranges, checked before anything is built
+
+
+SEED_RANGE = "[0, 4294967296)"
+COUNT_RANGE = "[1, 2147483648)"
+
+MODEL_RANGES: dict[str, str] = {
+    "detector.num_heads": COUNT_RANGE,
+    "detector.score_threshold": "[0, 1]", "detector.nms_threshold": "[0, 1]",
+    "detector.min_humans": "[0, 2147483648)", "detector.max_humans": COUNT_RANGE,
+    "detector.min_objects": "[0, 2147483648)", "detector.max_objects": COUNT_RANGE,
+    "detector.random_seed": SEED_RANGE, "clip.random_seed": SEED_RANGE,
+    "clip.image_size": COUNT_RANGE,
+    "head.interactor_layers": COUNT_RANGE, "head.interactor_heads": COUNT_RANGE,
+    "head.interactor_ffn": COUNT_RANGE, "head.spatial_dim": COUNT_RANGE,
+    "head.decoder_dim": COUNT_RANGE, "head.decoder_layers": COUNT_RANGE,
+    "head.decoder_heads": COUNT_RANGE, "head.decoder_ffn": COUNT_RANGE,
+    "head.dropout": "[0, 1)", "head.prefix_length": "[0, 1024)",
+    "head.conjunction_length": "[0, 1024)",
+    "head.logit_scale_init": "(-inf, inf)", "head.logit_bias_init": "(-inf, inf)",
+    "head.alpha": "[0, 1]", "head.lambda_train": "[0, inf)", "head.lambda_test": "[0, inf)",
+    "loss.focal_alpha": "[0, 1]", "loss.focal_gamma": "[0, inf)",
+    "loss.global_weight": "[0, inf)", "loss.match_iou": "(0, 1]",
+}
+"""The range of every numeric setting of :class:`ModelConfig` (interval notation)."""
+
+TRAINING_FREE_RANGES: dict[str, str] = {
+    **{key: value for key, value in MODEL_RANGES.items()
+       if key.startswith(("detector.", "clip."))},
+    "margin": "[0, inf)", "temperature": "(0, inf)", "detector_power": "[0, inf)",
+    "crop_batch_size": COUNT_RANGE,
+}
+"""The range of every numeric setting of :class:`TrainingFreeConfig`."""
+
+
+def check_ranges(config: Any, ranges: dict[str, str], where: str) -> None:
+    """Raise :class:`InputError` naming the first setting of ``config`` (``where.key``, or
+    ``key`` when ``where`` is empty) outside its range in ``ranges`` (``"key": "[lo, hi)"``,
+    ``inf`` allowed); NaN is in no range, infinity only in one that says so. ``None`` (an
+    optional setting left unset) is not checked; every item of a list is."""
+    data = to_dict(config)
+    for key, interval in ranges.items():
+        value: Any = data
+        for part in key.split("."):
+            value = value[part]
+        name = f"{where}.{key}" if where else key
+        for item in value if isinstance(value, list | tuple) else [value]:
+            if item is not None and not _within(item, interval):
+                shown = f"{value!r} holds {item!r}, which" if item is not value else \
+                    f"{item!r}"
+                raise InputError(f"{name}={shown} is out of range: it must be in {interval}")
+
+
+def _within(value: float, interval: str) -> bool:
+    low, high = (float(bound) for bound in interval[1:-1].split(","))
+    above = value >= low if interval[0] == "[" else value > low
+    below = value <= high if interval[-1] == "]" else value < high
+    return above and below
+
+
+def check_model_config(config: ModelConfig, where: str = "model") -> None:
+    """Check every numeric setting of a model config (:data:`MODEL_RANGES`) and the ones
+    that depend on each other, naming the first bad one (``model.head.dropout``)."""
+    check_ranges(config, MODEL_RANGES, where)
+    head = config.head
+    if head.decoder_dim % head.decoder_heads:
+        raise InputError(f"{where}.head.decoder_heads={head.decoder_heads} must divide "
+                         f"{where}.head.decoder_dim={head.decoder_dim}")

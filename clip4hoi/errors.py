@@ -12,9 +12,11 @@ exit code  meaning
 1          the command ran but failed in part: some inputs failed, training stopped
 2          bad usage or bad input: a flag, a config key, a file (image, annotations,
            detections, checkpoint, class list) that is missing or malformed
-3          pretrained weights are missing and cannot be downloaded (offline)
+3          pretrained weights are missing and cannot be downloaded, or a server that an
+           upload needs cannot be reached (offline)
 4          the environment failed: disk full, no permission, device not available
 130        interrupted (Ctrl-C); what was finished is kept
+143        terminated (SIGTERM: ``kill``, a job scheduler); what was finished is kept
 =========  ==================================================================
 """
 
@@ -29,6 +31,7 @@ EXIT_USAGE = 2
 EXIT_WEIGHTS = 3
 EXIT_ENVIRONMENT = 4
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 
 class UserError(Exception):
@@ -73,3 +76,17 @@ class WeightsUnavailableError(UserError, RuntimeError):
     download and where to put it."""
 
     exit_code = EXIT_WEIGHTS
+
+
+class UnreachableError(UserError):
+    """A server that an upload or download needs cannot be reached (offline, a firewall,
+    a wrong endpoint)."""
+
+    exit_code = EXIT_WEIGHTS
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill PID``, a job scheduler stopping the job), raised in the main thread
+    like Ctrl-C so that every writer removes its temporary files on the way out."""
+
+    exit_code = EXIT_TERMINATED

@@ -6,18 +6,34 @@ unique name in the destination's folder, is flushed to the disk (``fsync``) and 
 renamed over the destination in one step. A reader — or a second run writing the same
 folder — sees the old file or the new one, never a torn one; a full disk or a crash leaves
 the old file as it was and no temporary file behind.
+
+Temporary files and folders are named ``.NAME.HOST-PID.RANDOM.tmp`` (:func:`temp_prefix`):
+a writer removes its own on every error, and :func:`sweep_temp_files` removes those that a
+killed process (``kill -9``, a power cut) of this machine left. :func:`folder_lock` keeps
+two runs from writing one folder at once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
+import re
+import shutil
+import socket
+import sys
 import tempfile
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from clip4hoi.errors import EnvironmentFault, InputError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks (folder_lock does nothing)
+    fcntl = None  # type: ignore[assignment]
 
 ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES,
                                 errno.EPERM, errno.EROFS})
@@ -67,10 +83,10 @@ def write_atomic(path: str | Path, data: bytes | str, inputs: Iterable[str | Pat
     payload = data.encode() if isinstance(data, str) else data
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path.name),
                                        suffix=".tmp")
     except OSError as error:
-        raise _fault(error, path) from error
+        raise environment_fault(error, path) from error
     try:
         with os.fdopen(handle, "wb") as file:
             file.write(payload)
@@ -82,15 +98,17 @@ def write_atomic(path: str | Path, data: bytes | str, inputs: Iterable[str | Pat
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         if isinstance(error, OSError):
-            raise _fault(error, path) from error
+            raise environment_fault(error, path) from error
         raise
     _fsync_folder(path.parent)
     return path
 
 
-def _fault(error: OSError, path: Path) -> OSError:
+def environment_fault(error: OSError, path: str | Path) -> OSError:
     """``error`` as an :class:`EnvironmentFault` naming ``path`` when it is the machine's
-    refusal; other ``OSError`` s are returned unchanged."""
+    refusal (disk full, file too large, no permission, read-only); other ``OSError`` s are
+    returned unchanged. For writers that do not go through :func:`write_atomic` (images,
+    appended logs): ``raise environment_fault(error, path) from error``."""
     if error.errno not in ENVIRONMENT_ERRNOS:
         return error
     full = error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
@@ -114,3 +132,143 @@ def _fsync_folder(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+# ------------------------------------------------------------------ temporary files
+
+_HOST = hashlib.blake2b(socket.gethostname().encode(), digest_size=4).hexdigest()
+_TEMP_NAME = re.compile(r"^\..*\.(?P<host>[0-9a-f]{8})-(?P<pid>\d+)\.[^.]*\.tmp$", re.DOTALL)
+_KEPT = 100
+"""Bytes of the destination's name kept in a temporary name (a 255-byte name must still
+leave room for the rest)."""
+
+
+def temp_prefix(name: str) -> str:
+    """The start of a temporary file's or folder's name for the destination ``name``:
+    ``.NAME.HOST-PID.`` (``mkstemp`` / ``mkdtemp`` add ``RANDOM`` and the ``.tmp`` suffix),
+    so that :func:`sweep_temp_files` can tell whose it is."""
+    kept = name.encode()[:_KEPT].decode(errors="ignore")
+    return f".{kept}.{_HOST}-{os.getpid()}."
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` of this machine runs (when unsure: yes)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:   # PermissionError: it runs, as another user
+        return True
+    return True
+
+
+def sweep_temp_files(folder: str | Path, unnamed: tuple[str, ...] = ()) -> list[Path]:
+    """Remove the temporary files and folders (:func:`temp_prefix`) in ``folder`` that
+    processes of this machine which no longer run left behind (killed in a write). Those of
+    running processes, and of other machines sharing the folder, are kept.
+
+    ``unnamed``: destination names (``"step_"``: any that starts so) whose temporary files
+    without a process in their name (``.NAME.RANDOM.tmp``, as older versions named them)
+    go too: only for a writer that holds the folder's :func:`folder_lock`, so that nobody
+    else can be writing them.
+    Returns what was removed; a folder that is missing or cannot be listed is left alone."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _TEMP_NAME.match(entry.name)
+        if match is None:
+            if not (unnamed and entry.name.endswith(".tmp")
+                    and entry.name.startswith(tuple(f".{name}" for name in unnamed))):
+                continue
+        elif match["host"] != _HOST or _alive(int(match["pid"])):
+            continue
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+        except OSError:   # a read-only folder, or another sweep was first
+            continue
+        removed.append(Path(entry.path))
+    return removed
+
+
+# ------------------------------------------------------------------------ folder lock
+
+LOCK_NAME = ".clip4hoi.lock"
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | Path, what: str, name: str = LOCK_NAME,
+                target: str | Path | None = None) -> Iterator[Path]:
+    """Hold ``folder``'s lock (``fcntl.flock`` on the file ``name`` in it, created with the
+    folder if missing) while the block runs, so that a second run writing the same
+    ``target`` (default: the folder) is refused: :class:`InputError` naming ``what`` (the
+    option, e.g. ``--output-dir``), ``target`` and the holder's pid and command. The lock
+    dies with its process (``kill -9`` leaves no stale lock); the file is removed on
+    release, and the folder too when the block created it and left it empty. On systems
+    without ``fcntl`` (Windows) nothing is locked. Yields the folder."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{what} {folder} is a file; give a folder")
+    created = not folder.exists()
+    lock = folder / name
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = _acquire(lock, f"{what} {target or folder}", what) if fcntl else None
+    except OSError as error:
+        raise environment_fault(error, lock) from error
+    try:
+        if fd is not None:
+            with contextlib.suppress(OSError):   # who holds it, for a second run's message
+                os.ftruncate(fd, 0)
+                os.write(fd, (f"pid {os.getpid()} on {socket.gethostname()}: "
+                              f"{' '.join(['clip4hoi', *sys.argv[1:]])[:500]} (since "
+                              f"{time.strftime('%Y-%m-%d %H:%M:%S')})").encode())
+        yield folder
+    finally:
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(lock)
+            os.close(fd)
+        if created:
+            with contextlib.suppress(OSError):   # only when empty
+                folder.rmdir()
+
+
+def _acquire(lock: Path, subject: str, what: str) -> int:
+    """A descriptor of ``lock``, exclusively ``flock``-ed, or :class:`InputError` saying
+    that ``subject`` is in use."""
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 1000, 0).decode(errors="replace").strip()
+            os.close(fd)
+            raise InputError(
+                f"{subject} is in use by another clip4hoi run ("
+                f"{holder or 'the process is starting'}): wait until it ends, or choose "
+                f"another {what}") from None
+        except OSError as error:
+            if error.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP):
+                return fd   # a file system without locks (some network mounts): go on
+            os.close(fd)
+            raise
+        except BaseException:
+            os.close(fd)
+            raise
+        # The last holder removes the file on release: a lock taken on a removed file
+        # locks nothing, so retry on the file now at that path.
+        try:
+            current = os.stat(lock)
+        except FileNotFoundError:
+            current = None
+        if current is not None and os.path.samestat(current, os.fstat(fd)):
+            return fd
+        os.close(fd)

@@ -20,12 +20,13 @@ other weights do.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from clip4hoi.errors import EnvironmentFault, InputError, UserError
+from clip4hoi.errors import InputError, UnreachableError, UserError
 from clip4hoi.weights import fetch_hub
 
 SCHEME = "hf://"
@@ -71,9 +72,10 @@ def push(checkpoint: str | Path, repo_id: str, revision: str | None = None,
     ``repo_id`` (created if missing), with ``config.json`` and a model card (one commit,
     on branch ``revision`` if given, created from ``main`` if missing). ``run_dir``: the
     training run whose ``config.yaml`` and ``metrics.jsonl`` describe it (default: found
-    beside the checkpoint). Returns the commit's URL."""
-    import httpx
-    from huggingface_hub import CommitOperationAdd, HfApi
+    beside the checkpoint; a given one must be such a folder). Returns the commit's URL.
+    A Hub that cannot be reached (offline, ``HF_HUB_OFFLINE``) raises
+    :class:`~clip4hoi.errors.UnreachableError` (exit code 3, as for downloads)."""
+    from huggingface_hub import CommitOperationAdd, HfApi, constants
     from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError, OfflineModeIsEnabled
 
     from clip4hoi.engine.checkpoint import read_checkpoint
@@ -94,21 +96,38 @@ def push(checkpoint: str | Path, repo_id: str, revision: str | None = None,
         info = api.create_commit(repo_id, operations, revision=revision,
                                  commit_message=message or f"Upload {checkpoint.name}")
     except LocalTokenNotFoundError as error:
-        raise UserError("clip4hoi push: not logged in to the Hugging Face Hub; run "
-                        "`hf auth login` or set HF_TOKEN") from error
+        raise UserError("not logged in to the Hugging Face Hub; run `hf auth login` or set "
+                        "HF_TOKEN") from error
     except OfflineModeIsEnabled as error:
-        raise EnvironmentFault("clip4hoi push: HF_HUB_OFFLINE is set; unset it to upload"
-                               ) from error
+        raise UnreachableError(f"cannot upload {checkpoint} to {repo_id}: HF_HUB_OFFLINE is "
+                               f"set; unset it and push again") from error
     except HfHubHTTPError as error:
         status = error.response.status_code if error.response is not None else None
         hint = ("; check that your token may write to it (hf auth login)"
                 if status in (401, 403) else "")
-        raise UserError(f"clip4hoi push: the Hub refused the upload to {repo_id}: "
-                        f"{error}{hint}") from error
-    except (httpx.TransportError, OSError) as error:
-        raise EnvironmentFault(f"clip4hoi push: cannot reach the Hugging Face Hub "
-                               f"({error})") from error
+        raise UserError(f"the Hub refused the upload to {repo_id}: {error}{hint}") from error
+    except _connection_errors() as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else \
+            type(error).__name__
+        raise UnreachableError(
+            f"cannot reach the Hugging Face Hub at {constants.ENDPOINT} to upload {checkpoint} "
+            f"to {repo_id} ({reason}); check the network connection (or HF_ENDPOINT) and push "
+            f"again") from error
     return str(info.commit_url)
+
+
+def _connection_errors() -> tuple[type[BaseException], ...]:
+    """What the HTTP client of ``huggingface_hub`` raises when the Hub cannot be reached:
+    ``httpx2`` (``huggingface_hub`` 2), ``httpx`` (1.x) or ``requests`` (0.x) errors,
+    whichever it loaded, and ``OSError``."""
+    found: list[type[BaseException]] = [OSError]
+    for module, names in (("httpx2", ("TransportError",)), ("httpx", ("TransportError",)),
+                          ("requests", ("ConnectionError", "Timeout"))):
+        for name in names:
+            error = getattr(sys.modules.get(module), name, None)
+            if isinstance(error, type) and issubclass(error, BaseException):
+                found.append(error)
+    return tuple(found)
 
 
 def _config_dict(config: Any) -> dict:
@@ -144,11 +163,23 @@ def read_metrics(path: Path, step: int | None = None) -> dict[str, Any] | None:
             entry = json.loads(line)
         except json.JSONDecodeError as error:
             raise InputError(f"{path}, line {number}: not JSON ({error.msg})") from None
-        if any(key.startswith("map_") for key in entry):
-            evaluations.append(entry)
+        if not isinstance(entry, dict):
+            raise InputError(f"{path}, line {number}: not a metrics entry (a JSON object)")
+        maps = {key: value for key, value in entry.items() if key.startswith("map_")}
+        if not maps:
+            continue
+        if not (all(value is None or _is_number(value) for value in maps.values())
+                and _is_number(entry.get("step", 0))):
+            raise InputError(f"{path}, line {number}: an evaluation whose step and map_* "
+                             f"values are not all numbers")
+        evaluations.append(entry)
     if step is not None:
         evaluations = [entry for entry in evaluations if entry.get("step", 0) <= step]
     return evaluations[-1] if evaluations else None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def model_card(checkpoint: str | Path, repo_id: str, run_dir: str | Path | None = None) -> str:
@@ -160,8 +191,9 @@ def model_card(checkpoint: str | Path, repo_id: str, run_dir: str | Path | None 
     from clip4hoi.engine.checkpoint import read_checkpoint
 
     checkpoint = Path(checkpoint)
+    run = _run_folder(run_dir) if run_dir is not None else None
     config, tensors, metadata = read_checkpoint(checkpoint)
-    run = Path(run_dir) if run_dir is not None else find_run_dir(checkpoint)
+    run = run or find_run_dir(checkpoint)
     experiment = _read_yaml(run / "config.yaml") if run else {}
     step = int(metadata["step"]) if metadata.get("step", "").isdigit() else None
     metrics = read_metrics(run / "metrics.jsonl", step) if run else None
@@ -173,8 +205,9 @@ def model_card(checkpoint: str | Path, repo_id: str, run_dir: str | Path | None 
             shown = classes.name
     except (OSError, ValueError):  # a class file of the training machine
         class_text = "(a class file of the training machine, not included)"
-    data = experiment.get("data", {})
-    dataset = data.get("dataset", "hicodet")
+    data = experiment.get("data") if isinstance(experiment.get("data"), dict) else {}
+    train = experiment.get("train") if isinstance(experiment.get("train"), dict) else {}
+    dataset = str(data.get("dataset", "hicodet"))
     card_data = ModelCardData(
         library_name="clip4hoi", license="mit", pipeline_tag="object-detection",
         tags=["clip4hoi", "human-object-interaction", "hoi-detection", "zero-shot", "clip",
@@ -204,7 +237,7 @@ def model_card(checkpoint: str | Path, repo_id: str, run_dir: str | Path | None 
         "works at inference "
         "(`classes=\"ride bicycle, hold cup\"`).", "",
         "## Training data", "",
-        *_training_lines(data, experiment.get("train", {}), metadata), "",
+        *_training_lines(data, train, metadata), "",
         "## Evaluation", "",
         *_metric_lines(metrics, run), "",
         "## Config", "",
@@ -221,13 +254,32 @@ def model_card(checkpoint: str | Path, repo_id: str, run_dir: str | Path | None 
     return "\n".join(lines)
 
 
+def _run_folder(run_dir: str | Path) -> Path:
+    """``--run-dir`` checked: a folder holding a run's ``config.yaml`` or ``metrics.jsonl``."""
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise InputError(f"--run-dir {run_dir}: " + (
+            "is a file; give the training run's folder (the one with config.yaml and "
+            "metrics.jsonl)" if run.exists() else "no such folder"))
+    if not ((run / "config.yaml").is_file() or (run / "metrics.jsonl").is_file()):
+        raise InputError(f"--run-dir {run_dir}: holds neither config.yaml nor metrics.jsonl "
+                         f"of a training run")
+    return run
+
+
 def _read_yaml(path: Path) -> dict:
+    from clip4hoi.config import parse_yaml, yaml_problem
+
     if not path.is_file():
         return {}
     try:
-        return yaml.safe_load(path.read_text()) or {}
+        data = parse_yaml(path.read_text()) or {}
     except yaml.YAMLError as error:
-        raise InputError(f"{path}: not valid YAML ({error})") from None
+        raise InputError(f"{path}: not valid YAML ({yaml_problem(error)})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a mapping at the top level (a clip4hoi train "
+                         f"config.yaml)")
+    return data
 
 
 def _training_lines(data: dict, train: dict, metadata: dict[str, str]) -> list[str]:

@@ -808,3 +808,436 @@ def test_library_checks() -> None:
     assert test_size(1, 5000, 800, 1333) == [1, 1333]
     assert test_size(5000, 1, 800, 1333) == [1333, 1]
     assert test_size(480, 640, 800, 1333) == [800, 1066]
+
+
+# ------------------------------------------------------- text or path: class lists, names
+
+LONG_CLASSES = ", ".join([
+    "ride bicycle", "hold cup", "sit on dining table", "carry skateboard", "kick sports ball",
+    "drink with cup", "hold umbrella", "ride horse", "feed horse", "walk dog", "hold knife",
+    "cut cake", "eat pizza", "throw frisbee", "catch frisbee", "fly kite", "hold surfboard",
+    "ride motorcycle", "wash car", "drive car", "board airplane", "hold book", "read book",
+    "type on keyboard", "hold remote", "pet cat", "hug teddy bear", "hold toothbrush"])
+
+
+def test_a_long_class_list_is_text(capsys, data: Path, head: Path, tmp_path: Path,
+                                   one_thread: None) -> None:
+    from clip4hoi.api import HOIDetector
+    from clip4hoi.data.metadata import load_classes
+
+    assert len(LONG_CLASSES.encode()) > 255      # longer than any file name may be
+    assert len(load_classes(LONG_CLASSES)) == 28
+    image = next((data / "images" / "test2015").iterdir())
+    code, err = detect(capsys, image, "--checkpoint", head, "--classes", LONG_CLASSES,
+                       "--out", tmp_path / "o", "--no-draw", "--top-k", "0")
+    assert code == 0 and "Traceback" not in err, err
+    result = json.loads(next((tmp_path / "o").glob("*.jpg.json")).read_text())
+    assert {d["verb"] for d in result["detections"]} <= set(load_classes(LONG_CLASSES).verbs)
+    detector = HOIDetector.from_checkpoint(head, overrides=["detector.use_gt_boxes=false"],
+                                           min_size=64, max_size=128)
+    [found] = detector(torch.zeros(3, 40, 60, dtype=torch.uint8), classes=LONG_CLASSES)
+    assert all(int(k) < 28 for k in found["hoi"])
+
+
+def test_class_text_or_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from clip4hoi.data.metadata import load_classes
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ride bicycle").mkdir()          # a folder named like the text: still text
+    assert load_classes("ride bicycle").verbs == ("ride",)
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "lists" / "mine").write_text("hold cup\n")
+    assert load_classes("lists/mine").verbs == ("hold",)            # a file without suffix
+    with pytest.raises(InputError, match="lists: is a folder"):
+        load_classes(str(tmp_path / "lists"))
+    for missing in ("lists/none", "none.txt", "lists/none.json"):
+        with pytest.raises(FileNotFoundError, match="no such file"):
+            load_classes(missing)
+    with pytest.raises(InputError, match="expected 'VERB OBJECT'"):
+        load_classes("x" * 300 + ".txt")          # no file can have that name: text
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", SMOKE, "--output-dir", "LONG"],
+    ["train", SMOKE, "--resume", "LONG"],
+    ["eval", "--annotations", "LONG", "--detections", "LONG"],
+    ["make-synthetic", "LONG"],
+])
+def test_a_name_too_long_for_the_file_system(capsys, argv: list[str], data: Path,
+                                             tmp_path: Path) -> None:
+    long = str(tmp_path / ("a" * 300))
+    argv = [long if item == "LONG" else item for item in argv]
+    if argv[0] == "train":
+        argv += settings(data, tmp_path / "r")[:2]
+    assert_clear(run_main(capsys, *argv), 2, "a" * 300)
+
+
+# ----------------------------------------------------------------------- configs, ranges
+
+def test_a_yaml_key_given_twice_is_refused(capsys, data: Path, tmp_path: Path) -> None:
+    config = tmp_path / "dup.yaml"
+    config.write_text(f"base: {SMOKE}\ntrain:\n  epochs: 1\nmodel:\n  classes: hicodet\n"
+                      f"train:\n  epochs: 2\n")
+    line = assert_clear(run_main(capsys, "train", config, *settings(data, tmp_path / "r")),
+                        2, config, "'train'", "line 2", "line 6")
+    assert "twice" in line
+    inner = tmp_path / "inner.yaml"
+    inner.write_text("train:\n  lr: 1.0e-4\n  lr: 1.0e-3\n")
+    outer = tmp_path / "outer.yaml"
+    outer.write_text("base: inner.yaml\n")
+    assert_clear(run_main(capsys, "train", outer, *settings(data, tmp_path / "r")), 2,
+                 inner, "'lr'", "line 2", "line 3")
+    assert_clear(run_main(capsys, "train", SMOKE, *settings(data, tmp_path / "r",
+                                                            "train.lr=[")), 2, "train.lr=[")
+    assert not (tmp_path / "r").exists()
+
+
+def test_yaml_merge_keys_still_override() -> None:
+    from clip4hoi.config import parse_yaml
+
+    assert parse_yaml("a: &x {b: 1}\nc:\n  <<: *x\n  b: 2\n") == {"a": {"b": 1},
+                                                                "c": {"b": 2}}
+
+
+@pytest.mark.parametrize("setting,named", [
+    ("train.seed=-1", "train.seed"), ("train.seed=1e30", "train.seed"),
+    ("train.batch_size=1e30", "train.batch_size"),
+    ("train.lr_drop_epochs=[3,-1]", "train.lr_drop_epochs"),
+    ("model.detector.score_threshold=2", "model.detector.score_threshold"),
+    ("model.head.dropout=1.5", "model.head.dropout"),
+    ("model.head.decoder_heads=3", "model.head.decoder_heads"),
+    ("model.head.interactor_heads=3", "model.head.interactor_heads"),
+    ("model.head.prefix_length=-1", "model.head.prefix_length"),
+    ("model.head.alpha=.nan", "model.head.alpha"),
+    ("model.loss.match_iou=2", "model.loss.match_iou"),
+    ("model.clip.layers=[99]", "model.clip.layers"),
+    ("model.clip.image_size=0", "model.clip.image_size"),
+    ("training_free.temperature=0", "training_free.temperature"),
+])
+def test_numbers_out_of_range_are_refused_at_the_door(capsys, setting: str, named: str,
+                                                      data: Path, tmp_path: Path) -> None:
+    assert_clear(run_main(capsys, "train", SMOKE, *settings(data, tmp_path / "r", setting)),
+                 2, named)
+    assert not (tmp_path / "r").exists()
+
+
+def test_too_many_workers_are_refused(data: Path, tmp_path: Path) -> None:
+    from clip4hoi.engine.config import load_experiment
+
+    # Checked on the config alone: without the check a run would fork 100000 processes.
+    with pytest.raises(InputError, match=r"data\.num_workers=100000 .*\[0, 256\]"):
+        load_experiment(SMOKE, settings(data, tmp_path / "r", "data.num_workers=100000")[1::2])
+
+
+def test_every_range_names_a_setting() -> None:
+    from clip4hoi.config import (
+        MODEL_RANGES,
+        TRAINING_FREE_RANGES,
+        ModelConfig,
+        TrainingFreeConfig,
+        check_model_config,
+        check_ranges,
+    )
+    from clip4hoi.engine.config import EXPERIMENT_RANGES, ExperimentConfig
+
+    # Every key exists (a renamed setting fails here) and the defaults are in range.
+    check_model_config(ModelConfig())
+    check_ranges(TrainingFreeConfig(), TRAINING_FREE_RANGES, "training_free")
+    check_ranges(ExperimentConfig(), EXPERIMENT_RANGES, "")
+    assert MODEL_RANGES and EXPERIMENT_RANGES
+
+
+# ------------------------------------------------------------------------------ the Hub
+
+def test_push_to_an_unreachable_hub(capsys, monkeypatch: pytest.MonkeyPatch,
+                                    head: Path) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")   # nothing listens
+    monkeypatch.setenv("HF_TOKEN", "hf_not_a_token")
+    line = assert_clear(run_main(capsys, "push", head, "org/x"), 3, head, "org/x",
+                        "127.0.0.1:9")
+    assert "cannot reach the Hugging Face Hub" in line
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert_clear(run_main(capsys, "push", head, "org/x"), 3, "HF_HUB_OFFLINE")
+
+
+def test_push_run_dir_must_be_a_run(capsys, head: Path, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "empty").mkdir()
+    for run_dir, reason in (("file", "is a file"), ("missing", "no such folder"),
+                            ("empty", "neither config.yaml nor metrics.jsonl")):
+        line = assert_clear(run_main(capsys, "push", head, "org/x", "--run-dir",
+                                     tmp_path / run_dir), 2, "--run-dir", tmp_path / run_dir)
+        assert reason in line
+
+
+# ------------------------------------------------------------- one output folder, one run
+
+def test_two_trainings_into_one_folder(capsys, data: Path, tmp_path: Path,
+                                       one_thread: None) -> None:
+    from clip4hoi.fileio import LOCK_NAME, folder_lock
+
+    out = tmp_path / "r"
+    with folder_lock(out, "--output-dir"):          # the first run holds the folder
+        for resume in ([], ["--resume"]):
+            line = assert_clear(run_main(capsys, "train", SMOKE, *resume,
+                                         *settings(data, out)), 2, out, f"pid {os.getpid()}")
+            assert "in use by another clip4hoi run" in line
+        assert not (out / "checkpoints").exists() and not (out / "config.yaml").exists()
+    # A first run killed with -9 holds nothing: its lock died with it.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from clip4hoi.fileio import folder_lock\n"
+         "with folder_lock(sys.argv[1], '--output-dir'):\n"
+         "    print('locked', flush=True); time.sleep(600)", str(out)],
+        env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        line = assert_clear(run_main(capsys, "train", SMOKE, *settings(data, out)), 2,
+                            f"pid {holder.pid}")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (out / LOCK_NAME).exists()               # left by the kill, but unlocked
+    code, err = run_main(capsys, "train", SMOKE, *settings(data, out))
+    assert code == 0, err
+    assert not (out / LOCK_NAME).exists()           # a run that ends removes it
+
+
+def test_train_output_dir_is_a_file(capsys, data: Path, head: Path) -> None:
+    before = digest(head)
+    assert_clear(run_main(capsys, "train", SMOKE, *settings(data, head)), 2, "--output-dir",
+                 head, "is a file")
+    assert digest(head) == before
+
+
+def test_test_beside_a_training_but_not_beside_a_test(capsys, data: Path, head: Path,
+                                                      tmp_path: Path, one_thread: None) -> None:
+    from clip4hoi.fileio import folder_lock
+
+    out = tmp_path / "r"
+    with folder_lock(out, "--output-dir"):          # a training of that folder runs
+        code, err = run_main(capsys, "test", SMOKE, "--checkpoint", head,
+                             *settings(data, out))
+        assert code == 0, err
+        assert (out / "detections.json").is_file()
+        with folder_lock(out, "--output", name=".detections.json.lock"):   # a test, too
+            assert_clear(run_main(capsys, "test", SMOKE, "--checkpoint", head,
+                                  *settings(data, out)), 2, out / "detections.json",
+                         "--output")
+    assert sorted(p.name for p in out.iterdir()) == ["detections.json",
+                                                     "detections.results.json"]
+
+
+# ------------------------------------------------------------------------ temporary files
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_write_atomic_names_its_temporary_file_by_process(monkeypatch,
+                                                         tmp_path: Path) -> None:
+    from clip4hoi.fileio import temp_prefix, write_atomic
+
+    seen: list[str] = []
+    fsync = os.fsync
+
+    def look(fd: int) -> None:
+        seen.extend(os.listdir(tmp_path))
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", look)
+    write_atomic(tmp_path / ("n" * 250), "x")       # a long name leaves room for the rest
+    [temp] = [name for name in seen if name.endswith(".tmp")]
+    assert temp.startswith(temp_prefix("n" * 250)) and f"-{os.getpid()}." in temp
+    assert len(temp.encode()) <= 255
+
+
+def test_temporary_files_of_dead_processes_are_swept(capsys, data: Path, run_copy: Path,
+                                                     one_thread: None) -> None:
+    from clip4hoi.fileio import sweep_temp_files, temp_prefix
+
+    checkpoints = run_copy / "checkpoints"
+    own = f"-{os.getpid()}."
+    dead = f"-{_dead_pid()}."
+    stale = [checkpoints / (temp_prefix("step_00000002.state.pt").replace(own, dead)
+                            + "k1ll3d.tmp"),
+             run_copy / (temp_prefix("metrics.jsonl").replace(own, dead) + "k1ll3d.tmp"),
+             checkpoints / ".step_00000002.safetensors.0ld5tyle.tmp"]   # no pid: older name
+    kept = [checkpoints / (temp_prefix("best.safetensors") + "l1ve.tmp"),    # running
+            checkpoints / f".best.safetensors.00000000{dead}0th3r.tmp"]       # other host
+    for path in stale + kept:
+        path.write_bytes(b"partial")
+    stale.append(run_copy / (temp_prefix("dataset").replace(own, dead) + "d1r.tmp"))
+    stale[-1].mkdir()                                   # a temporary folder, too
+    code, err = run_main(capsys, "train", SMOKE, "--resume",
+                         *settings(data, run_copy, "train.epochs=2"))
+    assert code == 0, err
+    assert not any(path.exists() for path in stale) and all(p.exists() for p in kept)
+    assert sorted(leftovers(run_copy)) == sorted(p.name for p in kept)
+    assert sweep_temp_files(run_copy / "missing") == []
+
+
+def test_sigterm_in_train_cleans_up_and_names_the_checkpoints(
+        capsys, monkeypatch, data: Path, run_copy: Path, one_thread: None) -> None:
+    import signal
+
+    from clip4hoi.engine.trainer import Trainer
+
+    def unhandled(signum: int, frame: object) -> None:   # instead of killing pytest
+        raise AssertionError("main() did not handle SIGTERM")
+
+    def terminated(*args: object, **kwargs: object) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        before = digest(run_copy / "checkpoints")
+        monkeypatch.setattr(Trainer, "train_step", terminated)
+        assert_clear(run_main(capsys, "train", SMOKE, "--resume",
+                              *settings(data, run_copy, "train.epochs=2")), 143,
+                     "terminated (SIGTERM)", "--resume")
+        assert digest(run_copy / "checkpoints") == before and not leftovers(run_copy)
+        monkeypatch.undo()
+        fsync = os.fsync
+
+        def terminated_in_a_write(fd: int) -> None:   # SIGTERM in the middle of a write
+            os.kill(os.getpid(), signal.SIGTERM)
+            fsync(fd)
+
+        monkeypatch.setattr(os, "fsync", terminated_in_a_write)
+        assert_clear(run_main(capsys, "train", SMOKE, "--resume",
+                              *settings(data, run_copy, "train.epochs=2")), 143, "--resume")
+        assert not leftovers(run_copy)
+        assert signal.getsignal(signal.SIGTERM) is unhandled   # main() restored it
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_make_synthetic_on_a_full_disk_leaves_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "d"
+    done = subprocess_cli("make-synthetic", out, "--train", "3", "--test", "2",
+                          fsize=2000)
+    assert done.returncode == 4, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert str(out) in line and "File too large" in line
+    assert not out.exists() or not any(out.rglob("*"))
+
+
+def test_make_synthetic_replaces_a_dataset_whole(capsys, tmp_path: Path) -> None:
+    out = tmp_path / "d"
+    make_synthetic(out, n_train=3, n_test=2, image_size=64)
+    assert run_main(capsys, "make-synthetic", out, "--train", "2", "--test", "1",
+                    "--overwrite")[0] == 0
+    assert len(list((out / "images" / "train2015").iterdir())) == 2   # no stale images
+    assert len(json.loads((out / "instances_train2015.json").read_text())["filenames"]) == 2
+    assert sorted(p.name for p in out.iterdir()) == ["images", "instances_test2015.json",
+                                                     "instances_train2015.json"]
+    assert_clear(run_main(capsys, "make-synthetic", tmp_path / "e", "--seed", "-1"), 2,
+                 "seed")
+
+
+# --------------------------------------------------------------------------------- caches
+
+def test_a_corrupt_text_cache_entry_is_encoded_again(capsys, tmp_path: Path,
+                                                     one_thread: None) -> None:
+    from test_training_free import tiny_config
+
+    from clip4hoi.data.metadata import load_classes
+    from clip4hoi.engine.text_cache import cached_text_embeddings
+    from clip4hoi.models.training_free import build_training_free
+
+    model = build_training_free(tiny_config("dense"))
+    classes = load_classes("ride bicycle, hold cup")
+    good, _ = cached_text_embeddings(model, classes, tmp_path)
+    [entry] = tmp_path.glob("*.safetensors")
+    faults = {"non-finite": torch.full_like(good, float("nan")),
+              "shape": good[:1], "all-zero row": torch.zeros_like(good),
+              "floating point": good.to(torch.int64)}
+    for reason, bad in faults.items():
+        save_file({"text": bad.contiguous()}, str(entry))
+        text, hit = cached_text_embeddings(build_training_free(tiny_config("dense")),
+                                           classes, tmp_path)
+        assert not hit and torch.equal(text, good), reason
+        err = capsys.readouterr().err
+        assert "warning" in err and entry.name in err and reason in err, err
+    assert cached_text_embeddings(model, classes, tmp_path)[1]   # replaced by a good one
+
+
+def test_a_corrupt_feature_cache_entry_is_never_trusted(data: Path, tmp_path: Path,
+                                                        one_thread: None) -> None:
+    from conftest import tiny_model_config
+
+    from clip4hoi.engine.config import load_experiment
+    from clip4hoi.engine.data import build_dataset
+    from clip4hoi.engine.distributed import DistInfo
+    from clip4hoi.engine.feature_cache import CachedFeatures, FeatureCache, fill_cache
+    from clip4hoi.models.model import build_model
+
+    config = load_experiment(SMOKE, settings(data, tmp_path / "r")[1::2])
+    dataset = build_dataset(config.data, train=False)
+    model = build_model(tiny_model_config()).eval()
+    cache, info = FeatureCache(tmp_path / "cache", "key"), DistInfo()
+    fill_cache(model, dataset, cache, info)
+    entry = cache.path(dataset.image_paths[dataset.image_indices[0]])
+    original = entry.read_bytes()
+    from safetensors import safe_open
+
+    with safe_open(str(entry), framework="pt") as handle:
+        metadata = handle.metadata()
+    corruptions = {
+        "non-finite": lambda t: {**t, "hidden": torch.full_like(t["hidden"], float("nan"))},
+        "NaN or \\+infinity in logits": lambda t: {**t, "logits": torch.full_like(
+            t["logits"], float("nan"))},
+        "no clip_global": lambda t: {k: v for k, v in t.items() if k != "clip_global"},
+        "patches": lambda t: {**t, "clip_patches.0": t["clip_patches.0"][:, :1]},
+    }
+    for reason, corrupt in corruptions.items():
+        entry.write_bytes(original)
+        save_file(corrupt(load_file(str(entry))), str(entry), metadata=metadata)
+        with pytest.raises(InputError, match=rf"{entry.name}.*corrupt.*{reason}"):
+            CachedFeatures(dataset, cache)[0]
+        assert not entry.exists()                       # removed: the next fill computes it
+        assert fill_cache(model, dataset, cache, info) == 1
+    entry.write_bytes(original[:100])                    # torn after the stamp was read
+    with pytest.raises(InputError, match="unreadable"):
+        cache.load(dataset.image_paths[dataset.image_indices[0]], (0, 0))
+    assert not entry.exists()
+
+
+def test_push_model_card_from_a_damaged_run(head: Path, tmp_path: Path) -> None:
+    from clip4hoi.hub import model_card
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("data: 5\ntrain: [1]\n")      # what can be read is used
+    (run / "metrics.jsonl").write_text('{"step": 1, "map_full": 20.0}\n')
+    assert "| full | 20.00 |" in model_card(head, "org/x", run)
+    for text in ("5\n", '{"step": "x", "map_full": 1}\n', '{"step": 1, "map_full": "high"}\n'):
+        (run / "metrics.jsonl").write_text(text)
+        with pytest.raises(InputError, match=r"metrics\.jsonl, line 1"):
+            model_card(head, "org/x", run)
+    (run / "metrics.jsonl").write_text("")
+    for text, reason in (("- 1\n", "mapping"), ("data: {a: 1}\ndata: {b: 2}\n", "twice")):
+        (run / "config.yaml").write_text(text)
+        with pytest.raises(InputError, match=rf"config\.yaml.*{reason}"):
+            model_card(head, "org/x", run)
+
+
+def test_a_full_disk_while_logging_names_the_log(capsys, monkeypatch, data: Path,
+                                                 tmp_path: Path, one_thread: None) -> None:
+    opened = Path.open
+
+    def full_for_the_log(self: Path, mode: str = "r", *args: object, **kwargs: object):
+        if self.name == "metrics.jsonl" and mode == "a":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return opened(self, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", full_for_the_log)
+    out = tmp_path / "r"
+    assert_clear(run_main(capsys, "train", SMOKE, *settings(data, out, "train.log_every=1")),
+                 4, out / "metrics.jsonl", "disk full")
+    assert not leftovers(tmp_path)

@@ -16,6 +16,7 @@ published annotation files), so nothing outside the package is read at run time.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from functools import cache
@@ -325,35 +326,70 @@ def load_classes(spec: str, open_vocabulary: bool = False) -> HOIClassSet:
     :meth:`HOIClassSet.to_json`, or text with one ``VERB OBJECT`` per line), that JSON
     itself (``{"classes": [...]}``: how a checkpoint trained on a custom dataset stores its
     classes), or free text (``"ride bicycle, hold cup"``). Objects outside COCO's 80 only
-    with ``open_vocabulary`` (for the open-vocabulary detector)."""
+    with ``open_vocabulary`` (for the open-vocabulary detector).
+
+    ``spec`` is a file only when it is one (:func:`class_file`); a ``.json`` / ``.txt``
+    name or a path with a folder that names no file is an error; anything else is text, of
+    any length."""
     if spec in ("hicodet", "hico", "hico-det"):
         return hicodet_classes()
     if spec == "vcoco":
         return vcoco_classes()
     if spec.lstrip().startswith("{"):
-        try:
-            data = json.loads(spec)
-        except json.JSONDecodeError as error:
-            raise InputError(f"classes: not valid JSON ({error})") from error
-        if not isinstance(data, dict):
-            raise InputError("classes: expected {'classes': [...]} at the top level")
-        return HOIClassSet.from_json(data, source="classes", open_vocabulary=open_vocabulary)
-    path = Path(spec)
-    if path.suffix in (".json", ".txt") or path.is_file():
-        if not path.is_file():
-            raise FileNotFoundError(f"--classes: file {spec} does not exist")
-        try:   # utf-8-sig: a byte-order mark (Windows editors) is not part of the text
-            text = path.read_text(encoding="utf-8-sig")
-        except UnicodeDecodeError as error:
-            raise InputError(f"--classes {spec}: not a UTF-8 text file ({error})") from None
-        if path.suffix == ".json":
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError as error:
-                raise InputError(f"--classes {spec}: not valid JSON ({error})") from error
-            if not isinstance(data, dict):
-                raise InputError(f"--classes {spec}: expected {{'classes': [...]}} at the top "
-                                 f"level")
-            return HOIClassSet.from_json(data, source=spec, open_vocabulary=open_vocabulary)
-        return parse_class_text(text, open_vocabulary, source=f"--classes {spec}")
-    return parse_class_text(spec, open_vocabulary)
+        return _classes_from_json(spec, "classes", "classes", open_vocabulary)
+    path = class_file(spec)
+    if path is None:
+        return parse_class_text(spec, open_vocabulary)
+    try:   # utf-8-sig: a byte-order mark (Windows editors) is not part of the text
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise InputError(f"--classes {spec}: not a UTF-8 text file ({error})") from None
+    if path.suffix.lower() == ".json":
+        return _classes_from_json(text, f"--classes {spec}", spec, open_vocabulary)
+    return parse_class_text(text, open_vocabulary, source=f"--classes {spec}")
+
+
+def _classes_from_json(text: str, where: str, source: str, open_vocabulary: bool
+                       ) -> HOIClassSet:
+    """A class set from the JSON ``text`` (``{"classes": [...]}``); errors start with
+    ``where``."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InputError(f"{where}: not valid JSON ({error})") from error
+    if not isinstance(data, dict):
+        raise InputError(f"{where}: expected {{'classes': [...]}} at the top level")
+    return HOIClassSet.from_json(data, source=source, open_vocabulary=open_vocabulary)
+
+
+_NAME_MAX = 255
+_PATH_MAX = 4096
+
+
+def class_file(spec: str) -> Path | None:
+    """The class file that a ``--classes`` argument names, or None when it is text.
+
+    A text is a file only when it looks like a path — one line, no part longer than a file
+    name may be — and names a regular file. One that looks like a file name (``*.json``,
+    ``*.txt``) or has a folder part (``lists/classes``) but names no file is an error
+    (a typo, not a class list)."""
+    if "\n" in spec or "\0" in spec or len(spec.encode()) > _PATH_MAX:
+        return None
+    path = Path(os.path.expanduser(spec))   # (never raises, unlike Path.expanduser)
+    if any(len(part.encode()) > _NAME_MAX for part in path.parts):
+        return None   # no file has such a name: text (e.g. 28 classes in one line)
+    try:
+        if path.is_file():
+            return path
+        is_dir = path.is_dir()
+    except (OSError, ValueError):   # ELOOP, EACCES, ...: not a usable file
+        return None
+    looks_like_path = path.suffix.lower() in (".json", ".txt") or (
+        len(path.parts) > 1 and not any(c in spec for c in ",;|"))
+    if not looks_like_path:
+        return None
+    if is_dir:
+        raise InputError(f"--classes {spec}: is a folder; give a class file (.json or .txt) "
+                         f"or classes as text ('ride bicycle, hold cup')")
+    raise FileNotFoundError(f"--classes {spec}: no such file (classes as text look like "
+                            f"'ride bicycle, hold cup')")

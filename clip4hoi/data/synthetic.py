@@ -36,7 +36,10 @@ indices (integer-valued floats), as in the real files. Everything is determinist
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -56,7 +59,13 @@ from clip4hoi.data.metadata import (
     words,
 )
 from clip4hoi.errors import InputError
-from clip4hoi.fileio import write_atomic
+from clip4hoi.fileio import (
+    environment_fault,
+    folder_lock,
+    sweep_temp_files,
+    temp_prefix,
+    write_atomic,
+)
 
 Point = tuple[float, float]
 
@@ -106,6 +115,8 @@ LAYOUTS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     ("skateboard over", "skateboard", "over", ("carry",)),
 )
 EMPTY_EVERY = 12
+MAX_IMAGES = 1_000_000
+"""Most images per split (a bound far above any use, so that a typo is not hours of work)."""
 
 _SKIN = ((241, 194, 125), (224, 172, 105), (198, 134, 66), (141, 85, 36), (255, 219, 172))
 _SHIRT = ((90, 110, 140), (130, 90, 60), (170, 160, 120), (105, 105, 105), (60, 60, 90))
@@ -359,7 +370,7 @@ def _write_split(out_dir: Path, split: str, count: int, seed: int, image_size: i
         size, layouts = _deal(rng, i, image_size, deck, len(LAYOUTS))
         image, rows = _draw_image(rng, size, layouts)
         name = f"HICO_{split}_{i + 1:08d}.jpg"
-        image.save(image_dir / name, quality=90)
+        _save_jpeg(image, image_dir / name)
         names.append(name)
         sizes.append(list(size))
         annotation.append(rows)
@@ -379,14 +390,23 @@ def _write_split(out_dir: Path, split: str, count: int, seed: int, image_size: i
     return write_atomic(out_dir / f"instances_{split}.json", json.dumps(data))
 
 
+def _save_jpeg(image: Image.Image, path: Path) -> None:
+    try:
+        image.save(path, quality=90)
+    except OSError as error:   # a full disk: name the file
+        raise environment_fault(error, path) from error
+
+
 def _check_output(out_dir: str | Path, n_train: int, n_test: int, image_size: int,
-                  overwrite: bool, written: tuple[str, ...]) -> Path:
+                  seed: int, overwrite: bool, written: tuple[str, ...]) -> Path:
     """The dataset folder, after checking the sizes and that it may be written."""
-    if n_train < 1 or n_test < 1:
-        raise InputError(f"need at least one image per split, got n_train={n_train}, "
-                         f"n_test={n_test}")
-    if image_size < 64:
-        raise InputError(f"image_size must be at least 64 pixels, got {image_size}")
+    if not (1 <= n_train <= MAX_IMAGES and 1 <= n_test <= MAX_IMAGES):
+        raise InputError(f"need 1 to {MAX_IMAGES} images per split, got n_train={n_train} "
+                         f"(--train), n_test={n_test} (--test)")
+    if not 64 <= image_size <= 4096:
+        raise InputError(f"image_size must be 64 to 4096 pixels, got {image_size}")
+    if seed < 0:
+        raise InputError(f"seed (--seed) must be >= 0, got {seed}")
     root = Path(out_dir)
     if root.exists() and not root.is_dir():
         raise InputError(f"{root} is a file; give a folder to write the dataset to")
@@ -415,19 +435,59 @@ def make_synthetic(out_dir: str | Path, n_train: int = 96, n_test: int = 32, see
     used (see :func:`synthetic_classes`), and the image counts ``"n_train"`` /
     ``"n_test"``. With ``overwrite`` False, a folder that already holds a dataset is
     refused; a path that is a file always is (:class:`~clip4hoi.errors.InputError`).
+
+    The dataset is written to a temporary folder in ``out_dir`` and moved in when
+    complete (replacing the image folders and annotations there): a full disk or a kill
+    leaves no images without annotations. A second call writing the same folder is
+    refused while the first runs.
     """
-    root = _check_output(out_dir, n_train, n_test, image_size, overwrite,
+    root = _check_output(out_dir, n_train, n_test, image_size, seed, overwrite,
                          ("instances_train2015.json", "instances_test2015.json", "images"))
+
+    def write(folder: Path) -> None:
+        for split, count in (("train2015", n_train), ("test2015", n_test)):
+            _write_split(folder, split, count, seed, image_size)
+
+    _write_staged(root, write, files=("instances_train2015.json", "instances_test2015.json"),
+                  folders=("images/train2015", "images/test2015"))
     return {
         "root": root,
         "train_images": root / "images" / "train2015",
         "test_images": root / "images" / "test2015",
-        "train_annotations": _write_split(root, "train2015", n_train, seed, image_size),
-        "test_annotations": _write_split(root, "test2015", n_test, seed, image_size),
+        "train_annotations": root / "instances_train2015.json",
+        "test_annotations": root / "instances_test2015.json",
         "classes": synthetic_classes(),
         "n_train": n_train,
         "n_test": n_test,
     }
+
+
+def _write_staged(root: Path, write: Callable[[Path], None], files: tuple[str, ...],
+                  folders: tuple[str, ...]) -> None:
+    """Run ``write(folder)`` on a temporary folder in ``root``, then move its ``folders``
+    and annotation ``files`` into ``root`` by renames (no disk space needed), replacing
+    those there: the old annotations go first, the folders next, the new annotations last,
+    so that no moment pairs annotations with other images. A full disk or a kill leaves no
+    images without annotations (the next run removes what a kill left); a second writer
+    of the same folder is refused while the first runs."""
+    with folder_lock(root, "OUT_DIR"):
+        sweep_temp_files(root)
+        staging = Path(tempfile.mkdtemp(prefix=temp_prefix("dataset"), suffix=".tmp",
+                                        dir=root))
+        try:
+            write(staging)
+            for name in files:
+                (root / name).unlink(missing_ok=True)
+            for i, name in enumerate(folders):
+                target = root / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if target.exists():   # goes with the staging folder
+                    target.rename(staging / f"replaced_{i}")
+                (staging / name).rename(target)
+            for name in files:
+                os.replace(staging / name, root / name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 # ------------------------------------------------------------ your own vocabulary
@@ -512,7 +572,7 @@ def _write_custom_split(out_dir: Path, split: str, count: int, seed: int, image_
             groups.append((builder, False))
         image, drawn = _draw_groups(rng, size, groups)
         name = f"{split}_{i + 1:05d}.jpg"
-        image.save(image_dir / name, quality=90)
+        _save_jpeg(image, image_dir / name)
         boxes, pairs = [], []
         for g, box_h, box_o in drawn:
             k = chosen[g]
@@ -553,23 +613,29 @@ def make_custom_synthetic(out_dir: str | Path, vocabulary: str, n_train: int = 6
     if HUMAN_OBJECT_ID in classes.objects:
         raise InputError("--vocabulary: the synthetic pictures draw objects, not people; "
                          "give classes with other objects")
-    root = _check_output(out_dir, n_train, n_test, image_size, overwrite,
+    root = _check_output(out_dir, n_train, n_test, image_size, seed, overwrite,
                          ("train.json", "test.json", "images", "tokenizer"))
     from clip4hoi.models.grounding_dino import write_word_tokenizer  # torch-free callers
 
     names = ["person", *(words(o) for o in classes.object_names)]
     tokens = [t for name in names for t in re.findall(r"\w+|[^\w\s]", name.lower())]
+
+    def write(folder: Path) -> None:
+        for split, count in (("train", n_train), ("test", n_test)):
+            _write_custom_split(folder, split, count, seed, image_size, classes)
+        write_word_tokenizer(folder / "tokenizer", tokens)
+
+    _write_staged(root, write, files=("train.json", "test.json"),
+                  folders=("images/train", "images/test", "tokenizer"))
     return {
         "root": root,
         "train_images": root / "images" / "train",
         "test_images": root / "images" / "test",
-        "train_annotations": _write_custom_split(root, "train", n_train, seed, image_size,
-                                                 classes),
-        "test_annotations": _write_custom_split(root, "test", n_test, seed, image_size,
-                                                classes),
+        "train_annotations": root / "train.json",
+        "test_annotations": root / "test.json",
         "classes": [f"{v} {words(o)}" for v, o in zip(classes.verbs, classes.object_names,
                                                       strict=True)],
         "n_train": n_train,
         "n_test": n_test,
-        "tokenizer": write_word_tokenizer(root / "tokenizer", tokens),
+        "tokenizer": root / "tokenizer",
     }

@@ -22,9 +22,14 @@ from typing import Any
 import yaml
 
 from clip4hoi.config import (
+    COUNT_RANGE,
+    SEED_RANGE,
+    TRAINING_FREE_RANGES,
     ModelConfig,
     TrainingFreeConfig,
     apply_overrides,
+    check_model_config,
+    check_ranges,
     from_dict,
     parse_yaml,
     to_dict,
@@ -244,6 +249,22 @@ def validate(config: ExperimentConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise InputError(f"{message} (experiment {config.name!r})")
+    check_ranges(config, EXPERIMENT_RANGES, "")
+    check_model_config(config.model)
+    check_ranges(config.training_free, TRAINING_FREE_RANGES, "training_free")
+
+
+EXPERIMENT_RANGES: dict[str, str] = {
+    "train.seed": SEED_RANGE, "data.num_workers": "[0, 256]",
+    **{f"train.{key}": COUNT_RANGE for key in (
+        "epochs", "batch_size", "accumulation_steps", "test_batch_size", "log_every",
+        "keep_checkpoints", "lr_drop_epochs")},
+    **{f"train.{key}": "[0, 2147483648)" for key in (
+        "max_steps", "warmup_steps", "checkpoint_every", "eval_every", "cpu_threads",
+        "max_steps_without_positives")},
+}
+"""Ranges of the experiment's own numeric settings (the model's: :data:`MODEL_RANGES`; the
+float ones are checked in :func:`validate`)."""
 
 
 def dump_experiment(config: ExperimentConfig) -> str:

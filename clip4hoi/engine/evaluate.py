@@ -9,6 +9,7 @@ trained model, or the training-free scorer (:mod:`clip4hoi.models.training_free`
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -45,7 +46,7 @@ from clip4hoi.evaluation import (
     vcoco_result_to_json,
     write_detections,
 )
-from clip4hoi.fileio import write_atomic
+from clip4hoi.fileio import folder_lock, sweep_temp_files, write_atomic
 from clip4hoi.models.model import CLIP4HOI, FrozenFeatures
 from clip4hoi.models.precision import amp_dtype, autocast
 from clip4hoi.models.training_free import build_training_free
@@ -167,10 +168,25 @@ def run_test(config: ExperimentConfig, checkpoint: str | Path | None = None,
     (``crop`` / ``dense``, built from ``config.training_free``) on the config's test set;
     ``auto`` chooses as ``detect`` does (:func:`~clip4hoi.engine.backend.resolve_mode`).
     Rank 0 writes ``output`` (``DETS.json``; default ``OUTPUT_DIR/detections.json``) and
-    ``<output>.results.json``, and returns the evaluation."""
+    ``<output>.results.json``, and returns the evaluation. A second test writing the same
+    ``output`` is refused while this one runs (a lock beside it); a test may run beside
+    the training of the same folder, whose files it does not write."""
     info = info or init_distributed(config.train.device)
     overrides = list(overrides or [])
     mode, _ = resolve_mode(mode, checkpoint, str(info.device), overrides)
+    output = Path(output or config.output_dir / "detections.json")
+    # Two tests writing one output would pair one's DETS.json with the other's results.
+    lock = folder_lock(output.parent, "--output", target=output,
+                       name=f".{output.name.encode()[:200].decode(errors='ignore')}.lock"
+                       ) if info.is_main else contextlib.nullcontext()
+    with lock:
+        if info.is_main:
+            sweep_temp_files(output.parent)
+        return _test(config, checkpoint, mode, output, overrides, info)
+
+
+def _test(config: ExperimentConfig, checkpoint: str | Path | None, mode: str, output: Path,
+          overrides: list[str], info: DistInfo) -> Evaluation | None:
     dataset = build_dataset(config.data, train=False)   # missing files fail before the model
     amp = amp_dtype(config.train.amp, info.device)
     cache = None
@@ -188,7 +204,6 @@ def run_test(config: ExperimentConfig, checkpoint: str | Path | None = None,
             print(f"clip4hoi test: {line}")
         model = build_training_free(replace(config.training_free, mode=mode))
     model.to(info.device)
-    output = Path(output or config.output_dir / "detections.json")
     result = evaluate_model(model, dataset, info, zero_shot=config.data.zero_shot,
                             batch_size=config.train.test_batch_size,
                             num_workers=config.data.num_workers, cache=cache,

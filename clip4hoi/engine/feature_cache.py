@@ -36,7 +36,7 @@ from clip4hoi.engine.config import FeatureCacheConfig
 from clip4hoi.engine.data import collate, inputs_to_device
 from clip4hoi.engine.distributed import DistInfo, barrier, broadcast_object
 from clip4hoi.errors import EnvironmentFault, InputError
-from clip4hoi.fileio import write_atomic
+from clip4hoi.fileio import sweep_temp_files, write_atomic
 from clip4hoi.models.model import CLIP4HOI, FrozenFeatures
 from clip4hoi.models.precision import autocast
 
@@ -125,16 +125,64 @@ class FeatureCache:
         if not path.is_file():
             raise FileNotFoundError(f"feature cache {self.dir}: no entry for {image} "
                                     f"(the cache must be filled first)")
-        if self._stored_stamp(path) != self.stamp(image):
+        stored_stamp = self._stored_stamp(path)   # None: unreadable, reported below
+        if stored_stamp is not None and stored_stamp != self.stamp(image):
             raise InputError(f"feature cache entry {path} was computed on another version "
                              f"of {image} (the file changed since); rerun to refresh it")
-        tensors = load_file(str(path))
+        try:
+            tensors = load_file(str(path))
+        except Exception as error:  # safetensors' own error types: a torn file
+            tensors = {}
+            problem = f"unreadable: {str(error).strip() or type(error).__name__}"
+        else:
+            problem = entry_problem(tensors)
+        if problem is not None:   # never trusted: removed, so that the next run computes it
+            path.unlink(missing_ok=True)
+            raise InputError(f"feature cache entry {path} of {image} is corrupt ({problem}); "
+                             f"it was removed: run again (train --resume) to compute it anew")
         stored = tuple(int(v) for v in tensors.pop("image_size"))
         if stored != tuple(int(v) for v in size):
             raise InputError(f"feature cache entry {path} was computed on a {stored} image, "
                              f"the transform now gives {tuple(int(v) for v in size)}")
         return FrozenFeatures.from_tensors(
             {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
+
+
+def entry_problem(tensors: dict[str, Tensor]) -> str | None:
+    """Why a feature cache entry cannot be used, or None when it can: the tensors of
+    :meth:`FrozenFeatures.tensors` for one image and its ``image_size``, of consistent
+    shapes, with finite values (the detector's logits may hold -inf)."""
+    needed = ("logits", "boxes", "hidden", "clip_global", "clip_patches.0", "grid",
+              "image_size")
+    missing = [name for name in needed if name not in tensors]
+    if missing:
+        return f"no {', '.join(missing)}"
+    if tensors["grid"].numel() != 2 or tensors["image_size"].numel() != 2:
+        return "grid and image_size must hold two values"
+    patches = int(tensors["grid"].prod())
+    for name, tensor in tensors.items():
+        if name in ("grid", "image_size"):
+            continue
+        if tensor.ndim < 2 or tensor.shape[0] != 1:
+            return f"{name} has shape {tuple(tensor.shape)}, expected one image"
+        if name.startswith("clip_patches.") and (tensor.ndim != 3 or tensor.shape[1] != patches):
+            return f"{name} has shape {tuple(tensor.shape)}, expected {patches} patches"
+        if not tensor.is_floating_point():
+            continue
+        if name == "logits":   # -inf is a class the detector rules out (Grounding DINO)
+            if bool(torch.isnan(tensor).any() or torch.isposinf(tensor).any()):
+                return "NaN or +infinity in logits"
+        elif not _finite(tensor):
+            return f"non-finite values (NaN or infinity) in {name}"
+    return None
+
+
+def _finite(tensor: Tensor) -> bool:
+    """Whether every value is finite. A finite float32 sum proves it (NaN and infinity
+    propagate) at a tenth of the cost of ``isfinite`` on every value, which only a sum that
+    overflows still needs."""
+    return bool(torch.isfinite(tensor.sum(dtype=torch.float32))) or \
+        bool(torch.isfinite(tensor).all())
 
 
 def build_cache(config: FeatureCacheConfig, model: CLIP4HOI, transform: TransformConfig,
@@ -164,6 +212,9 @@ def fill_cache(model: CLIP4HOI, dataset: HOIDataset, cache: FeatureCache, info: 
     # Rank 0's list: the others could see entries that rank 0 is already writing.
     missing = broadcast_object([i for i in range(len(dataset))
                                 if image_path(dataset, i) not in cache])
+    if info.is_main:   # the temporary files of runs killed while writing these entries
+        for folder in {cache.path(image_path(dataset, i)).parent for i in missing}:
+            sweep_temp_files(folder)
     share = missing[info.rank::info.world_size]
     loader = DataLoader(Subset(dataset, share), batch_size=1, num_workers=num_workers,
                         collate_fn=collate)

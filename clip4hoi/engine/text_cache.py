@@ -16,9 +16,10 @@ a SHA-256 of:
 * the format version of this module.
 
 Files are written atomically (a unique temporary file in the same folder, fsync, rename),
-so concurrent runs never read a torn file; a file that cannot be read is encoded anew and
-replaced. ``CLIP4HOI_TEXT_CACHE`` moves the cache to another folder, or turns it off
-with ``0``.
+so concurrent runs never read a torn file. Every read is checked
+(:func:`embedding_problem`: shape, finite values): a file that cannot be read or fails the
+check is encoded anew and replaced, with a warning. ``CLIP4HOI_TEXT_CACHE`` moves the
+cache to another folder, or turns it off with ``0``.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from clip4hoi.data.metadata import HOIClassSet
-from clip4hoi.fileio import write_atomic
+from clip4hoi.fileio import sweep_temp_files, write_atomic
 from clip4hoi.models.clip import CLIPEncoder
 from clip4hoi.models.model import CLIP4HOI
 from clip4hoi.models.training_free import TrainingFreeHOI, class_prompts, ensemble_text
@@ -123,10 +124,13 @@ def cached_text_embeddings(model: TrainingFreeHOI | CLIP4HOI, classes: HOIClassS
     if path is not None and path.is_file():
         try:
             text = load_file(str(path))["text"]
-            if text.shape[0] == len(classes) and text.shape[1] == model.clip.embed_dim:
-                return _remember(model, classes, text), True
-        except Exception:  # a torn or foreign file: encode anew and replace it
-            pass
+            problem = embedding_problem(text, len(classes), model.clip.embed_dim)
+        except Exception as error:  # a torn or foreign file: encode anew and replace it
+            problem = f"unreadable: {str(error).strip() or type(error).__name__}"
+        if problem is None:
+            return _remember(model, classes, text), True
+        print(f"clip4hoi: warning: the cached class embeddings {path} are unusable "
+              f"({problem}); encoding them again", file=sys.stderr)
     text = encode_with_progress(model, classes)
     if path is not None:
         try:
@@ -137,6 +141,22 @@ def cached_text_embeddings(model: TrainingFreeHOI | CLIP4HOI, classes: HOIClassS
     return _remember(model, classes, text), False
 
 
+def embedding_problem(text: Tensor, rows: int, dim: int) -> str | None:
+    """Why cached class embeddings cannot be used, or None when they can: they must be
+    ``[rows, dim]`` floating-point values, finite, with no all-zero row (a disk error, a
+    half-written or foreign file, an encoder that overflowed)."""
+    if not text.is_floating_point():
+        return f"{text.dtype} values, expected floating point"
+    if tuple(text.shape) != (rows, dim):
+        return f"shape {tuple(text.shape)}, expected ({rows}, {dim})"
+    if not bool(torch.isfinite(text).all()):
+        return "non-finite values (NaN or infinity)"
+    if not bool((text != 0).any(dim=1).all()):
+        return "an all-zero row"
+    return None
+
+
 def _save_atomic(path: Path, text: Tensor) -> None:
+    sweep_temp_files(path.parent)   # what killed runs left
     write_atomic(path, save({"text": text.detach().cpu().contiguous()},
                             metadata={"format": FORMAT}))

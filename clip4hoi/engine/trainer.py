@@ -69,7 +69,7 @@ from clip4hoi.engine.distributed import (
 from clip4hoi.engine.evaluate import evaluate_model
 from clip4hoi.engine.feature_cache import CachedFeatures, build_cache, fill_cache
 from clip4hoi.errors import InputError
-from clip4hoi.fileio import write_atomic
+from clip4hoi.fileio import environment_fault, folder_lock, sweep_temp_files, write_atomic
 from clip4hoi.models.model import (
     CLIP4HOI,
     FrozenFeatures,
@@ -346,8 +346,11 @@ class Trainer:
     def _log(self, entry: dict[str, Any]) -> None:
         if not self.info.is_main:
             return
-        with self.metrics_file.open("a") as handle:
-            handle.write(json.dumps(entry) + "\n")
+        try:
+            with self.metrics_file.open("a") as handle:
+                handle.write(json.dumps(entry) + "\n")
+        except OSError as error:   # a full disk: name the file
+            raise environment_fault(error, self.metrics_file) from error
         if self.writer is not None:
             for key, value in entry.items():
                 if key not in ("epoch", "step") and isinstance(value, int | float):
@@ -605,5 +608,20 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def train(config: ExperimentConfig, resume: str | Path | bool | None = None) -> Path:
-    """Train an experiment (see :class:`Trainer`); returns its output folder."""
-    return Trainer(config, resume=resume).fit()
+    """Train an experiment (see :class:`Trainer`); returns its output folder.
+
+    The output folder is locked for the run (:func:`clip4hoi.fileio.folder_lock`, by rank
+    0): a second run into it — fresh or ``--resume`` — is refused while this one runs.
+    Temporary files that a killed run left there are removed first."""
+    info = init_distributed(config.train.device)
+    lock = folder_lock(config.output_dir, "--output-dir") if info.is_main else \
+        contextlib.nullcontext()
+    with lock:
+        if info.is_main:
+            removed = [*sweep_temp_files(config.output_dir, ("config.yaml.", "metrics.jsonl.")),
+                       *sweep_temp_files(config.output_dir / "checkpoints",
+                                         ("step_", "best.safetensors."))]
+            if removed:
+                print(f"removed {len(removed)} temporary file(s) that a killed run left in "
+                      f"{config.output_dir}")
+        return Trainer(config, info=info, resume=resume).fit()

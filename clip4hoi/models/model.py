@@ -25,13 +25,14 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import box_convert, box_iou
 
-from clip4hoi.config import CLIPConfig, DetectorConfig, ModelConfig
+from clip4hoi.config import CLIPConfig, DetectorConfig, ModelConfig, check_model_config
 from clip4hoi.data.metadata import (
     COCO_CATEGORY_IDS,
     HUMAN_OBJECT_ID,
     HOIClassSet,
     load_classes,
 )
+from clip4hoi.errors import InputError
 from clip4hoi.models.classifier import HOIClassifier
 from clip4hoi.models.clip import CLIPEncoder, build_clip
 from clip4hoi.models.decoder import HOIDecoder, normalised_union_boxes
@@ -171,6 +172,18 @@ def object_ids(label_to_object: Tensor, logits: Tensor) -> Tensor:
     return torch.arange(logits.shape[-1] - 1, device=logits.device)
 
 
+def _check_fit(config: ModelConfig, detr_dim: int, clip_blocks: int) -> None:
+    """The head settings that must fit the frozen models, checked before anything runs."""
+    heads = config.head.interactor_heads
+    if detr_dim % heads:
+        raise InputError(f"model.head.interactor_heads={heads} must divide the detector's "
+                         f"width {detr_dim}")
+    bad = [i for i in config.clip.layers if not -clip_blocks <= i < clip_blocks]
+    if bad:
+        raise InputError(f"model.clip.layers={config.clip.layers}: {bad} out of range for the "
+                         f"{clip_blocks} blocks of CLIP {config.clip.name}")
+
+
 class CLIP4HOI(nn.Module):
     """Frozen DETR + frozen CLIP + trainable HO interactor, HOI decoder, HOI classifier."""
 
@@ -183,6 +196,7 @@ class CLIP4HOI(nn.Module):
         self.clip = clip
         head = config.head
         detr_dim = detector.config["hidden_dim"]
+        _check_fit(config, detr_dim, len(clip.model.visual.transformer.resblocks))
         self.interactor = HOInteractor(detr_dim, head.interactor_layers, head.interactor_heads,
                                        head.interactor_ffn, head.spatial_dim, head.dropout)
         self.decoder = HOIDecoder(detr_dim, clip.width, clip.embed_dim, len(config.clip.layers),
@@ -441,6 +455,7 @@ def build_frozen(detector: DetectorConfig, clip: CLIPConfig, download: bool = Tr
 
 def build_model(config: ModelConfig, download: bool = True) -> CLIP4HOI:
     """Build CLIP4HOI from its config (see :func:`build_frozen` for the frozen parts)."""
+    check_model_config(config)   # before minutes of loading weights
     detector, clip = build_frozen(config.detector, config.clip, download)
     return CLIP4HOI(config, detector, clip, load_classes(
         config.classes, open_vocabulary=config.detector.type == "grounding_dino"))
