@@ -836,7 +836,7 @@ def test_a_long_class_list_is_text(capsys, data: Path, head: Path, tmp_path: Pat
     detector = HOIDetector.from_checkpoint(head, overrides=["detector.use_gt_boxes=false"],
                                            min_size=64, max_size=128)
     [found] = detector(torch.zeros(3, 40, 60, dtype=torch.uint8), classes=LONG_CLASSES)
-    assert all(int(k) < 28 for k in found["hoi"])
+    assert all(int(k) < 28 for k in found.to_dict()["hoi"])
 
 
 def test_class_text_or_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
