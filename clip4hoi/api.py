@@ -24,6 +24,7 @@ from clip4hoi.data.images import load_image
 from clip4hoi.data.metadata import HOIClassSet, load_classes
 from clip4hoi.data.transforms import HOITransform, TransformConfig, rescale_boxes
 from clip4hoi.errors import InputError
+from clip4hoi.evaluation.detections import box_indices
 from clip4hoi.hub import HEAD_FILE, download_head, resolve_checkpoint
 from clip4hoi.models.model import CLIP4HOI, build_model, load_checkpoint
 from clip4hoi.models.training_free import TrainingFreeHOI, build_training_free
@@ -253,5 +254,4 @@ def to_records(result: dict[str, Tensor], classes: HOIClassSet, top_k: int = 0,
 
 
 def _pixel_indices(box: Tensor) -> list[float]:
-    x1, y1, x2, y2 = box.tolist()
-    return [round(x1, 2), round(y1, 2), round(x2 - 1, 2), round(y2 - 1, 2)]
+    return [round(v, 2) for v in box_indices(np.asarray(box.tolist()))[0].tolist()]
