@@ -94,8 +94,18 @@ class HeadConfig:
     """Words whose embeddings initialise the last prefix slots (the rest: N(0, 0.02))."""
     conjunction_init: str | None = None
     learn_prompts: bool = True
+    logits: str = "fixed"
+    """How cosine similarities become the logits of S_pair and S_glob. ``fixed`` (the
+    paper's): ``cos / temperature``, one fixed τ shared by both scores, no bias.
+    ``learned`` (a SigLIP-style variant): ``s · cos + b`` with a learned scale and bias per
+    score, initialised to ``logit_scale_init`` and ``logit_bias_init``. A checkpoint whose
+    stored config lacks this field was trained with ``learned`` (:data:`LEGACY_DEFAULTS`)."""
+    temperature: float = 0.05
+    """τ of ``logits: fixed`` (docs/spec.md: the sweep that chose it)."""
     logit_scale_init: float = 10.0
+    """``logits: learned``: initial scale s."""
     logit_bias_init: float = -10.0
+    """``logits: learned``: initial bias b."""
     # Score fusion: s = S_pair^(1-alpha) * S_glob^alpha * (s_h * s_o)^lambda
     alpha: float = 0.5
     lambda_train: float = 1.0
@@ -124,6 +134,22 @@ class ModelConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     classes: str = "hicodet"
     """Default class set at inference (``hicodet``, ``vcoco``, a file or free text)."""
+
+
+LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {"head": {"logits": "learned"}}
+"""Fields added to :class:`ModelConfig` after checkpoints were first written, with the value
+that a stored config lacking them was trained with (not today's default)."""
+
+
+def stored_model_config(data: dict[str, Any], where: str = "config") -> ModelConfig:
+    """The :class:`ModelConfig` of a config stored with a model (a checkpoint): sections
+    missing a field of :data:`LEGACY_DEFAULTS` take its legacy value, so that an old
+    checkpoint rebuilds the model it was trained as."""
+    data = dict(data)
+    for section, legacy in LEGACY_DEFAULTS.items():
+        if isinstance(data.get(section), dict):
+            data[section] = {**legacy, **data[section]}
+    return from_dict(ModelConfig, data, where)
 
 
 # --------------------------------------------------------------------------------------

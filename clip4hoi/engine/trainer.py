@@ -38,6 +38,7 @@ from torch.optim import AdamW
 from torch.optim.lr_scheduler import LambdaLR
 from tqdm import tqdm
 
+from clip4hoi.config import LEGACY_DEFAULTS
 from clip4hoi.data.metadata import HOIClassSet
 from clip4hoi.engine.checkpoint import (
     CheckpointManager,
@@ -298,6 +299,8 @@ class Trainer:
             return
         before, now = _flatten(yaml.safe_load(stored)), _flatten(yaml.safe_load(
             dump_experiment(self.config)))
+        for key, value in _flatten(LEGACY_DEFAULTS, "model.").items():
+            before.setdefault(key, value)       # a run of an older version: its value
         changes = {k: (before.get(k), now.get(k)) for k in sorted(before.keys() | now.keys())
                    if before.get(k) != now.get(k) and k not in RESUME_IGNORED}
         refused = {k: v for k, v in changes.items() if k not in RESUME_APPLIED}

@@ -33,7 +33,7 @@ from clip4hoi.config import (
     DetectorConfig,
     ModelConfig,
     apply_overrides,
-    from_dict,
+    stored_model_config,
     to_dict,
 )
 from clip4hoi.data.metadata import (
@@ -506,7 +506,7 @@ def read_checkpoint(path: str | Path) -> tuple[ModelConfig, dict[str, Tensor], d
     if not isinstance(stored, dict):
         raise InputError(f"checkpoint {path}: its model 'config' metadata is "
                          f"{type(stored).__name__}, expected a mapping")
-    config = from_dict(ModelConfig, stored, where=f"{path} config")
+    config = stored_model_config(stored, where=f"{path} config")
     check_finite(tensors, f"checkpoint {path}")   # before minutes of building the model
     return config, tensors, metadata
 
