@@ -8,8 +8,10 @@ Format (HICO-DET)::
                  "hoi": [0-based HICO-DET HOI ids],
                  "scores": [...]}, ...]}
 
-V-COCO uses the same layout with ``"actions"`` (action-role ids 0..23,
-:data:`clip4hoi.data.metadata.VCOCO_ACTIONS`) instead of ``"hoi"``; an object box may be
+V-COCO uses the same layout with ``"actions"`` instead of ``"hoi"``: the action-role ids
+0..23 (:data:`clip4hoi.data.metadata.VCOCO_ACTIONS`, what the model predicts) and, from
+other exporters, 24 ``point instr`` and 25..28 the actions without a role object
+(:data:`clip4hoi.data.vcoco_official.VCOCO_DETECTION_LABELS`); an object box may be
 ``null`` (or ``[]``) when the model predicts that the role object is not visible.
 
 Boxes are **0-based inclusive pixel indices of the original image** (docs/conventions.md):
@@ -46,7 +48,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from clip4hoi.data.annotations import NUM_HOI, NUM_VCOCO, HOIAnnotations, has_bool
+from clip4hoi.data.annotations import NUM_HOI, HOIAnnotations, has_bool
+from clip4hoi.data.vcoco_official import VCOCO_DETECTION_LABELS
 from clip4hoi.errors import InputError
 from clip4hoi.fileio import write_atomic
 
@@ -98,7 +101,9 @@ class HOIDetections:
 
 
 def _label_key(annotations: HOIAnnotations) -> tuple[str, int]:
-    return ("actions", NUM_VCOCO) if annotations.dataset == "vcoco" else ("hoi", NUM_HOI)
+    if annotations.dataset == "vcoco":
+        return "actions", len(VCOCO_DETECTION_LABELS)
+    return "hoi", NUM_HOI
 
 
 def _as_numpy(value: Any) -> np.ndarray:
