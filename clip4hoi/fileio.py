@@ -1,4 +1,4 @@
-"""Writing result files so that nothing already done is lost.
+"""Writing result files so that nothing already done is lost; reading large JSON fast.
 
 :func:`write_atomic` is how every result file of the package is written (detections,
 evaluation reports, checkpoints, training state): the data goes to a temporary file with a
@@ -6,16 +6,25 @@ unique name in the destination's folder, is flushed to the disk (``fsync``) and 
 renamed over the destination in one step. A reader — or a second run writing the same
 folder — sees the old file or the new one, never a torn one; a full disk or a crash leaves
 the old file as it was and no temporary file behind.
+
+:func:`read_json` parses the large JSON inputs (annotation and detection files) at the
+speed of ``orjson``, with the cyclic garbage collector paused (:func:`gc_paused`).
 """
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import errno
+import gc
+import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 from clip4hoi.errors import EnvironmentFault, InputError
 
@@ -114,3 +123,39 @@ def _fsync_folder(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector inside the block. Parsing a large JSON file
+    allocates millions of lists and dicts, and each allocation threshold crossed makes the
+    collector traverse them all again: on a 157 MiB detection file that more than doubles
+    the parse time. The parsed data holds no reference cycles, so nothing is missed."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def read_json(path: str | Path) -> Any:
+    """The parsed content of a UTF-8 JSON file (a byte-order mark is skipped): ``orjson``
+    with the garbage collector paused; what ``orjson`` refuses is parsed again by the
+    standard ``json`` module, which accepts the ``NaN`` and ``Infinity`` that Python
+    writes (the caller's validation then names them) and words the errors.
+    :class:`InputError` naming the file when it is not UTF-8 or not JSON."""
+    path = Path(path)
+    raw = path.read_bytes().removeprefix(codecs.BOM_UTF8)
+    with gc_paused():
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+        try:
+            return json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as error:
+            raise InputError(f"{path}: not a UTF-8 text file ({error})") from error
+        except json.JSONDecodeError as error:
+            raise InputError(f"{path}: not valid JSON ({error})") from error

@@ -34,24 +34,19 @@ not clip either (and the V-COCO files give no image sizes).
 
 from __future__ import annotations
 
-import codecs
-import gc
 import json
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 
 from clip4hoi.data.annotations import NUM_HOI, HOIAnnotations, has_bool
 from clip4hoi.data.vcoco_official import VCOCO_DETECTION_LABELS
 from clip4hoi.errors import InputError
-from clip4hoi.fileio import write_atomic
+from clip4hoi.fileio import gc_paused, read_json, write_atomic
 
 BOX_TOLERANCE = 1e-3
 """Pixels by which ``x2`` may fall below ``x1`` (and ``y2`` below ``y1``) in a detection file:
@@ -199,42 +194,14 @@ def write_detections(path: str | Path, records: list[dict] | HOIDetections,
 # ----------------------------------------------------------------------------- reading
 
 def read_detections(path: str | Path, annotations: HOIAnnotations) -> HOIDetections:
-    """Read and validate ``DETS.json`` against an annotation file (HICO-DET or V-COCO).
-
-    Parsed with ``orjson`` (the standard ``json`` module reads what it refuses, e.g. the
-    ``NaN`` that Python writes, so that the validation can name it), with Python's cyclic
-    garbage collector paused: the millions of lists of a large file would otherwise make
-    it traverse them again and again (it more than doubles the parse time)."""
+    """Read and validate ``DETS.json`` against an annotation file (HICO-DET or V-COCO):
+    parsed by :func:`~clip4hoi.fileio.read_json` (``orjson``), validated in bulk, with the
+    garbage collector paused throughout (:func:`~clip4hoi.fileio.gc_paused`)."""
     path = Path(path)
     if path.is_dir():
         raise InputError(f"{path}: is a folder, expected a detections file (DETS.json)")
-    raw = path.read_bytes().removeprefix(codecs.BOM_UTF8)
-    with _gc_paused():
-        return parse_records(_loads(raw, path), annotations, source=str(path))
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def _loads(raw: bytes, path: Path) -> Any:
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        pass    # not strict JSON: NaN or Infinity (json.dumps writes them), or broken
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as error:
-        raise InputError(f"{path}: not a UTF-8 text file ({error})") from error
-    except json.JSONDecodeError as error:
-        raise InputError(f"{path}: not valid JSON ({error})") from error
+    with gc_paused():
+        return parse_records(read_json(path), annotations, source=str(path))
 
 
 def _fail(source: str, name: str, field: str, message: str) -> InputError:
