@@ -120,3 +120,27 @@ def test_a_paper_form_checkpoint_round_trips(tmp_path: Path) -> None:
     features = crafted_features(model, [SCENE])
     torch.testing.assert_close(restored.forward_features(features, [SIZE])[0]["scores"],
                                model.forward_features(features, [SIZE])[0]["scores"])
+
+
+def test_resuming_a_run_of_an_older_version_keeps_its_form(tmp_path: Path) -> None:
+    """A training state written before ``head.logits`` existed resumes with ``--set
+    model.head.logits=learned`` (the form it trained), and says so otherwise."""
+    from types import SimpleNamespace
+
+    import yaml
+
+    from clip4hoi.engine.config import ExperimentConfig, dump_experiment
+    from clip4hoi.engine.trainer import Trainer
+    from clip4hoi.errors import InputError
+
+    old = yaml.safe_load(dump_experiment(ExperimentConfig()))
+    del old["model"]["head"]["logits"], old["model"]["head"]["temperature"]
+    state = {"config": yaml.safe_dump(old)}
+    trainer = SimpleNamespace(config=ExperimentConfig(), info=SimpleNamespace(is_main=True))
+    with pytest.raises(InputError, match=r"model\.head\.logits: 'learned' -> 'fixed'"):
+        Trainer._check_resumed_config(trainer, state, tmp_path / "step_1.state.pt")
+    trainer.config.model.head.logits = "learned"
+    Trainer._check_resumed_config(trainer, state, tmp_path / "step_1.state.pt")
+    trainer.config.model.head.temperature = 0.5           # a setting the old run did not have
+    with pytest.raises(InputError, match=r"model\.head\.temperature"):
+        Trainer._check_resumed_config(trainer, state, tmp_path / "step_1.state.pt")
