@@ -194,7 +194,11 @@ def match_detections(det: HOIDetections, annotations: HOIAnnotations,
     and ``tp`` ([M] bool, aligned with ``order``).
     """
     c = conventions or Conventions()
-    order = np.lexsort((det.image, -det.scores, det.labels))      # [M]
+    if np.all(det.image[1:] >= det.image[:-1]):    # as read: two stable sorts suffice
+        order = np.argsort(-det.scores, kind="stable")
+        order = order[np.argsort(det.labels[order], kind="stable")]   # [M]
+    else:
+        order = np.lexsort((det.image, -det.scores, det.labels))
     image, labels = det.image[order], det.labels[order]
     boxes_h, boxes_o = det.boxes_h[order], det.boxes_o[order]
 
@@ -206,12 +210,13 @@ def match_detections(det: HOIDetections, annotations: HOIAnnotations,
     gt_o = np.concatenate([*annotations.boxes_o, np.zeros((0, 4))])
     gt_key = gt_image * NUM_HOI + gt_label
     gt_order = np.argsort(gt_key, kind="stable")
-    gt_key = gt_key[gt_order]
+    # pairs of each (image, class) key: gt_order[start[key]:start[key] + size[key]]
+    size = np.bincount(gt_key, minlength=len(counts) * NUM_HOI)    # [I * K]
+    start = np.cumsum(size) - size
 
     # candidate rows: every (detection, ground-truth pair of its image and class)
     key = image * NUM_HOI + labels
-    lo = np.searchsorted(gt_key, key, side="left")
-    n_cand = np.searchsorted(gt_key, key, side="right") - lo       # [M]
+    lo, n_cand = start[key], size[key]                             # [M]
     det_row = np.repeat(np.arange(len(key)), n_cand)               # [K]
     seg_start = np.cumsum(n_cand) - n_cand
     gt_row = gt_order[np.repeat(lo, n_cand) + np.arange(len(det_row))
