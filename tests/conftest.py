@@ -128,3 +128,20 @@ def write_test_video(path: Path, frames: int = 8, rate: int = 4, size: tuple[int
         for packet in stream.encode():
             container.mux(packet)
     return path
+
+
+def edit_stored_config(path: Path, out: Path, edit) -> Path:
+    """The head checkpoint ``path`` written to ``out`` with the model config stored in it
+    changed by ``edit(config_dict)``: a checkpoint as an older version wrote it."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+    config = json.loads(metadata["config"])
+    edit(config)
+    save_file(tensors, str(out), metadata={**metadata, "config": json.dumps(config)})
+    return out

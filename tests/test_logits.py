@@ -5,15 +5,12 @@ load as the learned form with the same scores."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import SCENE, SIZE, crafted_features, tiny_model_config
-from safetensors import safe_open
-from safetensors.torch import save_file
+from conftest import SCENE, SIZE, crafted_features, edit_stored_config, tiny_model_config
 
 from clip4hoi.config import ModelConfig, stored_model_config, to_dict
 from clip4hoi.models.model import build_model, load_checkpoint, read_checkpoint, save_checkpoint
@@ -65,15 +62,9 @@ def test_bad_settings_are_named(setting: dict, message: str) -> None:
         build_model(tiny_model_config(**setting))
 
 
-def _old_layout(path: Path, out: Path) -> None:
-    """``path`` rewritten as a checkpoint of the code before ``head.logits`` existed: the
-    same tensors, a stored config without ``logits`` and ``temperature``."""
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata()
-        tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
-    config = json.loads(metadata["config"])
-    del config["head"]["logits"], config["head"]["temperature"]
-    save_file(tensors, str(out), metadata={**metadata, "config": json.dumps(config)})
+def _older(stored: dict) -> None:
+    """A stored config as written before ``head.logits`` existed."""
+    del stored["head"]["logits"], stored["head"]["temperature"]
 
 
 def test_checkpoints_written_before_the_option_load_unchanged(tmp_path: Path) -> None:
@@ -86,8 +77,7 @@ def test_checkpoints_written_before_the_option_load_unchanged(tmp_path: Path) ->
         model.classifier.log_scale.add_(0.3)
     new = tmp_path / "new.safetensors"
     save_checkpoint(model, new)
-    old = tmp_path / "old.safetensors"
-    _old_layout(new, old)
+    old = edit_stored_config(new, tmp_path / "old.safetensors", _older)
     config, tensors, _ = read_checkpoint(old)
     assert config.head.logits == "learned" and config == model.config
     assert {"classifier.bias", "classifier.log_scale"} <= set(tensors)
