@@ -266,7 +266,8 @@ def _column(records: list[dict], field: str, width: int, source: str, counts: np
     values = list(chain.from_iterable(r[field] for r in records))
     if none_box:
         nan_box = [math.nan] * 4
-        values = [nan_box if b is None or b == [] else b for b in values]
+        values = [nan_box if b is None or (isinstance(b, list) and not b) else b
+                  for b in values]
     array = _numbers(values, width)
     if array is None:
         array = _numbers_one_by_one(values, width, field, source, counts, names)
