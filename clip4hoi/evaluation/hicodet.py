@@ -196,11 +196,12 @@ def match_detections(det: HOIDetections, annotations: HOIAnnotations,
     c = conventions or Conventions()
     if np.all(det.image[1:] >= det.image[:-1]):    # as read: two stable sorts suffice
         order = np.argsort(-det.scores, kind="stable")
-        order = order[np.argsort(det.labels[order], kind="stable")]   # [M]
+        labels = det.labels[order]
+        if len(labels) and labels.max() < 2**15:  # 16-bit keys: numpy's radix sort
+            labels = labels.astype(np.int16)
+        order = order[np.argsort(labels, kind="stable")]              # [M]
     else:
         order = np.lexsort((det.image, -det.scores, det.labels))
-    image, labels = det.image[order], det.labels[order]
-    boxes_h, boxes_o = det.boxes_h[order], det.boxes_o[order]
 
     # ground-truth pairs grouped by (image, class), file order within a group
     counts = np.array([len(h) for h in annotations.hoi], dtype=np.int64)
@@ -215,7 +216,7 @@ def match_detections(det: HOIDetections, annotations: HOIAnnotations,
     start = np.cumsum(size) - size
 
     # candidate rows: every (detection, ground-truth pair of its image and class)
-    key = image * NUM_HOI + labels
+    key = (det.image * NUM_HOI + det.labels)[order]
     lo, n_cand = start[key], size[key]                             # [M]
     det_row = np.repeat(np.arange(len(key)), n_cand)               # [K]
     seg_start = np.cumsum(n_cand) - n_cand
@@ -228,9 +229,13 @@ def match_detections(det: HOIDetections, annotations: HOIAnnotations,
     else:                  # continuous frame: det x2 + 1, gt as stored
         shift_det = np.array([0.0, 0.0, 1.0, 1.0]) + (c.offset - 1.0)
         shift_gt, plus = np.zeros(4), 0.0
-    ov = np.minimum(
-        _iou(boxes_h[det_row] + shift_det, gt_h[gt_row] + shift_gt, plus),
-        _iou(boxes_o[det_row] + shift_det, gt_o[gt_row] + shift_gt, plus))   # [K]
+    src = order[det_row]                                           # [K] rows of det
+    ov = _iou(det.boxes_h[src] + shift_det, gt_h[gt_row] + shift_gt, plus)  # [K]
+    # ov = min(IoU_h, IoU_o); where IoU_h < 0.5 that minimum cannot make a true positive
+    # nor outrank a candidate that does, so IoU_h stands for it there
+    both = np.flatnonzero(ov >= MIN_OVERLAP)
+    ov[both] = np.minimum(ov[both], _iou(det.boxes_o[src[both]] + shift_det,
+                                         gt_o[gt_row[both]] + shift_gt, plus))
 
     # best pair of each detection: largest ov, first on ties
     has = n_cand > 0
