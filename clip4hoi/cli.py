@@ -215,7 +215,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     if args.vcoco:
         result = evaluate_vcoco_files(args.annotations, args.detections, split=args.split,
-                                      coco=args.coco_annotations, split_ids=args.split_ids)
+                                      coco=args.coco_annotations, split_ids=args.split_ids,
+                                      rows=args.vcoco_rows)
         table, payload = format_vcoco_table(result), vcoco_result_to_json(result)
         if not result.complete:
             print(PER_PAIR_WARNING, file=sys.stderr)
@@ -478,6 +479,12 @@ def _add_eval_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--unseen", metavar="CLASSES",
                    help="custom format: the unseen classes of your zero-shot split ('hold "
                    "drill, ...' or a text file): adds Unseen/Seen")
+    p.add_argument("--vcoco-rows", default="per-row", choices=["per-row", "per-person"],
+                   help="V-COCO: how DETS.json rows map onto vsrl_eval's detection list: "
+                   "per-row, one entry per row (UPT-style exports, clip4hoi test), or "
+                   "per-person, the rows sharing a human box are one person's entry (agent "
+                   "AP takes their best score per action) (default: %(default)s; "
+                   "docs/evaluation.md)")
     p.add_argument("--json", help="write the results here")
     p.set_defaults(func=cmd_eval)
 

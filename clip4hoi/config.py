@@ -96,8 +96,19 @@ class HeadConfig:
     """Words whose embeddings initialise the last prefix slots (the rest: N(0, 0.02))."""
     conjunction_init: str | None = None
     learn_prompts: bool = True
+    logits: str = "fixed"
+    """How cosine similarities become the logits of S_pair and S_glob. ``fixed`` (the
+    paper's): ``cos / temperature``, one fixed τ shared by both scores, no bias.
+    ``learned`` (a SigLIP-style variant): ``s · cos + b`` with a learned scale and bias per
+    score, initialised to ``logit_scale_init`` and ``logit_bias_init``. A checkpoint whose
+    stored config lacks this field was trained with ``learned`` (:data:`LEGACY_DEFAULTS`)."""
+    temperature: float = 0.04
+    """τ of ``logits: fixed``: chosen by a sweep on the synthetic smoke benchmark
+    (docs/spec.md §2); the paper tunes τ and names its sensitivity to it."""
     logit_scale_init: float = 10.0
+    """``logits: learned``: initial scale s."""
     logit_bias_init: float = -10.0
+    """``logits: learned``: initial bias b."""
     # Score fusion: s = S_pair^(1-alpha) * S_glob^alpha * (s_h * s_o)^lambda
     alpha: float = 0.5
     lambda_train: float = 1.0
@@ -126,6 +137,22 @@ class ModelConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     classes: str = "hicodet"
     """Default class set at inference (``hicodet``, ``vcoco``, a file or free text)."""
+
+
+LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {"head": {"logits": "learned"}}
+"""Fields added to :class:`ModelConfig` after checkpoints were first written, with the value
+that a stored config lacking them was trained with (not today's default)."""
+
+
+def stored_model_config(data: dict[str, Any], where: str = "config") -> ModelConfig:
+    """The :class:`ModelConfig` of a config stored with a model (a checkpoint): sections
+    missing a field of :data:`LEGACY_DEFAULTS` take its legacy value, so that an old
+    checkpoint rebuilds the model it was trained as."""
+    data = dict(data)
+    for section, legacy in LEGACY_DEFAULTS.items():
+        if isinstance(data.get(section), dict):
+            data[section] = {**legacy, **data[section]}
+    return from_dict(ModelConfig, data, where)
 
 
 # --------------------------------------------------------------------------------------
@@ -333,6 +360,9 @@ class TrainingFreeConfig:
 SEED_RANGE = "[0, 4294967296)"
 COUNT_RANGE = "[1, 2147483648)"
 
+LOGIT_FORMS = ("fixed", "learned")
+"""The forms of ``head.logits``."""
+
 MODEL_RANGES: dict[str, str] = {
     "detector.num_heads": COUNT_RANGE,
     "detector.score_threshold": "[0, 1]", "detector.nms_threshold": "[0, 1]",
@@ -342,10 +372,11 @@ MODEL_RANGES: dict[str, str] = {
     "clip.image_size": COUNT_RANGE,
     "head.interactor_layers": COUNT_RANGE, "head.interactor_heads": COUNT_RANGE,
     "head.interactor_ffn": COUNT_RANGE, "head.spatial_dim": COUNT_RANGE,
-    "head.decoder_dim": COUNT_RANGE, "head.decoder_layers": COUNT_RANGE,
+    "head.decoder_dim": COUNT_RANGE, "head.decoder_layers": "[0, 2147483648)",
     "head.decoder_heads": COUNT_RANGE, "head.decoder_ffn": COUNT_RANGE,
     "head.dropout": "[0, 1)", "head.prefix_length": "[0, 1024)",
     "head.conjunction_length": "[0, 1024)",
+    "head.temperature": "(0, inf)",
     "head.logit_scale_init": "(-inf, inf)", "head.logit_bias_init": "(-inf, inf)",
     "head.alpha": "[0, 1]", "head.lambda_train": "[0, inf)", "head.lambda_test": "[0, inf)",
     "loss.focal_alpha": "[0, 1]", "loss.focal_gamma": "[0, inf)",
@@ -392,6 +423,9 @@ def check_model_config(config: ModelConfig, where: str = "model") -> None:
     that depend on each other, naming the first bad one (``model.head.dropout``)."""
     check_ranges(config, MODEL_RANGES, where)
     head = config.head
+    if head.logits not in LOGIT_FORMS:
+        raise InputError(f"{where}.head.logits={head.logits!r}: choose from "
+                         f"{', '.join(LOGIT_FORMS)}")
     if head.decoder_dim % head.decoder_heads:
         raise InputError(f"{where}.head.decoder_heads={head.decoder_heads} must divide "
                          f"{where}.head.decoder_dim={head.decoder_dim}")

@@ -166,3 +166,20 @@ def tiny_training_free_flags() -> list[str]:
     return [f"detector.architecture={json.dumps(TINY_DETR)}",
             f"detector.num_heads={TINY_DETR['num_heads']}",
             f"clip.model_cfg={json.dumps(TINY_CLIP)}"]
+
+
+def edit_stored_config(path: Path, out: Path, edit) -> Path:
+    """The head checkpoint ``path`` written to ``out`` with the model config stored in it
+    changed by ``edit(config_dict)``: a checkpoint as an older version wrote it."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+    config = json.loads(metadata["config"])
+    edit(config)
+    save_file(tensors, str(out), metadata={**metadata, "config": json.dumps(config)})
+    return out

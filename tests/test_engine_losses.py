@@ -78,13 +78,17 @@ def test_added_ground_truth_boxes_become_proposals() -> None:
     assert len(model._instances(features, [SIZE], [target(0)])[0].boxes) == 1
 
 
-def test_confident_scores_give_finite_gradients() -> None:
+@pytest.mark.parametrize("head", [{"logits": "fixed", "temperature": 1e-3},
+                                  {"logits": "learned"}])
+def test_confident_scores_give_finite_gradients(head: dict) -> None:
     torch.manual_seed(0)
-    config = tiny_model_config()
+    config = tiny_model_config(**head)
     config.detector.min_humans = config.detector.min_objects = 0
     model = build_model(config).train()
-    with torch.no_grad():
-        model.classifier.bias.fill_(-40.0)     # pair and global logits near -40
+    if head["logits"] == "learned":
+        with torch.no_grad():
+            model.classifier.bias.fill_(-40.0)     # pair and global logits near -40
+    # (fixed: cos / 0.001, logits up to ±1000)
     scene = [(PERSON, 0.9, [10, 10, 60, 110]), (BICYCLE, 0.9, [20, 60, 90, 118])]
     losses = model.forward_features(crafted(model, scene), [SIZE], [target(hoi("ride",
                                                                              BICYCLE))])

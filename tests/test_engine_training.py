@@ -93,8 +93,8 @@ def test_a_killed_run_resumes_to_the_same_weights(small_data: Path, tmp_path: Pa
     steps = [json.loads(line)["step"] for line in (killed_dir / "metrics.jsonl").open()]
     assert steps == sorted(steps) and len(steps) == len(set(steps))   # no stale lines
     _, tensors, meta = read_checkpoint(killed_dir / "checkpoints" / "step_00000006.safetensors")
-    assert meta["step"] == "6" and torch.equal(tensors["classifier.bias"],
-                                               got["classifier.bias"])
+    assert meta["step"] == "6" and torch.equal(tensors["classifier.pair_proj.bias"],
+                                               got["classifier.pair_proj.bias"])
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(

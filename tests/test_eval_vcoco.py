@@ -116,11 +116,13 @@ def test_agent_ap_and_merging_rows_of_one_person() -> None:
                   [gt.role_boxes[0], gt.role_boxes[0][:1]])
     det = dets([(0, P0, PIZZA, EAT_OBJ, 0.9), (0, P0, NAN4, EAT_INSTR, 0.8),
                 (1, P0, PIZZA, EAT_OBJ, 0.7)], 2)
-    assert evaluate_vcoco(det, two).agent_ap[EAT] == pytest.approx(1.0)
-    # every row on its own: 0.9 TP, 0.8 duplicate, 0.7 TP
-    assert evaluate_vcoco(det, two, merge_agents=False).agent_ap[EAT] == \
-        pytest.approx(0.5 + 0.5 * 2 / 3)
+    # per person: the rows of P0 in image 0 are one entry (agent score 0.9): 2 TPs
+    assert evaluate_vcoco(det, two, rows="per-person").agent_ap[EAT] == pytest.approx(1.0)
+    # every row on its own (the default): 0.9 TP, 0.8 duplicate, 0.7 TP
+    assert evaluate_vcoco(det, two).agent_ap[EAT] == pytest.approx(0.5 + 0.5 * 2 / 3)
     assert evaluate_vcoco(det, two).agent_npos[EAT] == 2
+    with pytest.raises(ValueError, match="per-row, per-person"):
+        evaluate_vcoco(det, two, rows="merged")
 
 
 def test_detections_without_ground_truth_person_are_false_positives() -> None:
@@ -144,9 +146,13 @@ def test_fredzzhang_files_perfect_detections(shared_dir: Path, tmp_path: Path) -
             for k in range(24):
                 if gt.agent_labels[i][p, VCOCO_ROLE_ACTION[k]] == 1:
                     rows.append((i, box.tolist(), gt.role_boxes[i][p, k].tolist(), k, 1.0))
-    res = evaluate_vcoco(dets(rows, len(gt)), ann)
-    assert res.maps == {"agent": 1.0, "role_scenario_1": 1.0, "role_scenario_2": 1.0,
-                        "role_scenario_1_with_point": None, "role_scenario_2_with_point": None}
+    # per person: the rows of one person and action are one agent detection (per row, the
+    # second action-role of eat, hit, cut would be a duplicate agent detection)
+    res = evaluate_vcoco(dets(rows, len(gt)), ann, rows="per-person")
+    assert evaluate_vcoco(dets(rows, len(gt)), ann).maps["agent"] < 1.0
+    assert res.maps == {"agent": 1.0, "agent_vsrl_eval": None, "role_scenario_1": 1.0,
+                        "role_scenario_2": 1.0, "role_scenario_1_with_point": None,
+                        "role_scenario_2_with_point": None}
     assert not res.complete and "NOT the official V-COCO protocol" in format_vcoco_table(res)
     # the pairs alone miss the rows of invisible roles: scenario 1 and 2 both lose them
     pairs = [(i, h.tolist(), o.tolist(), int(k), 1.0) for i in range(len(ann))
@@ -161,8 +167,9 @@ def test_fredzzhang_files_perfect_detections(shared_dir: Path, tmp_path: Path) -
     back = read_detections(dets_path, ann)
     np.testing.assert_array_equal(back.boxes_o, det.boxes_o)      # NaN rows survive
     out = vcoco_result_to_json(evaluate_vcoco_files(path, dets_path))
-    assert set(out["map"]) == {"agent", "role_scenario_1", "role_scenario_2",
-                               "role_scenario_1_with_point", "role_scenario_2_with_point"}
+    assert set(out["map"]) == {"agent", "agent_vsrl_eval", "role_scenario_1",
+                               "role_scenario_2", "role_scenario_1_with_point",
+                               "role_scenario_2_with_point"}
     assert out["protocol"].startswith("per-pair") and "NOT" in out["warning"]
     assert len(out["roles"]) == 24 and len(out["agent"]) == 21
     json.dumps(out, allow_nan=False)
@@ -182,7 +189,7 @@ def test_vcoco_detection_file_validation(tmp_path: Path) -> None:
               "actions": [EAT_INSTR], "scores": [0.5]}
     det = parse_records({"images": [record]}, ann)
     assert np.isnan(det.boxes_o).all()
-    for change, what in (({"actions": [24]}, "'actions'"),
+    for change, what in (({"actions": [29]}, "'actions'"),      # 24..28: point, stand, ...
                          ({"object_boxes": [[1, 2, 0, 5]]}, "'object_boxes'"),
                          ({"scores": [None]}, "'scores'")):
         with pytest.raises(ValueError, match=what):

@@ -161,7 +161,7 @@ def test_checkpoint_round_trip(tmp_path) -> None:
     config.head.alpha = 0.3
     model = build_model(config).eval()
     with torch.no_grad():
-        model.classifier.bias.add_(1.0)  # differ from a fresh initialisation
+        model.classifier.pair_proj.bias.add_(1.0)  # differ from a fresh initialisation
     path = tmp_path / "head.safetensors"
     save_checkpoint(model, path)
     config, tensors, _ = read_checkpoint(path)

@@ -15,6 +15,7 @@ from conftest import (
     SIZE,
     TINY_CLIP,
     crafted_detr_outputs,
+    edit_stored_config,
     set_flags,
     tiny_model_config,
 )
@@ -313,21 +314,17 @@ def test_train_with_the_feature_cache_then_ask_about_new_objects(
 def test_detr_checkpoints_written_before_detector_type_load_unchanged(tmp_path: Path) -> None:
     """A checkpoint whose config has no ``type``/``tokenizer`` (as written before the
     open-vocabulary detector) loads as DETR and gives identical detections."""
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
     torch.manual_seed(0)
     config = tiny_model_config()
     config.detector.min_humans = config.detector.min_objects = 1
     model = build_model(config).eval()
     path = tmp_path / "head.safetensors"
     save_checkpoint(model, path)
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata()
-        tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
-    old = json.loads(metadata["config"])
-    del old["detector"]["type"], old["detector"]["tokenizer"]
-    save_file(tensors, str(path), metadata={**metadata, "config": json.dumps(old)})
+
+    def older(stored: dict) -> None:
+        del stored["detector"]["type"], stored["detector"]["tokenizer"]
+
+    edit_stored_config(path, path, older)
     loaded = load_checkpoint(path).eval()
     assert loaded.config.detector.type == "detr" and not loaded.open_vocabulary
     images = [torch.rand(3, *SIZE)]

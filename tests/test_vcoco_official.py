@@ -1,8 +1,9 @@
 """V-COCO on the official layout (vcoco_SPLIT.json + instances_vcoco_all_2014.json +
 vcoco_SPLIT.ids): a synthetic split in that layout with ignored persons, crowds, invisible
 roles, point agents, clipped and invalid boxes and heavy score ties, scored by
-``clip4hoi eval --vcoco`` and by an independent implementation of ``vsrl_eval.py``'s rules
-written for this test; file look-up; tie order; dataset and test loop on official files."""
+``clip4hoi eval --vcoco`` and by a step-by-step port of ``vsrl_eval.py`` written for the
+tests (:func:`vsrl_eval`, also used by ``test_vcoco_means.py``); file look-up; tie order;
+dataset and test loop on official files."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from clip4hoi.data import metadata
 from clip4hoi.data.annotations import VCOCO_ROLE_ACTION
 from clip4hoi.data.vcoco_official import (
     PER_PAIR_WARNING,
+    VCOCO_DETECTION_LABELS,
+    VCOCO_OTHER_ACTIONS,
     find_vcoco_files,
     load_vcoco_official,
     training_pairs,
@@ -105,21 +108,28 @@ def make_split(root: Path, seed: int = 0, n_images: int = 24) -> Path:
     return repo
 
 
-def make_detections(repo: Path, path: Path, seed: int = 1) -> Path:
-    """DETS.json rows around the ground truth: jittered person boxes (some below IoU 0.5),
-    true, jittered, wrong, empty (null) and [0, 0, 0, 0] role boxes, wrong actions,
-    duplicates, detections on ignored persons; scores from 4 values."""
+def make_detections(repo: Path, path: Path, seed: int = 1, num_ids: int = 24,
+                    tied: bool = True, thin: float = 0.0) -> Path:
+    """DETS.json rows around the ground truth, for the ids ``0..num_ids - 1``
+    (``VCOCO_DETECTION_LABELS``: 24 action-roles, then point instr and the actions without
+    a role): per person 1-3 jittered human boxes (some below IoU 0.5; a fraction ``thin``
+    of them 1 px wide), each with the rows of several ids (rows sharing a human box); true,
+    jittered, wrong, empty (null) and [0, 0, 0, 0] role boxes, wrong actions, duplicates,
+    detections on ignored persons; scores from 4 values (``tied``) or all distinct."""
     rng = np.random.default_rng(seed)
     coco = json.loads((repo / "data" / "instances_vcoco_all_2014.json").read_text())
     vsrl = json.loads((repo / "data" / "vcoco" / "vcoco_test.json").read_text())
     ids = {int(v) for v in (repo / "data" / "splits" / "vcoco_test.ids").read_text().split()}
     role_of: dict[tuple[int, str], int] = {}
+    does: dict[int, set[str]] = {}
     for e in vsrl:
         rid = np.asarray(e["role_object_id"]).reshape(len(e["role_name"]), -1).T
         for j, pid in enumerate(e["ann_id"]):
+            if not e["label"][j]:
+                continue
+            does.setdefault(pid, set()).add(e["action_name"])
             for r in range(1, len(e["role_name"])):
-                if e["label"][j]:
-                    role_of[(pid, f"{e['action_name']} {e['role_name'][r]}")] = int(rid[j, r])
+                role_of[(pid, f"{e['action_name']} {e['role_name'][r]}")] = int(rid[j, r])
     boxes = {a["id"]: a["bbox"] for a in coco["annotations"]}
 
     def inclusive(b: list[float]) -> list[float]:
@@ -133,6 +143,9 @@ def make_detections(repo: Path, path: Path, seed: int = 1) -> Path:
         return [min(out[0], out[2]), min(out[1], out[3]), max(out[0], out[2]),
                 max(out[1], out[3])]
 
+    def score() -> float:
+        return float(rng.choice(SCORES)) if tied else float(rng.uniform())
+
     records = []
     for im in coco["images"]:
         if im["id"] not in ids:
@@ -144,23 +157,29 @@ def make_detections(repo: Path, path: Path, seed: int = 1) -> Path:
         for person in persons:
             for _ in range(int(rng.integers(1, 4))):
                 human = jitter(inclusive(person["bbox"]), float(rng.choice([0.0, 0.05, 0.3])))
-                for k, name in enumerate(metadata.VCOCO_ACTIONS):
-                    obj = role_of.get((person["id"], name))
-                    if obj is None and rng.random() > 0.12:
+                if thin and rng.random() < thin:
+                    human[2] = human[0]                        # a 1-px wide agent
+                for k, name in enumerate(VCOCO_DETECTION_LABELS[:num_ids]):
+                    action, role = _split_label(k)
+                    truth = action in does.get(person["id"], set())
+                    if not truth and rng.random() > 0.12:
                         continue
+                    obj = role_of.get((person["id"], name)) if role else None
                     kind = rng.choice(["true", "jitter", "none", "zeros", "random"])
-                    if obj and kind in ("true", "jitter"):
-                        role = jitter(inclusive(boxes[obj]), 0.0 if kind == "true" else 0.2)
+                    if role is None:
+                        box = None                             # an agent-only action
+                    elif obj and kind in ("true", "jitter"):
+                        box = jitter(inclusive(boxes[obj]), 0.0 if kind == "true" else 0.2)
                     elif kind in ("none", "true"):
-                        role = None
+                        box = None
                     elif kind == "zeros":
-                        role = [0.0, 0.0, 0.0, 0.0]
+                        box = [0.0, 0.0, 0.0, 0.0]
                     else:
-                        role = jitter([50.0, 50.0, 120.0, 150.0], 0.3)
+                        box = jitter([50.0, 50.0, 120.0, 150.0], 0.3)
                     rows["human_boxes"].append(human)
-                    rows["object_boxes"].append(role)
+                    rows["object_boxes"].append(box)
                     rows["actions"].append(k)
-                    rows["scores"].append(float(rng.choice(SCORES)))
+                    rows["scores"].append(score())
         valid = [a for a in persons if a["area"] > 0 and a.get("ignore", 0) != 1]
         if rows["scores"] and valid:       # (vsrl_eval stops on detections without persons)
             records.append({"file_name": im["file_name"], **rows})
@@ -170,40 +189,64 @@ def make_detections(repo: Path, path: Path, seed: int = 1) -> Path:
 
 # ----------------------------------------------------------------------------- reference
 
-def reference_role_ap(repo: Path, dets_path: Path) -> dict[str, dict[int, float]]:
-    """``vsrl_eval.py``'s role AP, implemented for this test from the official rules:
-    ``{"action role": {1: AP scenario 1, 2: AP scenario 2}}`` over the 25 action-roles of
-    the file, in float32 where the official arrays are. Tie order: the project's
-    documented one (descending score; among equal scores the later entry first); an
-    action-role without candidates has AP 0 (where the official code stops)."""
+def _split_label(k: int) -> tuple[str, str | None]:
+    """DETS.json id -> (official action, role or None)."""
+    name = VCOCO_DETECTION_LABELS[k]
+    return (name, None) if name in VCOCO_OTHER_ACTIONS else tuple(name.rsplit(" ", 1))
+
+
+def detection_list(dets: list[dict], image_ids: dict[str, int], actions: list[dict],
+                   rows: str) -> list[dict]:
+    """The official detection list (``vsrl_eval``'s pickle) of DETS.json records: one entry
+    per row (``per-row``) or per distinct human box of an image (``per-person``: the best
+    score of its rows per action, the best row per action-role), NaN where none."""
+    out = []
+    for record in dets:
+        groups: dict[tuple, list[int]] = {}
+        n = len(record["scores"])
+        for j in range(n):
+            key = (j,) if rows == "per-row" else tuple(record["human_boxes"][j])
+            groups.setdefault(key, []).append(j)
+        for members in groups.values():
+            entry: dict = {"image_id": image_ids[record["file_name"]],
+                           "person_box": record["human_boxes"][members[0]]}
+            for e in actions:
+                entry[f"{e['action_name']}_agent"] = math.nan
+                for r in e["role_name"][1:]:
+                    entry[f"{e['action_name']}_{r}"] = [math.nan] * 5
+            for j in members:
+                action, role = _split_label(record["actions"][j])
+                s = record["scores"][j]
+                key = f"{action}_agent"
+                if math.isnan(entry[key]) or s > entry[key]:
+                    entry[key] = s
+                if role is not None:
+                    key = f"{action}_{role}"
+                    if math.isnan(entry[key][4]) or s > entry[key][4]:
+                        box = record["object_boxes"][j]
+                        entry[key] = [*(box if box is not None else [math.nan] * 4), s]
+            out.append(entry)
+    return out
+
+
+def vsrl_eval(repo: Path, dets_path: Path, rows: str) -> dict:
+    """``vsrl_eval.py``'s agent AP (26 actions), role AP (25 action-roles, both scenarios)
+    and printed means, for the DETS.json at ``dets_path`` read with the ``rows`` convention."""
     coco = json.loads((repo / "data" / "instances_vcoco_all_2014.json").read_text())
     vsrl = json.loads((repo / "data" / "vcoco" / "vcoco_test.json").read_text())
-    image_ids = [int(v) for v in (repo / "data" / "splits" / "vcoco_test.ids").read_text().split()]
-    dets = json.loads(dets_path.read_text())["images"]
-    image_of_name = {im["file_name"]: im for im in coco["images"]}
-    person_id = coco["categories"][0]["id"]
+    image_ids = [int(v) for v in
+                 (repo / "data" / "splits" / "vcoco_test.ids").read_text().split()]
+    id_of = {im["file_name"]: im["id"] for im in coco["images"]}
+    dets = detection_list(json.loads(dets_path.read_text())["images"], id_of, vsrl, rows)
     n_act = len(vsrl)
     for e in vsrl:
         e["role_object_id"] = np.asarray(e["role_object_id"]).reshape(len(e["role_name"]), -1).T
+    annotated = set(vsrl[0]["ann_id"])
 
-    # official detection entries: one per DETS row, NaN everywhere but its action-role
-    det_list = []
-    for record in dets:
-        image_id = image_of_name[record["file_name"]]["id"]
-        for h, o, k, s in zip(record["human_boxes"], record["object_boxes"], record["actions"],
-                              record["scores"], strict=True):
-            action, role = metadata.VCOCO_ACTIONS[k].rsplit(" ", 1)
-            det = {"image_id": image_id, "person_box": h}
-            for e in vsrl:
-                for r in e["role_name"][1:]:
-                    det[f"{e['action_name']}_{r}"] = [math.nan] * 5
-            det[f"{action}_{role}"] = [*(o if o is not None else [math.nan] * 4), s]
-            det_list.append(det)
-
-    def order(scores: list[float]) -> list[int]:
+    def order(scores: list[float]) -> list[int]:   # argsort()[::-1], ties: later first
         return sorted(range(len(scores)), key=lambda j: (scores[j], j), reverse=True)
 
-    def overlap(boxes: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    def overlap(boxes: np.ndarray, ref: np.ndarray) -> np.ndarray:   # get_overlap
         iw = np.maximum(np.minimum(boxes[:, 2], ref[2]) - np.maximum(boxes[:, 0], ref[0]) + 1., 0.)
         ih = np.maximum(np.minimum(boxes[:, 3], ref[3]) - np.maximum(boxes[:, 1], ref[1]) + 1., 0.)
         inter = iw * ih
@@ -211,11 +254,29 @@ def reference_role_ap(repo: Path, dets_path: Path) -> dict[str, dict[int, float]
                         + (boxes[:, 2] - boxes[:, 0] + 1.) * (boxes[:, 3] - boxes[:, 1] + 1.)
                         - inter)
 
-    tp = {s: [[[] for _ in range(2)] for _ in range(n_act)] for s in (1, 2)}
-    sc = [[[] for _ in range(2)] for _ in range(n_act)]
+    def voc_ap(rec: list[float], prec: list[float]) -> float:
+        mrec, mpre = [0.0, *rec, 1.0], [0.0, *prec, 0.0]
+        for i in range(len(mpre) - 1, 0, -1):
+            mpre[i - 1] = max(mpre[i - 1], mpre[i])
+        return sum((mrec[i + 1] - mrec[i]) * mpre[i + 1] for i in range(len(mrec) - 1)
+                   if mrec[i + 1] != mrec[i])
+
+    def ap(sc: list[float], tp: list[int], npos: float) -> float:
+        if npos == 0:
+            return math.nan
+        if not sc:
+            return 0.0                       # vsrl_eval stops here (np.amax of nothing)
+        idx = order(sc)
+        flags = np.asarray(tp, dtype=np.float64)[idx]
+        ctp, cfp = np.cumsum(flags), np.cumsum(1 - flags)
+        return voc_ap(list(ctp / npos), list(ctp / np.maximum(ctp + cfp,
+                                                              np.finfo(np.float64).eps)))
+
+    agent = {"tp": [[] for _ in range(n_act)], "sc": [[] for _ in range(n_act)]}
+    role = {s: [[[] for _ in range(2)] for _ in range(n_act)] for s in (1, 2)}
+    role_sc = [[[] for _ in range(2)] for _ in range(n_act)]
     npos = np.zeros(n_act)
-    annotated = list(vsrl[0]["ann_id"])
-    for image_id in image_ids:
+    for image_id in image_ids:           # _get_vcocodb: _add_gt_annotations, _get_vsrl_data
         image = next(im for im in coco["images"] if im["id"] == image_id)
         w, h = image["width"], image["height"]
         objs, boxes = [], []
@@ -231,72 +292,80 @@ def reference_role_ap(repo: Path, dets_path: Path) -> dict[str, dict[int, float]
                 boxes.append([x1, y1, x2, y2])
         boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
         ids = [a["id"] for a in objs]
-        actions = -np.ones((len(objs), n_act), dtype=np.int32)
-        role_idx = -np.ones((len(objs), n_act, 2), dtype=np.int32)
+        gt_actions = -np.ones((len(objs), n_act), dtype=np.int32)
+        gt_role = -np.ones((len(objs), n_act, 2), dtype=np.int32)
         for ix, a in enumerate(objs):
             if a["id"] not in annotated:
                 continue
-            actions[ix] = 0
+            gt_actions[ix] = 0
             for aid, e in enumerate(vsrl):
                 hit = [j for j, (pid, lab) in enumerate(zip(e["ann_id"], e["label"], strict=True))
                        if pid == a["id"] and lab == 1]
                 if hit:
-                    actions[ix, aid] = 1
+                    gt_actions[ix, aid] = 1
                     for r in range(1, len(e["role_name"])):
                         rid = e["role_object_id"][hit[0], r]
                         if rid:
-                            role_idx[ix, aid, r - 1] = ids.index(rid)
-        is_person = np.array([a["category_id"] == person_id for a in objs], dtype=bool)
-        gt_boxes, gt_actions = boxes[is_person], actions[is_person]
-        gt_roles_idx = role_idx[is_person]
-        ignore = (gt_actions == -1).any(1)
-        npos += (gt_actions == 1).sum(0)
-        mine = [d for d in det_list if d["image_id"] == image_id]
-        for aid, e in enumerate(vsrl):
-            for rid, role in enumerate(e["role_name"][1:]):
-                key = f"{e['action_name']}_{role}"
+                            gt_role[ix, aid, r - 1] = ids.index(rid)
+        person = np.array([a["category_id"] == 1 for a in objs], dtype=bool)
+        gt_boxes, actions, roles_idx = boxes[person], gt_actions[person], gt_role[person]
+        ignore = (actions == -1).any(1)
+        npos += (actions == 1).sum(0)
+        mine = [d for d in dets if d["image_id"] == image_id]  # _collect_detections_for_image
+        for aid, e in enumerate(vsrl):                        # _do_agent_eval
+            cand = [d for d in mine if not math.isnan(d[f"{e['action_name']}_agent"])]
+            scores = [float(np.float32(d[f"{e['action_name']}_agent"])) for d in cand]
+            covered = np.zeros(len(gt_boxes), bool)
+            for j in order(scores):
+                ov = overlap(gt_boxes, np.asarray(cand[j]["person_box"], dtype=np.float32))
+                jmax = int(ov.argmax())
+                if ignore[jmax]:
+                    continue
+                agent["sc"][aid].append(scores[j])
+                ok = actions[jmax, aid] == 1 and ov[jmax] >= 0.5
+                agent["tp"][aid].append(int(ok and not covered[jmax]))
+                if ok:
+                    covered[jmax] = True
+        for aid, e in enumerate(vsrl):                        # _do_role_eval
+            for rid, r in enumerate(e["role_name"][1:]):
+                key = f"{e['action_name']}_{r}"
                 cand = [d for d in mine if not math.isnan(d[key][4])]
                 scores = [float(np.float32(d[key][4])) for d in cand]
                 covered = {1: np.zeros(len(gt_boxes), bool), 2: np.zeros(len(gt_boxes), bool)}
                 for j in order(scores):
-                    pbox = np.asarray(cand[j]["person_box"], dtype=np.float32)
-                    rbox = np.asarray(cand[j][key][:4], dtype=np.float32)
-                    ov = overlap(gt_boxes, pbox)
+                    ov = overlap(gt_boxes, np.asarray(cand[j]["person_box"], dtype=np.float32))
                     jmax = int(ov.argmax())
                     if ignore[jmax]:
                         continue
-                    sc[aid][rid].append(scores[j])
-                    gi = gt_roles_idx[jmax, aid, rid]
-                    for scenario in (1, 2):
+                    role_sc[aid][rid].append(scores[j])
+                    rbox = np.asarray(cand[j][key][:4], dtype=np.float32)
+                    gi = roles_idx[jmax, aid, rid]
+                    for s in (1, 2):
                         if gi < 0:
                             empty = bool(np.all(rbox == 0.0) or np.all(np.isnan(rbox)))
-                            ov_role = 1.0 if scenario == 2 or empty else 0.0
+                            ov_role = 1.0 if s == 2 or empty else 0.0
                         else:
                             ov_role = overlap(boxes[gi][None], rbox)[0]
-                        ok = gt_actions[jmax, aid] == 1 and ov[jmax] >= 0.5 and ov_role >= 0.5
-                        tp[scenario][aid][rid].append(int(ok and not covered[scenario][jmax]))
+                        ok = actions[jmax, aid] == 1 and ov[jmax] >= 0.5 and ov_role >= 0.5
+                        role[s][aid][rid].append(int(ok and not covered[s][jmax]))
                         if ok:
-                            covered[scenario][jmax] = True
+                            covered[s][jmax] = True
 
-    def voc(rec: np.ndarray, prec: np.ndarray) -> float:
-        mrec, mpre = [0.0, *rec, 1.0], [0.0, *prec, 0.0]
-        for i in range(len(mpre) - 1, 0, -1):
-            mpre[i - 1] = max(mpre[i - 1], mpre[i])
-        return sum((mrec[i + 1] - mrec[i]) * mpre[i + 1] for i in range(len(mrec) - 1)
-                   if mrec[i + 1] != mrec[i])
+    agent_ap = {e["action_name"]: ap(agent["sc"][a], agent["tp"][a], npos[a])
+                for a, e in enumerate(vsrl)}
+    role_ap = {s: {f"{e['action_name']} {r}": ap(role_sc[a][i], role[s][a][i], npos[a])
+                   for a, e in enumerate(vsrl) for i, r in enumerate(e["role_name"][1:])}
+               for s in (1, 2)}
+    return {"agent": agent_ap, "role": role_ap,
+            "average_agent": float(np.nansum(list(agent_ap.values()))) / n_act,
+            "average_role": {s: float(np.nanmean(list(role_ap[s].values()))) for s in (1, 2)}}
 
-    out: dict[str, dict[int, float]] = {}
-    for aid, e in enumerate(vsrl):
-        for rid, role in enumerate(e["role_name"][1:]):
-            name = f"{e['action_name']} {role}"
-            out[name] = {}
-            for scenario in (1, 2):
-                idx = order(sc[aid][rid])
-                flags = np.asarray(tp[scenario][aid][rid], dtype=np.float64)[idx]
-                ctp, cfp = np.cumsum(flags), np.cumsum(1 - flags)
-                out[name][scenario] = 0.0 if not idx else voc(
-                    ctp / npos[aid], ctp / np.maximum(ctp + cfp, np.finfo(np.float64).eps))
-    return out
+
+def reference_role_ap(repo: Path, dets_path: Path) -> dict[str, dict[int, float]]:
+    """``{"action role": {1: AP scenario 1, 2: AP scenario 2}}`` of :func:`vsrl_eval` over
+    the 25 action-roles of the file, one entry per row."""
+    role = vsrl_eval(repo, dets_path, "per-row")["role"]
+    return {name: {1: role[1][name], 2: role[2][name]} for name in role[1]}
 
 
 # ----------------------------------------------------------------------------- tests
@@ -342,7 +411,9 @@ def test_eval_cli_equals_vsrl_eval_rules(official: tuple[Path, Path, dict], tmp_
         for s in (1, 2):
             worst = max(worst, abs(role[f"ap_scenario_{s}"] / 100 - ref[role["action_role"]][s]))
     assert worst < 1e-6, worst
-    assert report["point_instr"] == {"ap": 0.0, "npos": report["point_instr"]["npos"]}
+    # no row of id 24: point instr has AP 0 (vsrl_eval would stop)
+    assert report["point_instr"] == {"ap_scenario_1": 0.0, "ap_scenario_2": 0.0,
+                                     "npos": report["point_instr"]["npos"]}
     for s in (1, 2):
         ref24 = np.mean([ref[n][s] for n in metadata.VCOCO_ACTIONS])
         ref25 = np.mean([v[s] for v in ref.values()])              # vsrl_eval's nanmean

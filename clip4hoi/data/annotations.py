@@ -26,7 +26,6 @@ Fields that a format does not store are filled as documented on :class:`HOIAnnot
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -36,6 +35,7 @@ import numpy as np
 
 from clip4hoi.data import metadata
 from clip4hoi.errors import InputError
+from clip4hoi.fileio import read_json
 
 NUM_HOI = 600
 NUM_VERBS = len(metadata.HICO_VERBS)
@@ -106,19 +106,16 @@ def _read_json(path: str | Path) -> Any:
     path = Path(path)
     if path.is_dir():
         raise InputError(f"{path}: is a folder, expected an annotation file")
-    try:   # utf-8-sig: a byte-order mark is not part of the JSON
-        return json.loads(path.read_text(encoding="utf-8-sig"))
-    except json.JSONDecodeError as error:
-        raise InputError(f"{path}: not valid JSON ({error})") from error
-    except UnicodeDecodeError as error:
-        raise InputError(f"{path}: not a UTF-8 text file ({error})") from error
+    return read_json(path)
 
 
 def has_bool(values: list) -> bool:
     """Whether a list of numbers (or of lists of numbers) holds a boolean: numpy would take
     ``true`` for 1."""
-    return any(type(v) is bool or (isinstance(v, list) and any(type(x) is bool for x in v))
-               for v in values)
+    types = set(map(type, values))
+    if any(issubclass(t, list) for t in types):
+        types |= set(map(type, chain.from_iterable(v for v in values if isinstance(v, list))))
+    return bool in types
 
 
 def _index_list(value: Any, upper: int, name: str, source: str) -> np.ndarray:

@@ -40,6 +40,16 @@ from clip4hoi.data.annotations import (
 from clip4hoi.errors import InputError
 
 COCO_FILE = "instances_vcoco_all_2014.json"
+VCOCO_OTHER_ACTIONS = ("point", "stand", "walk", "run", "smile")
+"""The official actions outside the 21 with action-role classes: ``point`` (whose role
+``instr`` the convention of 24 leaves out) and the four without a role object."""
+VCOCO_DETECTION_LABELS: tuple[str, ...] = (*metadata.VCOCO_ACTIONS, "point instr",
+                                           *VCOCO_OTHER_ACTIONS[1:])
+"""The ids of a V-COCO ``DETS.json`` (``"actions"``): 0..23 the 24 action-roles of the class
+set (what the model predicts), 24 ``point instr`` (the 25th action-role that ``vsrl_eval``
+scores) and 25..28 ``stand``, ``walk``, ``run``, ``smile`` (an agent score only; their
+object box is not read). 24..28 come from other exporters; they count in the official
+means (:mod:`clip4hoi.evaluation.vcoco`)."""
 SPLITS = ("train", "val", "trainval", "test")
 _SPLIT_IN_NAME = re.compile(r"vcoco_(\w+)\.json$")
 
@@ -68,8 +78,10 @@ class VCOCOGroundTruth:
     action-role ``k`` (:data:`metadata.VCOCO_ACTIONS`) or NaN when the person does not do
     the action or the role object is not visible (scenario 1 then asks for an empty role
     box, scenario 2 accepts any); ``role_objects[i][p, k]`` its COCO-80 class or -1.
-    ``other_npos``: positives of the official actions outside the 21 (``point``, ``stand``,
-    ``walk``, ``run``, ``smile``) — empty for per-pair files, which do not have them.
+    ``other_npos``: positives of the official actions outside the 21
+    (:data:`VCOCO_OTHER_ACTIONS`); ``other_labels[i][p, j]`` the labels of these actions
+    like ``agent_labels``, ``point_boxes[i][p]`` the box of ``point``'s role object
+    (``instr``; NaN: none) — empty or None for per-pair files, which do not have them.
     """
 
     dataset: ClassVar[str] = "vcoco"   # read like HOIAnnotations by the detection reader
@@ -83,6 +95,8 @@ class VCOCOGroundTruth:
     role_boxes: list[np.ndarray]     # I × [P_i, 24, 4] float64, continuous, NaN = none
     role_objects: list[np.ndarray]   # I × [P_i, 24] int64 COCO-80 id, -1 = none
     other_npos: dict[str, int] = field(default_factory=dict)
+    other_labels: list[np.ndarray] | None = None   # I × [P_i, 5] int8, official files only
+    point_boxes: list[np.ndarray] | None = None    # I × [P_i, 4] float64, continuous, NaN = none
     complete: bool = True            # False when built from per-pair (fredzzhang) files
     notes: list[str] = field(default_factory=list)
 
@@ -274,11 +288,21 @@ def load_vcoco_official(vcoco_file: str | Path, coco_file: str | Path,
     annotated = set(entries[0]["ann_id"].tolist())
     does: dict[int, set[int]] = {}                   # person ann id -> agent actions
     role_of: dict[tuple[int, int], int] = {}         # (person, action-role) -> object ann id
+    other_does: dict[int, set[int]] = {}             # person -> VCOCO_OTHER_ACTIONS indices
+    point_of: dict[int, int] = {}                    # person -> object ann id of point instr
     other_npos: dict[str, int] = {}
     for e in entries:
         positive = np.flatnonzero(e["label"] == 1)
         if e["action"] not in VCOCO_AGENT_ACTIONS:
             other_npos[e["action"]] = len(positive)  # counted over the split's persons below
+            if e["action"] in VCOCO_OTHER_ACTIONS:
+                j_other = VCOCO_OTHER_ACTIONS.index(e["action"])
+                for j in positive.tolist():
+                    pid = int(e["ann_id"][j])
+                    other_does.setdefault(pid, set()).add(j_other)
+                    if e["action"] == "point" and "instr" in e["roles"] and \
+                            e["role_ids"][j, e["roles"].index("instr")] > 0:
+                        point_of[pid] = int(e["role_ids"][j, e["roles"].index("instr")])
             continue
         a = VCOCO_AGENT_ACTIONS.index(e["action"])
         for j in positive.tolist():
@@ -295,6 +319,7 @@ def load_vcoco_official(vcoco_file: str | Path, coco_file: str | Path,
         anns_of.setdefault(int(_require(ann, "image_id", coco_src, "annotations: ")),
                            []).append(ann)
     names, sizes, persons, labels, role_boxes, role_objects = [], [], [], [], [], []
+    other_labels, point_boxes = [], []
     valid_persons: set[int] = set()
     for image_id in ids.tolist():
         if image_id not in images:
@@ -317,13 +342,22 @@ def load_vcoco_official(vcoco_file: str | Path, coco_file: str | Path,
         pids = [i for i, (_, c) in valid.items() if c == person_cat]
         valid_persons.update(pids)
         lab = np.zeros((len(pids), len(VCOCO_AGENT_ACTIONS)), dtype=np.int8)
+        other = np.zeros((len(pids), len(VCOCO_OTHER_ACTIONS)), dtype=np.int8)
+        point = np.full((len(pids), 4), np.nan)
         boxes = np.full((len(pids), NUM_VCOCO, 4), np.nan)
         objects = np.full((len(pids), NUM_VCOCO), -1, dtype=np.int64)
         for p, pid in enumerate(pids):
             if pid not in annotated:
-                lab[p] = -1
+                lab[p] = other[p] = -1
                 continue
             lab[p, sorted(does.get(pid, ()))] = 1
+            other[p, sorted(other_does.get(pid, ()))] = 1
+            if pid in point_of:
+                if point_of[pid] not in valid:
+                    raise InputError(f"{src}: image {image_id}: role object {point_of[pid]} "
+                                     f"of person {pid} is not a valid COCO annotation of "
+                                     f"{coco_src}")
+                point[p] = valid[point_of[pid]][0]
             for k in range(NUM_VCOCO):
                 obj = role_of.get((pid, k), 0)
                 if obj == 0:
@@ -339,6 +373,8 @@ def load_vcoco_official(vcoco_file: str | Path, coco_file: str | Path,
         labels.append(lab)
         role_boxes.append(boxes)
         role_objects.append(objects)
+        other_labels.append(other)
+        point_boxes.append(point)
     # positives of the other actions: annotated persons with a valid box, like npos
     for e in entries:
         if e["action"] in other_npos:
@@ -348,7 +384,8 @@ def load_vcoco_official(vcoco_file: str | Path, coco_file: str | Path,
         source=src, file_names=names, image_ids=ids.copy(),
         sizes=np.asarray(sizes, dtype=np.int64).reshape(-1, 2), person_boxes=persons,
         agent_labels=labels, role_boxes=role_boxes, role_objects=role_objects,
-        other_npos=other_npos, complete=True)
+        other_npos=other_npos, other_labels=other_labels, point_boxes=point_boxes,
+        complete=True)
 
 
 def training_pairs(gt: VCOCOGroundTruth) -> HOIAnnotations:

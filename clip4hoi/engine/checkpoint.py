@@ -35,7 +35,7 @@ from safetensors import safe_open
 from safetensors.torch import save as save_safetensors
 from torch import Tensor
 
-from clip4hoi.config import ModelConfig, apply_overrides, from_dict, to_dict
+from clip4hoi.config import ModelConfig, apply_overrides, stored_model_config, to_dict
 from clip4hoi.errors import InputError
 from clip4hoi.fileio import write_atomic
 from clip4hoi.models.model import CLIP4HOI, build_model, head_state_dict
@@ -91,7 +91,7 @@ def read_checkpoint(path: str | Path) -> tuple[ModelConfig, dict[str, Tensor], d
     if not isinstance(stored, dict):
         raise InputError(f"checkpoint {path}: its model 'config' metadata is "
                          f"{type(stored).__name__}, expected a mapping")
-    config = from_dict(ModelConfig, stored, where=f"{path} config")
+    config = stored_model_config(stored, where=f"{path} config")
     check_finite(tensors, f"checkpoint {path}")   # before minutes of building the model
     return config, tensors, metadata
 

@@ -38,6 +38,7 @@ from torch.optim import AdamW
 from torch.optim.lr_scheduler import LambdaLR
 from tqdm import tqdm
 
+from clip4hoi.config import LEGACY_DEFAULTS
 from clip4hoi.data.metadata import HOIClassSet
 from clip4hoi.engine.checkpoint import (
     CheckpointManager,
@@ -304,6 +305,11 @@ class Trainer:
             return
         before, now = _flatten(yaml.safe_load(stored)), _flatten(yaml.safe_load(
             dump_experiment(self.config)))
+        # A run of an older version lacks the settings added since: it was trained with the
+        # value of LEGACY_DEFAULTS where there is one, else with the default.
+        defaults = _flatten(yaml.safe_load(dump_experiment(ExperimentConfig())))
+        for key, value in {**defaults, **_flatten(LEGACY_DEFAULTS, "model.")}.items():
+            before.setdefault(key, value)
         changes = {k: (before.get(k), now.get(k)) for k in sorted(before.keys() | now.keys())
                    if before.get(k) != now.get(k) and k not in RESUME_IGNORED}
         refused = {k: v for k, v in changes.items() if k not in RESUME_APPLIED}

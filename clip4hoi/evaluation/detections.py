@@ -8,29 +8,34 @@ Format (HICO-DET)::
                  "hoi": [0-based HICO-DET HOI ids],
                  "scores": [...]}, ...]}
 
-V-COCO uses the same layout with ``"actions"`` (action-role ids 0..23,
-:data:`clip4hoi.data.metadata.VCOCO_ACTIONS`) instead of ``"hoi"``; an object box may be
+V-COCO uses the same layout with ``"actions"`` instead of ``"hoi"``: the action-role ids
+0..23 (:data:`clip4hoi.data.metadata.VCOCO_ACTIONS`, what the model predicts) and, from
+other exporters, 24 ``point instr`` and 25..28 the actions without a role object
+(:data:`clip4hoi.data.vcoco_official.VCOCO_DETECTION_LABELS`); an object box may be
 ``null`` (or ``[]``) when the model predicts that the role object is not visible.
 
 Boxes are **0-based inclusive pixel indices of the original image** (docs/conventions.md):
-a model's continuous box ``x1, y1, x2, y2`` is written as ``x1, y1, x2 - 1, y2 - 1``
-(:func:`box_indices`). Test images absent from the file have no detections; the
-order of images in the file does not matter, the order of detections within an image
-does (it breaks score ties).
+a model's continuous box ``x1, y1, x2, y2`` is written as ``x1, y1, max(x2 - 1, x1),
+max(y2 - 1, y1)`` (:func:`box_indices`): a box narrower than a pixel is a 1-px box, as the
+``+ 1`` widths of the official evaluators imply. Test images absent from the file have no
+detections; the order of images in the file does not matter, the order of detections
+within an image does (it breaks score ties).
 
 Validation (:class:`~clip4hoi.errors.InputError`, a ``ValueError``, naming the file, the
-image and the field): the top level and every record must have the fields above; lists of
-one image must have equal lengths; boxes must be 4 finite numbers with ``x2 >= x1`` and
-``y2 >= y1``; ids must be integers of the dataset; scores must be finite numbers, not
-booleans (any real: only their order matters); every file name must
-be an image of the annotation file, at most once. **Boxes outside the image are accepted
-as they are** — neither clipped nor rejected — because the official HICO-DET evaluator does
+image, the field and the row): the top level and every record must have the fields above;
+lists of one image must have equal lengths; boxes must be 4 finite numbers with
+``x2 >= x1`` and ``y2 >= y1`` up to :data:`BOX_TOLERANCE` (float rounding of a 1-px box;
+such a box is scored as written); ids must be integers of the dataset; scores must be
+finite numbers, not booleans (any real: only their order matters); every file name must be
+an image of the annotation file, at most once. **Boxes outside the image are accepted as
+they are** — neither clipped nor rejected — because the official HICO-DET evaluator does
 not clip either (and the V-COCO files give no image sizes).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -38,10 +43,15 @@ from typing import Any
 
 import numpy as np
 
-from clip4hoi.data.annotations import NUM_VCOCO, HOIAnnotations, has_bool
+from clip4hoi.data.annotations import HOIAnnotations, has_bool
 from clip4hoi.data.metadata import hicodet_classes
+from clip4hoi.data.vcoco_official import VCOCO_DETECTION_LABELS
 from clip4hoi.errors import InputError
-from clip4hoi.fileio import write_atomic
+from clip4hoi.fileio import gc_paused, read_json, write_atomic
+
+BOX_TOLERANCE = 1e-3
+"""Pixels by which ``x2`` may fall below ``x1`` (and ``y2`` below ``y1``) in a detection file:
+float rounding of a 1-px box, e.g. float32 coordinates of a few thousand pixels."""
 
 
 @dataclass
@@ -88,7 +98,7 @@ class HOIDetections:
 
 def _label_key(annotations: HOIAnnotations) -> tuple[str, int]:
     if annotations.dataset == "vcoco":
-        return "actions", NUM_VCOCO
+        return "actions", len(VCOCO_DETECTION_LABELS)
     return "hoi", len(annotations.class_set)
 
 
@@ -123,13 +133,15 @@ def _box_list(boxes: np.ndarray) -> list:
 
 
 def box_indices(boxes: np.ndarray) -> np.ndarray:
-    """Continuous ``[N, 4]`` xyxy boxes in pixels (a model's) as 0-based inclusive pixel
-    indices (``DETS.json``'s, docs/conventions.md): ``x1, y1, x2 - 1, y2 - 1``, a float64
-    copy. The one conversion of the package: ``clip4hoi detect``'s records, the API's and
-    ``clip4hoi test``'s all go through it."""
-    indices = np.array(boxes, dtype=np.float64).reshape(-1, 4)
-    indices[:, 2:] -= 1.0
-    return indices
+    """Continuous xyxy boxes ``[N, 4]`` (pixels) as 0-based inclusive pixel indices
+    ``x1, y1, max(x2 - 1, x1), max(y2 - 1, y1)`` (float64, a new array): a box narrower
+    than one pixel — or exactly 1 px, where ``x2 - 1`` falls below ``x1`` by float
+    rounding — becomes a 1-px box, never an inverted one. NaN stays NaN. The one conversion
+    of the package: ``clip4hoi detect``'s records, the API's and ``clip4hoi test``'s all go
+    through it."""
+    out = np.array(boxes, dtype=np.float64).reshape(-1, 4)
+    out[:, 2:] = np.maximum(out[:, 2:] - 1.0, out[:, :2])
+    return out
 
 
 def records_from_outputs(file_names: list[str], outputs: list[dict],
@@ -198,65 +210,102 @@ def write_detections(path: str | Path, records: list[dict] | HOIDetections,
 # ----------------------------------------------------------------------------- reading
 
 def read_detections(path: str | Path, annotations: HOIAnnotations) -> HOIDetections:
-    """Read and validate ``DETS.json`` against an annotation file (HICO-DET or V-COCO)."""
+    """Read and validate ``DETS.json`` against an annotation file (HICO-DET or V-COCO):
+    parsed by :func:`~clip4hoi.fileio.read_json` (``orjson``), validated in bulk, with the
+    garbage collector paused throughout (:func:`~clip4hoi.fileio.gc_paused`)."""
     path = Path(path)
     if path.is_dir():
         raise InputError(f"{path}: is a folder, expected a detections file (DETS.json)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except json.JSONDecodeError as error:
-        raise InputError(f"{path}: not valid JSON ({error})") from error
-    except UnicodeDecodeError as error:
-        raise InputError(f"{path}: not a UTF-8 text file ({error})") from error
-    return parse_records(data, annotations, source=str(path))
+    with gc_paused():
+        return parse_records(read_json(path), annotations, source=str(path))
 
 
 def _fail(source: str, name: str, field: str, message: str) -> InputError:
     return InputError(f"{source}: image {name}: field {field!r} {message}")
 
 
-def _boxes(per_image: list[list], counts: np.ndarray, field: str, source: str,
-           names: list[str], allow_none: bool) -> np.ndarray:
-    """Concatenate the box lists of the records into ``[M, 4]``; ``None`` or ``[]`` give a
-    NaN row when ``allow_none``."""
-    rows = list(chain.from_iterable(per_image))
-    if allow_none:
-        nan_box = [np.nan] * 4
-        rows = [nan_box if b is None or (isinstance(b, list) and not b) else b for b in rows]
+def _locate(row: int, counts: np.ndarray, names: list[str]) -> tuple[str, int]:
+    """(image name, row within the image) of flat row ``row``."""
+    ends = np.cumsum(counts)
+    i = int(np.searchsorted(ends, row, side="right"))
+    return names[i], row - int(ends[i] - counts[i])
+
+
+def _numbers(values: list, width: int = 0) -> np.ndarray | None:
+    """``values`` — numbers or, with ``width``, lists of ``width`` numbers — as float64
+    ``[M]`` or ``[M, width]``, checked in bulk: None when one of them is anything else
+    (a string, a boolean — numpy would take ``true`` for 1 —, None, a list of another
+    length, a numpy scalar); :func:`_numbers_one_by_one` then decides."""
     try:
-        boxes = _numeric(rows) if rows else np.zeros((0, 4))
-        if boxes.ndim != 2 or boxes.shape[1] != 4:
+        if width:
+            if len(values) and (np.fromiter(map(len, values), np.int64, len(values))
+                                != width).any():
+                return None
+            values = list(chain.from_iterable(values))
+        if not set(map(type, values)) <= {float, int}:
+            return None
+        return np.array(values, dtype=np.float64).reshape((-1, width) if width else -1)
+    except (TypeError, OverflowError):
+        return None
+
+
+def _numbers_one_by_one(values: list, width: int, field: str, source: str,
+                        counts: np.ndarray, names: list[str]) -> np.ndarray:
+    """What :func:`_numbers` refused: numbers of any numeric type as float64, or an
+    :class:`InputError` naming the image and row of the first value that is not one."""
+    try:
+        array = np.asarray(values)
+        if (array.size and array.dtype.kind not in "fiu") or has_bool(values) or \
+                array.shape[1:] != ((width,) if width else ()):
             raise ValueError
+        return array.astype(np.float64).reshape((-1, width) if width else -1)
     except (ValueError, TypeError, OverflowError):
-        start = 0
-        for name, n in zip(names, counts.tolist(), strict=True):
-            for b in rows[start:start + n]:
-                ok = isinstance(b, list | tuple) and len(b) == 4 and all(
-                    isinstance(x, int | float) and not isinstance(x, bool) for x in b)
-                if not ok:
-                    raise _fail(source, name, field, f"has {b!r}, expected [x1, y1, x2, y2]"
-                                ) from None
-            start += n
-        raise InputError(f"{source}: field {field!r} has boxes that are not numbers"
-                         ) from None
-    nan_rows = np.isnan(boxes).all(1) if allow_none else np.zeros(len(boxes), bool)
-    bad = ~nan_rows & (~np.isfinite(boxes).all(1) | (boxes[:, 2] < boxes[:, 0])
-                       | (boxes[:, 3] < boxes[:, 1]))
+        pass
+
+    def number(x: Any) -> bool:
+        return isinstance(x, int | float | np.number) and not isinstance(x, bool | np.bool_)
+
+    for row, value in enumerate(values):
+        ok = (isinstance(value, list | tuple) and len(value) == width
+              and all(number(x) for x in value)) if width else number(value)
+        if not ok:
+            name, k = _locate(row, counts, names)
+            expected = "[x1, y1, x2, y2]" if width == 4 else "a number"
+            raise _fail(source, name, field, f"row {k} has {value!r}, expected {expected}")
+    raise InputError(f"{source}: field {field!r} has values that are not numbers")
+
+
+def _column(records: list[dict], field: str, width: int, source: str, counts: np.ndarray,
+            names: list[str], none_box: bool = False) -> np.ndarray:
+    """One field of every record, concatenated: ``[M]`` numbers or ``[M, width]`` rows.
+    ``none_box``: a ``null`` or ``[]`` box is a NaN row (V-COCO: no role object)."""
+    values = list(chain.from_iterable(r[field] for r in records))
+    if none_box:
+        nan_box = [math.nan] * 4
+        values = [nan_box if b is None or (isinstance(b, list) and not b) else b
+                  for b in values]
+    array = _numbers(values, width)
+    if array is None:
+        array = _numbers_one_by_one(values, width, field, source, counts, names)
+    return array
+
+
+def _check_boxes(boxes: np.ndarray, field: str, source: str, counts: np.ndarray,
+                 names: list[str], allow_none: bool) -> None:
+    """Finite, ``x2 >= x1`` and ``y2 >= y1`` up to :data:`BOX_TOLERANCE` (NaN rows are
+    allowed with ``allow_none``); else an :class:`InputError` naming the row."""
+    finite = np.isfinite(boxes).all(1)
+    if allow_none:
+        finite |= np.isnan(boxes).all(1)
+    inverted = boxes[:, 2:] < boxes[:, :2] - BOX_TOLERANCE        # [M, 2]: x, y
+    bad = ~finite | inverted.any(1)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        name = names[int(np.searchsorted(np.cumsum(counts), row, side="right"))]
-        raise _fail(source, name, field, f"has box {boxes[row].tolist()}: not finite or "
-                    f"x2 < x1 / y2 < y1")
-    return boxes
-
-
-def _numeric(values: list) -> np.ndarray:
-    """``values`` (numbers, or lists of numbers) as float64; anything else (strings,
-    booleans, ``None``, ragged lists) raises ``ValueError``."""
-    arr = np.asarray(values)
-    if (arr.size and arr.dtype.kind not in "fiu") or has_bool(values):
-        raise ValueError
-    return arr.astype(np.float64)
+        name, k = _locate(row, counts, names)
+        what = "not finite" if not finite[row] else " and ".join(
+            axis for axis, flag in zip(("x2 < x1", "y2 < y1"), inverted[row], strict=True)
+            if flag) + f" (beyond the {BOX_TOLERANCE} px of float rounding)"
+        raise _fail(source, name, field, f"row {k} has box {boxes[row].tolist()}: {what}")
 
 
 def parse_records(data: Any, annotations: HOIAnnotations, source: str = "<detections>"
@@ -301,52 +350,37 @@ def parse_records(data: Any, annotations: HOIAnnotations, source: str = "<detect
     names = [annotations.file_names[i] for i in order]
     counts = np.array([len(r["scores"]) for r in records], dtype=np.int64)
     image = np.repeat(np.asarray(order, dtype=np.int64), counts)
+    where = (source, counts, names)
 
-    boxes_h = _boxes([r["human_boxes"] for r in records], counts, "human_boxes", source,
-                     names, allow_none=False)
-    boxes_o = _boxes([r["object_boxes"] for r in records], counts, "object_boxes", source,
-                     names, allow_none=annotations.dataset == "vcoco")
-    values = {}
-    for f in (key, "scores"):
-        flat = list(chain.from_iterable(r[f] for r in records))
-        try:
-            arr = _numeric(flat) if flat else np.zeros(0)
-            if arr.ndim != 1:
-                raise ValueError
-        except (ValueError, TypeError, OverflowError):
-            for name, r in zip(names, records, strict=True):
-                for x in r[f]:
-                    if not isinstance(x, int | float) or isinstance(x, bool):
-                        raise _fail(source, name, f, f"has {x!r}, expected a number"
-                                    ) from None
-            raise InputError(f"{source}: field {f!r} has values that are not numbers"
-                             ) from None
-        if f == key:
-            bad = (arr != np.floor(arr)) | (arr < 0) | (arr >= num_classes) | ~np.isfinite(arr)
-            what = f"has id {{}}, expected an integer in [0, {num_classes})"
-        else:
-            bad = ~np.isfinite(arr)
-            what = "has score {}, expected a finite number"
+    vcoco = annotations.dataset == "vcoco"
+    boxes_h = _column(records, "human_boxes", 4, *where)
+    boxes_o = _column(records, "object_boxes", 4, *where, none_box=vcoco)
+    _check_boxes(boxes_h, "human_boxes", *where, allow_none=False)
+    _check_boxes(boxes_o, "object_boxes", *where, allow_none=vcoco)
+    labels = _column(records, key, 0, *where)
+    scores = _column(records, "scores", 0, *where)
+    for f, arr, bad, what in (
+            (key, labels, (labels != np.floor(labels)) | (labels < 0) | (labels >= num_classes)
+             | ~np.isfinite(labels), f"id {{}}, expected an integer in [0, {num_classes})"),
+            ("scores", scores, ~np.isfinite(scores), "score {}, expected a finite number")):
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
-            name = names[int(np.searchsorted(np.cumsum(counts), row, side="right"))]
-            raise _fail(source, name, f, what.format(flat[row]))
-        values[f] = arr
+            name, k = _locate(row, counts, names)
+            value = arr[row].item()
+            raise _fail(source, name, f, f"row {k} has " + what.format(
+                int(value) if math.isfinite(value) and value == int(value) else value))
     return HOIDetections(image=image, boxes_h=boxes_h, boxes_o=boxes_o,
-                         labels=values[key].astype(np.int64), scores=values["scores"],
+                         labels=labels.astype(np.int64), scores=scores,
                          num_images=len(annotations))
 
 
 def detections_from_ground_truth(annotations: HOIAnnotations, score: float = 1.0
                                  ) -> HOIDetections:
-    """The ground truth as detections, exported the official way (0-based inclusive:
-    ``x1, y1, x2 - 1, y2 - 1`` of the continuous boxes). Useful for sanity checks: it must
-    evaluate to 100 mAP."""
+    """The ground truth as detections, exported the official way (0-based inclusive,
+    :func:`box_indices`). Useful for sanity checks: it must evaluate to 100 mAP."""
     counts = np.array([len(h) for h in annotations.hoi], dtype=np.int64)
-    boxes_h = np.concatenate([*annotations.boxes_h, np.zeros((0, 4))]).copy()
-    boxes_o = np.concatenate([*annotations.boxes_o, np.zeros((0, 4))]).copy()
-    boxes_h[:, 2:] -= 1.0
-    boxes_o[:, 2:] -= 1.0
+    boxes_h = box_indices(np.concatenate([*annotations.boxes_h, np.zeros((0, 4))]))
+    boxes_o = box_indices(np.concatenate([*annotations.boxes_o, np.zeros((0, 4))]))
     labels = np.concatenate([*annotations.hoi, np.zeros(0, np.int64)])
     return HOIDetections(image=np.repeat(np.arange(len(counts)), counts), boxes_h=boxes_h,
                          boxes_o=boxes_o, labels=labels.astype(np.int64),

@@ -200,9 +200,14 @@ def match_detections(det: HOIDetections, annotations: HOIAnnotations,
     and ``tp`` ([M] bool, aligned with ``order``).
     """
     c = conventions or Conventions()
-    order = np.lexsort((det.image, -det.scores, det.labels))      # [M]
-    image, labels = det.image[order], det.labels[order]
-    boxes_h, boxes_o = det.boxes_h[order], det.boxes_o[order]
+    if np.all(det.image[1:] >= det.image[:-1]):    # as read: two stable sorts suffice
+        order = np.argsort(-det.scores, kind="stable")
+        labels = det.labels[order]
+        if len(labels) and labels.max() < 2**15:  # 16-bit keys: numpy's radix sort
+            labels = labels.astype(np.int16)
+        order = order[np.argsort(labels, kind="stable")]              # [M]
+    else:
+        order = np.lexsort((det.image, -det.scores, det.labels))
 
     # ground-truth pairs grouped by (image, class), file order within a group
     counts = np.array([len(h) for h in annotations.hoi], dtype=np.int64)
@@ -210,15 +215,16 @@ def match_detections(det: HOIDetections, annotations: HOIAnnotations,
     gt_label = np.concatenate([*annotations.hoi, np.zeros(0, np.int64)])
     gt_h = np.concatenate([*annotations.boxes_h, np.zeros((0, 4))])
     gt_o = np.concatenate([*annotations.boxes_o, np.zeros((0, 4))])
-    num_classes = int(max(labels.max(initial=-1), gt_label.max(initial=-1))) + 1
+    num_classes = int(max(det.labels.max(initial=-1), gt_label.max(initial=-1))) + 1
     gt_key = gt_image * num_classes + gt_label
     gt_order = np.argsort(gt_key, kind="stable")
-    gt_key = gt_key[gt_order]
+    # pairs of each (image, class) key: gt_order[start[key]:start[key] + size[key]]
+    size = np.bincount(gt_key, minlength=len(counts) * num_classes)  # [I * K]
+    start = np.cumsum(size) - size
 
     # candidate rows: every (detection, ground-truth pair of its image and class)
-    key = image * num_classes + labels
-    lo = np.searchsorted(gt_key, key, side="left")
-    n_cand = np.searchsorted(gt_key, key, side="right") - lo       # [M]
+    key = (det.image * num_classes + det.labels)[order]
+    lo, n_cand = start[key], size[key]                             # [M]
     det_row = np.repeat(np.arange(len(key)), n_cand)               # [K]
     seg_start = np.cumsum(n_cand) - n_cand
     gt_row = gt_order[np.repeat(lo, n_cand) + np.arange(len(det_row))
@@ -230,9 +236,13 @@ def match_detections(det: HOIDetections, annotations: HOIAnnotations,
     else:                  # continuous frame: det x2 + 1, gt as stored
         shift_det = np.array([0.0, 0.0, 1.0, 1.0]) + (c.offset - 1.0)
         shift_gt, plus = np.zeros(4), 0.0
-    ov = np.minimum(
-        _iou(boxes_h[det_row] + shift_det, gt_h[gt_row] + shift_gt, plus),
-        _iou(boxes_o[det_row] + shift_det, gt_o[gt_row] + shift_gt, plus))   # [K]
+    src = order[det_row]                                           # [K] rows of det
+    ov = _iou(det.boxes_h[src] + shift_det, gt_h[gt_row] + shift_gt, plus)  # [K]
+    # ov = min(IoU_h, IoU_o); where IoU_h < 0.5 that minimum cannot make a true positive
+    # nor outrank a candidate that does, so IoU_h stands for it there
+    both = np.flatnonzero(ov >= MIN_OVERLAP)
+    ov[both] = np.minimum(ov[both], _iou(det.boxes_o[src[both]] + shift_det,
+                                         gt_o[gt_row[both]] + shift_gt, plus))
 
     # best pair of each detection: largest ov, first on ties
     has = n_cand > 0

@@ -7,19 +7,37 @@ report) or from per-pair files (not the official protocol: fewer positives, see
 :data:`~clip4hoi.data.vcoco_official.PER_PAIR_WARNING`).
 
 Detections (:class:`~clip4hoi.evaluation.detections.HOIDetections`, from ``DETS.json`` with
-``"actions"``): one row per (human box, role-object box or none, action-role id 0..23,
-score), boxes 0-based inclusive pixel indices of the original image. Each row stands for
-one entry of the official detection list that carries only this action's agent score and
-this action-role's ``[box, score]`` — the convention of the pair-based detectors (UPT,
-PViC, ...) that feed ``vsrl_eval``. A row without object box (NaN) is the empty role
-prediction that scenario 1 asks for when the role object is not visible (``[0, 0, 0, 0]``
-counts as empty too, as in the official code).
+``"actions"``): one row per (human box, role-object box or none, id, score), boxes 0-based
+inclusive pixel indices of the original image. The ids
+(:data:`~clip4hoi.data.vcoco_official.VCOCO_DETECTION_LABELS`) are the 24 action-roles of
+the class set (0..23, what the model predicts), ``point instr`` (24) and the four actions
+without a role object, ``stand``, ``walk``, ``run``, ``smile`` (25..28, an agent score
+only): ``vsrl_eval`` scores all of them, and a file from another exporter may carry them.
+A row without object box (NaN) is the empty role prediction that scenario 1 asks for when
+the role object is not visible (``[0, 0, 0, 0]`` counts as empty too, as in the official
+code).
+
+How rows become the entries of the official detection list (``rows``, ``clip4hoi eval
+--vcoco-rows``), each convention scored as ``vsrl_eval`` scores its detection list:
+
+* ``per-row`` (the default): every row is one entry that carries only its action's agent
+  score and its action-role's ``[box, score]`` — what pair-based detectors (UPT, PViC, ...)
+  write for ``vsrl_eval``, and what ``clip4hoi test`` writes: agent AP counts every row,
+  so several rows of one person and action (``eat obj`` and ``eat instr``, or one action
+  with several objects) are several agent detections, all but one false positives;
+* ``per-person``: the rows of an image that share a human box are one person's entry, as
+  in a per-person detection list (one entry per detected human, every action's agent score
+  and every action-role's best ``[box, score]``): per action the agent score is the best of
+  the person's rows, per action-role the best-scored row is its ``[box, score]``.
+
+On the same rows the two differ in agent AP (by up to 2.5 to 3.6 AP per action on the
+synthetic sets of the tests) and, with several rows of one person and action-role, in role
+AP.
 
 Semantics, per image and per action (agent) or action-role (role):
 
-* candidates: the rows with a score for it (agent: rows of one image with the same human
-  box and action are merged into one agent detection with the best score, see
-  ``merge_agents``), visited by descending score (:func:`descending`);
+* candidates: the entries with a score for it (see ``rows`` above), visited by descending
+  score (:func:`descending`);
 * each is matched to the ground-truth person with the largest IoU (pixel-inclusive,
   ``+ 1``, in float32 as the official code; ground truth ``x2 - 1``, ``y2 - 1`` of the
   continuous boxes); when that person is not annotated in V-COCO (label -1) the detection
@@ -41,17 +59,26 @@ to 16 candidates, e.g. most per-image lists). "Input order" is the order of an i
 rows in ``DETS.json`` for the per-image visit, and for the final AP the order in which the
 visits produced the scores (images in ground-truth order, rows in visiting order).
 
-Means: ``role_scenario_{1,2}`` over the 24 action-roles (what papers report);
-``role_scenario_{1,2}_with_point`` over 25 with ``point instr``, the mean ``vsrl_eval``
-prints (``np.nanmean`` of its role APs): DETS.json has no ``point`` class, so its AP is 0
-when the ground truth has pointing persons (the official code would crash on an action
-without detections) — the mean over 25 is 24/25 of the mean over 24 then.
+Means (:attr:`VCOCOResult.maps`), each labelled where printed:
+
+* ``role_scenario_{1,2}``: over the 24 action-roles — what papers report;
+* ``role_scenario_{1,2}_with_point``: over 25 with ``point instr`` — the "Average Role AP"
+  that ``vsrl_eval`` prints (``np.nanmean`` of its role APs), ``point instr`` scored from
+  the rows of id 24 (AP 0 without any: the official code would stop);
+* ``agent``: the mean agent AP of the 21 actions with action-roles;
+* ``agent_vsrl_eval``: the "Average Agent AP" that ``vsrl_eval`` prints: the sum of the
+  agent APs of all 26 actions (``np.nansum``) divided by 26 — ``point``, ``stand``, ``walk``,
+  ``run`` and ``smile`` included, from the rows of ids 24..28. A model of the 24 classes
+  has none of those: their APs are then 0 (the official code would stop on an action
+  without detections) and this mean is at most 21/26 of a mean over 21.
+
+The ``_with_point`` and ``agent_vsrl_eval`` means need the official files (per-pair files
+do not have these actions: None, and rows of ids 24..28 are left out with a note).
 
 Differences, documented: AP arithmetic is float64 (the official code mixes float32; the
 results differ below 1e-6); an image with detections but no ground-truth person makes them
 false positives (the official code would crash); an action with no detection has AP 0
-(official: crash). Agent AP covers the 21 actions that have roles (``stand``, ``walk``,
-``run``, ``smile``, ``point`` have no action-role id); role AP the 24 action-roles.
+(official: crash).
 """
 
 from __future__ import annotations
@@ -70,6 +97,8 @@ from clip4hoi.data.annotations import (
 )
 from clip4hoi.data.vcoco_official import (
     PER_PAIR_WARNING,
+    VCOCO_DETECTION_LABELS,
+    VCOCO_OTHER_ACTIONS,
     VCOCOGroundTruth,
     find_vcoco_files,
     read_vcoco_ground_truth,
@@ -78,6 +107,14 @@ from clip4hoi.data.vcoco_official import (
 from clip4hoi.evaluation.detections import HOIDetections, read_detections
 
 MIN_OVERLAP = 0.5
+ROWS = ("per-row", "per-person")
+NUM_ACTIONS_OFFICIAL = len(VCOCO_AGENT_ACTIONS) + len(VCOCO_OTHER_ACTIONS)   # 26
+# Agent column (VCOCO_AGENT_ACTIONS, then VCOCO_OTHER_ACTIONS) and role column (the 24
+# action-roles, then point instr; -1: none) of each DETS.json id.
+_AGENT_OF = np.array([*VCOCO_ROLE_ACTION, *range(len(VCOCO_AGENT_ACTIONS),
+                                                 NUM_ACTIONS_OFFICIAL)])
+_ROLE_OF = np.array([*range(NUM_VCOCO + 1), *[-1] * (len(VCOCO_OTHER_ACTIONS) - 1)])
+assert len(_AGENT_OF) == len(_ROLE_OF) == len(VCOCO_DETECTION_LABELS)
 
 
 @dataclass
@@ -90,26 +127,29 @@ class VCOCOResult:
     role_ap_s2: np.ndarray      # [24] scenario 2
     role_npos: np.ndarray       # [24]
     point_npos: int | None = None   # persons pointing (official files only)
+    point_ap_s1: float = float("nan")   # point instr, scenario 1 (official files only)
+    point_ap_s2: float = float("nan")
+    other_agent_ap: np.ndarray | None = None    # [5] VCOCO_OTHER_ACTIONS (official files)
+    other_agent_npos: np.ndarray | None = None  # [5]
+    rows: str = "per-row"       # how rows became the official entries (ROWS)
     complete: bool = True       # False: ground truth from per-pair files (see notes)
     notes: list[str] = field(default_factory=list)
 
     @property
-    def point_ap(self) -> float:
-        """AP of ``point instr``: 0 with pointing persons (no detection can have it), NaN
-        without, or when the ground truth does not say (per-pair files)."""
-        return 0.0 if self.point_npos else float("nan")
-
-    @property
     def maps(self) -> dict[str, float | None]:
-        """Mean AP (fractions): ``agent``, ``role_scenario_1`` / ``_2`` over the 24
-        action-roles, and ``role_scenario_1_with_point`` / ``_2_with_point`` over 25 as
-        ``vsrl_eval`` prints them (None for per-pair ground truth, which lacks ``point``)."""
+        """Mean AP (fractions): ``agent`` (21 actions) and ``agent_vsrl_eval`` (the sum over
+        26 / 26), ``role_scenario_1`` / ``_2`` over the 24 action-roles and
+        ``role_scenario_1_with_point`` / ``_2_with_point`` over 25, as ``vsrl_eval`` prints
+        them (None for per-pair ground truth, which lacks the other actions)."""
         out: dict[str, float | None] = {"agent": float(np.nanmean(self.agent_ap))}
+        out["agent_vsrl_eval"] = None if self.other_agent_ap is None else float(
+            np.nansum(np.append(self.agent_ap, self.other_agent_ap)) / NUM_ACTIONS_OFFICIAL)
         for s, ap in ((1, self.role_ap_s1), (2, self.role_ap_s2)):
             out[f"role_scenario_{s}"] = float(np.nanmean(ap))
-        for s, ap in ((1, self.role_ap_s1), (2, self.role_ap_s2)):
+        for s, ap, point in ((1, self.role_ap_s1, self.point_ap_s1),
+                             (2, self.role_ap_s2, self.point_ap_s2)):
             out[f"role_scenario_{s}_with_point"] = None if self.point_npos is None \
-                else float(np.nanmean(np.append(ap, self.point_ap)))
+                else float(np.nanmean(np.append(ap, point)))
         return out
 
 
@@ -159,8 +199,9 @@ def _inclusive32(boxes: np.ndarray) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def _merge_agents(rows: np.ndarray, boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """Of the rows with the same human box keep the best-scored one (the first on ties)."""
+def _best_per_person(rows: np.ndarray, boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Of the rows with the same human box keep the best-scored one (the first on ties):
+    one person's entry of a per-person detection list."""
     best: dict[tuple[float, ...], int] = {}
     for j in rows.tolist():
         key = tuple(boxes[j].tolist())
@@ -170,41 +211,53 @@ def _merge_agents(rows: np.ndarray, boxes: np.ndarray, scores: np.ndarray) -> np
 
 
 def evaluate_vcoco(detections: HOIDetections, ground_truth: VCOCOGroundTruth | HOIAnnotations,
-                   merge_agents: bool = True) -> VCOCOResult:
+                   rows: str = "per-row") -> VCOCOResult:
     """Agent AP and role AP (scenarios 1 and 2) of ``detections`` (aligned to the ground
     truth's images). ``ground_truth``: per-person :class:`VCOCOGroundTruth` (official
     layout) or per-pair V-COCO annotations (converted by :func:`vcoco_ground_truth`; not
-    the official protocol).
-
-    ``merge_agents``: for agent AP, rows of one image with the same human box and action
-    (e.g. ``eat obj`` and ``eat instr`` of one pair) are one agent detection with the best
-    score, as in the official per-person detection list; ``False`` counts every row (the
-    UPT cache convention: the extra rows are false positives)."""
+    the official protocol). ``rows``: ``per-row`` or ``per-person``, how the rows become
+    the entries of the official detection list (module docstring)."""
+    if rows not in ROWS:
+        raise ValueError(f"V-COCO rows {rows!r}: choose from {', '.join(ROWS)}")
     gt = vcoco_ground_truth(ground_truth) if isinstance(ground_truth, HOIAnnotations) \
         else ground_truth
     if detections.num_images != len(gt):
         raise ValueError(f"detections are aligned to {detections.num_images} images, the "
                          f"ground truth {gt.source} has {len(gt)}")
-    n_act = len(VCOCO_AGENT_ACTIONS)
-    role_action = np.asarray(VCOCO_ROLE_ACTION)
+    notes = list(gt.notes)
+    full = gt.other_labels is not None and gt.point_boxes is not None   # all 26 actions
+    if not full and (detections.labels >= NUM_VCOCO).any():
+        extra = detections.labels >= NUM_VCOCO
+        notes.append(f"{int(extra.sum())} detection(s) of point instr, stand, walk, run or "
+                     f"smile (ids 24..28) left out: this ground truth does not have them")
+        detections = detections.select(~extra)
+    n_act = NUM_ACTIONS_OFFICIAL if full else len(VCOCO_AGENT_ACTIONS)
+    n_role = NUM_VCOCO + 1 if full else NUM_VCOCO
+    role_action = _AGENT_OF[:n_role]
     agent_sc: list[list[float]] = [[] for _ in range(n_act)]
     agent_tp: list[list[bool]] = [[] for _ in range(n_act)]
-    role_sc: list[list[float]] = [[] for _ in range(NUM_VCOCO)]
-    role_tp: dict[int, list[list[bool]]] = {1: [[] for _ in range(NUM_VCOCO)],
-                                            2: [[] for _ in range(NUM_VCOCO)]}
+    role_sc: list[list[float]] = [[] for _ in range(n_role)]
+    role_tp: dict[int, list[list[bool]]] = {1: [[] for _ in range(n_role)],
+                                            2: [[] for _ in range(n_role)]}
+    npos = np.zeros(n_act, dtype=np.int64)
+    per_person = rows == "per-person"
     detections = detections.sorted_by_image()
     bounds = detections.image_slices()
 
     for i in range(len(gt)):
         persons = _inclusive32(gt.person_boxes[i])                    # [P, 4]
-        labels = gt.agent_labels[i]                                   # [P, 21]
-        roles = _inclusive32(gt.role_boxes[i])                        # [P, 24, 4]
+        labels = gt.agent_labels[i]                                   # [P, A] in {1, 0, -1}
+        roles = _inclusive32(gt.role_boxes[i])                        # [P, R, 4]
+        if full:
+            labels = np.concatenate([labels, gt.other_labels[i]], axis=1)
+            roles = np.concatenate([roles, _inclusive32(gt.point_boxes[i])[:, None]], axis=1)
+        npos += (labels == 1).sum(0)
         ignore = (labels == -1).any(1) if len(labels) else np.zeros(0, bool)
-        rows = slice(bounds[i], bounds[i + 1])
-        det_h = detections.boxes_h[rows].astype(np.float32)
-        det_o = detections.boxes_o[rows].astype(np.float32)
-        det_l = detections.labels[rows]
-        det_s = detections.scores[rows].astype(np.float32)
+        span = slice(bounds[i], bounds[i + 1])
+        det_h = detections.boxes_h[span].astype(np.float32)
+        det_o = detections.boxes_o[span].astype(np.float32)
+        det_l = detections.labels[span]
+        det_s = detections.scores[span].astype(np.float32)
         if len(det_l) == 0:
             continue
         # best person of each detection: [M] index and IoU (-1 / 0 without persons)
@@ -214,10 +267,11 @@ def evaluate_vcoco(detections: HOIDetections, ground_truth: VCOCOGroundTruth | H
         else:
             best, best_ov = np.full(len(det_l), -1), np.zeros(len(det_l), np.float32)
 
-        for a in range(n_act):      # agent AP: rows of any action-role of action a
-            cand = np.flatnonzero(role_action[det_l] == a)
-            if merge_agents and len(cand) > 1:
-                cand = _merge_agents(cand, det_h, det_s)
+        det_a, det_r = _AGENT_OF[det_l], _ROLE_OF[det_l]
+        for a in range(n_act):      # agent AP: the entries with a score for action a
+            cand = np.flatnonzero(det_a == a)
+            if per_person and len(cand) > 1:
+                cand = _best_per_person(cand, det_h, det_s)
             covered = np.zeros(len(persons), dtype=bool)
             for j in cand[descending(det_s[cand])]:
                 p = best[j]
@@ -229,8 +283,10 @@ def evaluate_vcoco(detections: HOIDetections, ground_truth: VCOCOGroundTruth | H
                 if ok:
                     covered[p] = True
 
-        for k in range(NUM_VCOCO):  # role AP: rows of action-role k
-            cand = np.flatnonzero(det_l == k)
+        for k in range(n_role):     # role AP: the entries with a score for action-role k
+            cand = np.flatnonzero(det_r == k)
+            if per_person and len(cand) > 1:
+                cand = _best_per_person(cand, det_h, det_s)
             a = role_action[k]
             covered_s = {1: np.zeros(len(persons), bool), 2: np.zeros(len(persons), bool)}
             for j in cand[descending(det_s[cand])]:
@@ -246,17 +302,20 @@ def evaluate_vcoco(detections: HOIDetections, ground_truth: VCOCOGroundTruth | H
                     if ok:
                         covered_s[scenario][p] = True
 
-    agent_npos = gt.agent_npos
-    role_npos = agent_npos[role_action]
+    agent_ap = np.array([_ap(agent_sc[a], agent_tp[a], npos[a]) for a in range(n_act)])
+    role_ap = {s: np.array([_ap(role_sc[k], role_tp[s][k], npos[role_action[k]])
+                            for k in range(n_role)]) for s in (1, 2)}
+    n21 = len(VCOCO_AGENT_ACTIONS)
     return VCOCOResult(
-        agent_ap=np.array([_ap(agent_sc[a], agent_tp[a], agent_npos[a]) for a in range(n_act)]),
-        agent_npos=agent_npos,
-        role_ap_s1=np.array([_ap(role_sc[k], role_tp[1][k], role_npos[k])
-                             for k in range(NUM_VCOCO)]),
-        role_ap_s2=np.array([_ap(role_sc[k], role_tp[2][k], role_npos[k])
-                             for k in range(NUM_VCOCO)]),
-        role_npos=role_npos, point_npos=gt.other_npos.get("point") if gt.complete else None,
-        complete=gt.complete, notes=list(gt.notes))
+        agent_ap=agent_ap[:n21], agent_npos=npos[:n21],
+        role_ap_s1=role_ap[1][:NUM_VCOCO], role_ap_s2=role_ap[2][:NUM_VCOCO],
+        role_npos=npos[role_action[:NUM_VCOCO]],
+        point_npos=int(npos[role_action[NUM_VCOCO]]) if full else None,
+        point_ap_s1=float(role_ap[1][NUM_VCOCO]) if full else float("nan"),
+        point_ap_s2=float(role_ap[2][NUM_VCOCO]) if full else float("nan"),
+        other_agent_ap=agent_ap[n21:] if full else None,
+        other_agent_npos=npos[n21:] if full else None,
+        rows=rows, complete=gt.complete, notes=notes)
 
 
 def _role_overlap(gt_role: np.ndarray, det_role: np.ndarray, scenario: int) -> float:
@@ -272,17 +331,18 @@ def _role_overlap(gt_role: np.ndarray, det_role: np.ndarray, scenario: int) -> f
 
 
 def evaluate_vcoco_files(annotations: str | Path, detections: str | Path, split: str = "test",
-                         coco: str | Path | None = None, split_ids: str | Path | None = None
-                         ) -> VCOCOResult:
+                         coco: str | Path | None = None, split_ids: str | Path | None = None,
+                         rows: str = "per-row") -> VCOCOResult:
     """Evaluate a V-COCO ``DETS.json``. ``annotations``: the official layout (a folder or
     ``vcoco_{split}.json``, the COCO file and ids found beside it or given by ``coco`` /
     ``split_ids``) or a per-pair ``instances_vcoco_*.json``
-    (:func:`~clip4hoi.data.vcoco_official.find_vcoco_files`)."""
+    (:func:`~clip4hoi.data.vcoco_official.find_vcoco_files`); ``rows``: see
+    :func:`evaluate_vcoco`."""
     files = find_vcoco_files(annotations, split, coco, split_ids)
     gt = read_vcoco_ground_truth(files)
     if files.official and files.split_ids is None:
         gt.notes.append(f"no vcoco_{split}.ids found: images are those of {files.annotations}")
-    return evaluate_vcoco(read_detections(detections, gt), gt)
+    return evaluate_vcoco(read_detections(detections, gt), gt, rows)
 
 
 def _pct(x: float | None) -> float | None:
@@ -290,28 +350,37 @@ def _pct(x: float | None) -> float | None:
 
 
 def format_vcoco_table(result: VCOCOResult) -> str:
-    """A readable table: the means, then every action-role; per-pair ground truth starts
-    and ends with :data:`~clip4hoi.data.vcoco_official.PER_PAIR_WARNING`."""
+    """A readable table: the four means, each labelled, then every action-role and the
+    other actions; per-pair ground truth starts and ends with
+    :data:`~clip4hoi.data.vcoco_official.PER_PAIR_WARNING`."""
     m = {k: _pct(v) for k, v in result.maps.items()}
 
     def num(x: float | None) -> str:
         return "n/a" if x is None else f"{x:.2f}"
 
     lines = [PER_PAIR_WARNING, ""] if not result.complete else []
-    lines += [f"V-COCO role AP ({'official files' if result.complete else 'PER-PAIR files'}) "
-              f"scenario 1 {num(m['role_scenario_1'])}  scenario 2 "
-              f"{num(m['role_scenario_2'])}  (mean of 24 action-roles, as papers report)",
-              f"  vsrl_eval's printed mean of 25 (with point, AP {num(_pct(result.point_ap))}): "
+    lines += [f"V-COCO ({'official files' if result.complete else 'PER-PAIR files'}; "
+              f"detections {result.rows})",
+              f"  role AP, mean of the 24 action-roles (as papers report):  scenario 1 "
+              f"{num(m['role_scenario_1'])}  scenario 2 {num(m['role_scenario_2'])}",
+              f"  role AP, mean of 25 with point instr (vsrl_eval's 'Average Role AP'):  "
               f"scenario 1 {num(m['role_scenario_1_with_point'])}  scenario 2 "
               f"{num(m['role_scenario_2_with_point'])}",
-              f"  agent mAP {num(m['agent'])} (21 actions with roles)",
+              f"  agent AP, mean of the 21 actions with action-roles:  {num(m['agent'])}",
+              f"  agent AP, sum of the 26 actions' APs / 26 (vsrl_eval's 'Average Agent "
+              f"AP'):  {num(m['agent_vsrl_eval'])}",
               f"{'action-role':<24} {'npos':>5} {'S1 AP':>7} {'S2 AP':>7}"]
     for k, name in enumerate(metadata.VCOCO_ACTIONS):
         lines.append(f"{name:<24} {result.role_npos[k]:>5d} "
                      f"{num(_pct(result.role_ap_s1[k])):>7} {num(_pct(result.role_ap_s2[k])):>7}")
     if result.point_npos is not None:
-        lines.append(f"{'(point instr)':<24} {result.point_npos:>5d} "
-                     f"{num(_pct(result.point_ap)):>7} {num(_pct(result.point_ap)):>7}")
+        lines.append(f"{'point instr':<24} {result.point_npos:>5d} "
+                     f"{num(_pct(result.point_ap_s1)):>7} {num(_pct(result.point_ap_s2)):>7}")
+    if result.other_agent_ap is not None:
+        lines.append("agent AP of the actions outside the 21: " + ", ".join(
+            f"{name} {num(_pct(ap))} ({n})" for name, ap, n in zip(
+                VCOCO_OTHER_ACTIONS, result.other_agent_ap, result.other_agent_npos,
+                strict=True)))
     lines += [f"note: {note}" for note in result.notes]
     if not result.complete:
         lines += ["", PER_PAIR_WARNING]
@@ -319,18 +388,25 @@ def format_vcoco_table(result: VCOCOResult) -> str:
 
 
 def vcoco_result_to_json(result: VCOCOResult) -> dict:
-    """``{"protocol", "map": {...}, "agent": [...], "roles": [...], ...}`` in percent."""
+    """``{"protocol", "rows", "map": {...}, "agent": [...], "roles": [...], ...}`` in
+    percent."""
+    others = [] if result.other_agent_ap is None else [
+        {"action": name, "ap": _pct(ap), "npos": int(n)} for name, ap, n in zip(
+            VCOCO_OTHER_ACTIONS, result.other_agent_ap, result.other_agent_npos, strict=True)]
     return {
         "protocol": "official" if result.complete else "per-pair (NOT the official protocol)",
+        "rows": result.rows,
         "map": {k: _pct(v) for k, v in result.maps.items()},
         "agent": [{"action": name, "ap": _pct(result.agent_ap[a]),
                    "npos": int(result.agent_npos[a])}
                   for a, name in enumerate(VCOCO_AGENT_ACTIONS)],
+        "other_agents": others,
         "roles": [{"action_role": name, "ap_scenario_1": _pct(result.role_ap_s1[k]),
                    "ap_scenario_2": _pct(result.role_ap_s2[k]),
                    "npos": int(result.role_npos[k])}
                   for k, name in enumerate(metadata.VCOCO_ACTIONS)],
-        "point_instr": {"ap": _pct(result.point_ap), "npos": result.point_npos},
+        "point_instr": {"ap_scenario_1": _pct(result.point_ap_s1),
+                        "ap_scenario_2": _pct(result.point_ap_s2), "npos": result.point_npos},
         "complete_ground_truth": result.complete,
         "warning": None if result.complete else PER_PAIR_WARNING,
         "notes": result.notes,

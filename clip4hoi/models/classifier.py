@@ -3,11 +3,16 @@
 Each class is embedded from the prompt ``[PREFIX]*n verb [CONJUN]*m object`` with learnable
 ``[PREFIX]`` and ``[CONJUN]`` embeddings shared by all classes. With T̂ = norm(T),
 P̂ = norm(W_P·P) for pair features P and Î = norm(W_I·I) for the global image feature I,
+the paper's scores (``head.logits: fixed``) are
 
-    S_pair = σ(s_p · P̂·T̂ᵀ + b_p),    S_glob = σ(s_g · Î·T̂ᵀ + b_g)
+    S_pair = σ(P̂·T̂ᵀ / τ),    S_glob = σ(Î·T̂ᵀ / τ)
 
-with learnable logit scales s (stored as logs) and biases b. The class embeddings of a
-class set are cached whenever the prompts are not being trained.
+with one fixed temperature τ (``head.temperature``) shared by both and no bias. The
+SigLIP-style variant ``head.logits: learned`` (the form of checkpoints written before the
+option existed) learns a scale and a bias per score instead:
+``S_pair = σ(s_p · P̂·T̂ᵀ + b_p)``, ``S_glob = σ(s_g · Î·T̂ᵀ + b_g)`` (scales stored as
+logs). The class embeddings of a class set are cached whenever the prompts are not being
+trained.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from clip4hoi.config import HeadConfig
+from clip4hoi.config import LOGIT_FORMS, HeadConfig
 from clip4hoi.data.metadata import HOIClassSet, words
 from clip4hoi.models.clip import CLIPEncoder
 
@@ -58,9 +63,17 @@ class HOIClassifier(nn.Module):
         self.image_proj = nn.Linear(dim, dim)                 # W_I, starts as the identity
         nn.init.eye_(self.image_proj.weight)
         nn.init.zeros_(self.image_proj.bias)
-        log_scale = math.log(cfg.logit_scale_init)
-        self.log_scale = nn.Parameter(torch.full((2,), log_scale))        # (pair, global)
-        self.bias = nn.Parameter(torch.full((2,), cfg.logit_bias_init))
+        if cfg.logits not in LOGIT_FORMS:
+            raise ValueError(f"head.logits {cfg.logits!r}: choose from {', '.join(LOGIT_FORMS)}")
+        self.learned = cfg.logits == "learned"
+        if self.learned:                                                  # (pair, global)
+            log_scale = math.log(cfg.logit_scale_init)
+            self.log_scale = nn.Parameter(torch.full((2,), log_scale))
+            self.bias = nn.Parameter(torch.full((2,), cfg.logit_bias_init))
+        elif not (math.isfinite(cfg.temperature) and cfg.temperature > 0):
+            raise ValueError(f"head.temperature must be a positive number, not "
+                             f"{cfg.temperature}")
+        self.temperature = cfg.temperature
         self._text_cache: OrderedDict[tuple, Tensor] = OrderedDict()
 
     def text_embeddings(self, clip: CLIPEncoder, classes: HOIClassSet,
@@ -100,6 +113,8 @@ class HOIClassifier(nn.Module):
         (normalised). Returns logits ``[P, K]`` (pairwise) and ``[B, K]`` (global)."""
         pairs = F.normalize(self.pair_proj(pair_features), dim=-1)
         images = F.normalize(self.image_proj(image_features), dim=-1)
+        if not self.learned:
+            return pairs @ text.T / self.temperature, images @ text.T / self.temperature
         scale = self.log_scale.exp()
         pair_logits = scale[0] * pairs @ text.T + self.bias[0]
         global_logits = scale[1] * images @ text.T + self.bias[1]

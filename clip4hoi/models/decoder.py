@@ -75,9 +75,13 @@ class HOIDecoder(nn.Module):
         self.num_heads = num_heads
         self.union_mask = union_mask
         self.query_proj = nn.Linear(token_dim, dim)
-        self.memory_norm = nn.LayerNorm(clip_width)
-        self.memory_proj = nn.Linear(clip_width, dim)
-        self.level_embed = nn.Parameter(torch.zeros(num_levels, dim)) if num_levels > 1 else None
+        # Without layers (the "no HOI decoder" ablation) nothing attends to CLIP: no memory
+        # projection either (a parameter that never gets a gradient would stop DDP).
+        attends = num_layers > 0
+        self.memory_norm = nn.LayerNorm(clip_width) if attends else None
+        self.memory_proj = nn.Linear(clip_width, dim) if attends else None
+        self.level_embed = nn.Parameter(torch.zeros(num_levels, dim)) \
+            if attends and num_levels > 1 else None
         self.layers = nn.ModuleList(
             HOIDecoderLayer(dim, num_heads, ffn_dim, dropout) for _ in range(num_layers))
         self.norm = nn.LayerNorm(dim)
@@ -91,6 +95,8 @@ class HOIDecoder(nn.Module):
         pair features ``[P, out_dim]``, all images at once."""
         if not index.pair_counts or max(index.pair_counts) == 0:
             return pair_tokens.new_zeros(0, self.out_proj.out_features)
+        if not self.layers:                                            # no HOI decoder
+            return self.out_proj(self.norm(self.query_proj(pair_tokens)))
         batch, p_max = len(index.pair_counts), max(index.pair_counts)
         dim = self.query_proj.out_features
         where = (index.pair_image, index.pair_position)
