@@ -377,7 +377,7 @@ MODEL_RANGES: dict[str, str] = {
     "head.dropout": "[0, 1)", "head.prefix_length": "[0, 1024)",
     "head.conjunction_length": "[0, 1024)",
     "head.temperature": "(0, inf)",
-    "head.logit_scale_init": "(-inf, inf)", "head.logit_bias_init": "(-inf, inf)",
+    "head.logit_scale_init": "(0, inf)", "head.logit_bias_init": "(-inf, inf)",
     "head.alpha": "[0, 1]", "head.lambda_train": "[0, inf)", "head.lambda_test": "[0, inf)",
     "loss.focal_alpha": "[0, 1]", "loss.focal_gamma": "[0, inf)",
     "loss.global_weight": "[0, inf)", "loss.match_iou": "(0, 1]",

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from conftest import SCENE, SIZE, crafted_features, edit_stored_config, tiny_model_config
 
 from clip4hoi.config import ModelConfig, stored_model_config, to_dict
-from clip4hoi.models.model import build_model, load_checkpoint, read_checkpoint, save_checkpoint
+from clip4hoi.engine.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from clip4hoi.models.model import build_model
 
 
 def test_the_paper_form_is_the_default() -> None:
@@ -54,9 +55,10 @@ def test_the_learned_form_is_one_setting() -> None:
 
 
 @pytest.mark.parametrize(("setting", "message"), [
-    ({"logits": "siglip"}, "head.logits 'siglip': choose from fixed, learned"),
-    ({"temperature": 0.0}, "head.temperature must be a positive number"),
-    ({"temperature": float("nan")}, "head.temperature must be a positive number")])
+    ({"logits": "siglip"}, "model.head.logits='siglip': choose from fixed, learned"),
+    ({"temperature": 0.0}, r"model.head.temperature=0.0 is out of range: it must be in \(0, "),
+    ({"temperature": float("nan")}, "model.head.temperature=nan is out of range"),
+    ({"logits": "learned", "logit_scale_init": 0.0}, "model.head.logit_scale_init=0.0 is out")])
 def test_bad_settings_are_named(setting: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         build_model(tiny_model_config(**setting))

@@ -19,6 +19,7 @@ from clip4hoi.cli import main
 from clip4hoi.data.metadata import COCO_OBJECTS, HICO_VERBS, hicodet_classes
 from clip4hoi.data.synthetic import hoi_id
 from clip4hoi.data.transforms import TransformConfig
+from clip4hoi.engine.checkpoint import save_checkpoint
 from clip4hoi.engine.config import DataConfig
 from clip4hoi.engine.data import build_dataset
 from clip4hoi.engine.distributed import DistInfo
@@ -32,7 +33,7 @@ from clip4hoi.evaluation import (
 )
 from clip4hoi.evaluation.detections import box_indices
 from clip4hoi.models.detr import DETR
-from clip4hoi.models.model import build_model, save_checkpoint
+from clip4hoi.models.model import build_model
 
 RIDE_BICYCLE = hoi_id("ride", "bicycle")
 HOLD_BICYCLE = hoi_id("hold", "bicycle")
@@ -207,7 +208,8 @@ def test_detect_outputs_with_sub_pixel_boxes_evaluate_again_to_the_same_map(
     results = detector([photos / n for n in names], "hicodet")
     annotations = load_hicodet_annotations(ann)
     in_process = evaluate_hicodet(parse_records(
-        {"images": records_from_outputs(names, results)}, annotations), annotations)
+        {"images": records_from_outputs(names, [r.to_dict() for r in results])}, annotations),
+        annotations)
     assert in_process.maps["full"] > 0
     assert json.loads(report.read_text())["map"]["full"] == pytest.approx(
         100 * in_process.maps["full"], abs=1e-6)

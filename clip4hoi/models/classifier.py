@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from clip4hoi.config import LOGIT_FORMS, HeadConfig
+from clip4hoi.config import HeadConfig
 from clip4hoi.data.metadata import HOIClassSet, words
 from clip4hoi.models.clip import CLIPEncoder
 
@@ -63,16 +63,13 @@ class HOIClassifier(nn.Module):
         self.image_proj = nn.Linear(dim, dim)                 # W_I, starts as the identity
         nn.init.eye_(self.image_proj.weight)
         nn.init.zeros_(self.image_proj.bias)
-        if cfg.logits not in LOGIT_FORMS:
-            raise ValueError(f"head.logits {cfg.logits!r}: choose from {', '.join(LOGIT_FORMS)}")
+        # (head.logits and the temperature were checked with the config:
+        # clip4hoi.config.check_model_config)
         self.learned = cfg.logits == "learned"
         if self.learned:                                                  # (pair, global)
             log_scale = math.log(cfg.logit_scale_init)
             self.log_scale = nn.Parameter(torch.full((2,), log_scale))
             self.bias = nn.Parameter(torch.full((2,), cfg.logit_bias_init))
-        elif not (math.isfinite(cfg.temperature) and cfg.temperature > 0):
-            raise ValueError(f"head.temperature must be a positive number, not "
-                             f"{cfg.temperature}")
         self.temperature = cfg.temperature
         self._text_cache: OrderedDict[tuple, Tensor] = OrderedDict()
 
