@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from moving_boxes import PLANTED, decoded_times, oracle_records, write_moving_boxes
 
-from clip4hoi.errors import InputError
+from clip4hoi.errors import OptionError
 from clip4hoi.timeline import (
     TimelineBuilder,
     TimelineSettings,
@@ -115,12 +115,14 @@ def test_untracked_boxes_do_not_make_interactions() -> None:
 
 
 def test_settings_are_checked_by_name() -> None:
+    """By the rules of clip4hoi.options (``detect``'s --on-score ... name the flags)."""
     for settings, name in ((TimelineSettings(on_score=1.5), "on_score"),
                            (TimelineSettings(off_score=0.5, on_score=0.3), "off_score"),
                            (TimelineSettings(max_gap=float("nan")), "max_gap"),
                            (TimelineSettings(min_length=-1), "min_length")):
-        with pytest.raises(InputError, match=f"timeline {name}"):
+        with pytest.raises(OptionError, match=f"^{name} ") as error:
             TimelineBuilder(settings)
+        assert error.value.option == name
 
 
 def test_summary_lines() -> None:
