@@ -29,11 +29,12 @@ alone** (the pipeline's decoding process: decode every frame, convert and resize
 sampled ones), of **the model alone** (on those frames, already in memory, ``--batch-size``
 per pass) and of **the whole video path** (``clip4hoi detect CLIP --fps F`` in a new
 process: its own steady-state rate, start-up and class encoding left out), with its peak
-memory (RSS of the process and its decoding worker, sampled every 0.2 s). Then **memory
+memory (sampled every 0.2 s). Then **memory
 over a long clip**: ``clip4hoi detect`` on a ``--long-seconds`` clip (default 600: ten
 minutes) at ``--fps``, with the tiny networks unless ``--long-full-size``, RSS sampled
 through the run and reported at each tenth of the frames done: flat when nothing grows
-with the video.
+with the video. Memory is the proportional set size (PSS) of the process and its decoding
+worker, so that the pages the forked worker shares with its parent count once.
 
 Usage::
 
@@ -41,7 +42,8 @@ Usage::
         [--batch-size 1] [--workers -1] [--ranks N [--repeat R]] [--device cpu]
         [--json OUT.json]
     python benchmarks/bench_detect.py --video [--size 1280x720] [--clip-seconds 10]
-        [--fps 2] [--long-seconds 600] [--long-full-size] [--tiny] [--batch-size 1]
+        [--fps 2] [--test-scale 800] [--long-seconds 600] [--long-test-scale 800]
+        [--long-full-size] [--tiny] [--batch-size 1]
 """
 
 from __future__ import annotations
@@ -255,39 +257,43 @@ def make_clip(path: Path, seconds: float, size: tuple[int, int], rate: int = 30)
     return frames
 
 
-def tree_rss(pid: int) -> int:
-    """Resident memory in bytes of process ``pid`` and its descendants (Linux /proc)."""
+def tree_memory(pid: int) -> int:
+    """Memory in bytes of process ``pid`` and its descendants (the decoding worker): the sum
+    of their proportional set sizes (PSS: pages shared by the forked worker with its parent
+    count once), from Linux's /proc."""
     children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            status = (entry / "status").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-        found = re.search(r"VmRSS:\s+(\d+) kB", status)
-        rss[int(entry.name)] = int(found.group(1)) * 1024 if found else 0
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(
+                int(entry.name))
     total, todo = 0, [pid]
     while todo:
         current = todo.pop()
-        total += rss.get(current, 0)
+        try:
+            rollup = Path(f"/proc/{current}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        found = re.search(r"^Pss:\s+(\d+) kB", rollup, re.M)
+        total += int(found.group(1)) * 1024 if found else 0
         todo += children.get(current, [])
     return total
 
 
 def detect_video(clip: Path, out: Path, args: argparse.Namespace, tiny: bool,
-                 samples: list | None = None) -> tuple[float, float, str]:
-    """``clip4hoi detect CLIP --fps F`` in a new process, its RSS sampled every 0.2 s (with
-    the lines written so far, into ``samples``); returns (its frames/s, peak RSS, stderr)."""
+                 test_scale: int, samples: list | None = None) -> tuple[float, float, str]:
+    """``clip4hoi detect CLIP --fps F`` in a new process, its memory (:func:`tree_memory`)
+    sampled every 0.2 s (with the lines written so far, into ``samples``); returns (its
+    frames/s, peak memory, stderr)."""
     overrides = TINY if tiny else []
     argv = [sys.executable, "-m", "clip4hoi", "detect", str(clip), "--out", str(out),
             "--mode", "dense", "--random-weights", "--device", args.device, "--classes",
             CLASSES, "--fps", str(args.fps), "--batch-size", str(args.batch_size),
-            "--workers", str(args.workers), *[w for o in overrides for w in ("--set", o)]]
+            "--workers", str(args.workers), "--test-scale", str(test_scale), "--max-size",
+            str(test_scale * 5 // 3), *[w for o in overrides for w in ("--set", o)]]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO),
                                                         os.environ.get("PYTHONPATH", "")])}
     process = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
@@ -297,7 +303,7 @@ def detect_video(clip: Path, out: Path, args: argparse.Namespace, tiny: bool,
     reader = threading.Thread(target=lambda: err.extend(process.stderr), daemon=True)
     reader.start()
     while process.poll() is None:
-        rss = tree_rss(process.pid)
+        rss = tree_memory(process.pid)
         peak = max(peak, rss)
         if samples is not None:
             done = lines.read_bytes().count(b"\n") if lines.is_file() else 0
@@ -323,7 +329,9 @@ def video_rates(root: Path, args: argparse.Namespace, size: tuple[int, int]) -> 
     clip = root / "clip.mp4"
     frames = make_clip(clip, args.clip_seconds, size)
     detector = build_training_free_detector("dense", args.device, True,
-                                            TINY if args.tiny else [])
+                                            TINY if args.tiny else [],
+                                            min_size=args.test_scale,
+                                            max_size=args.test_scale * 5 // 3)
     classes = detector.encode_classes(CLASSES)
     source = VideoFile(clip, clip.name, fps=args.fps)
     predictor = Predictor(detector.backend, classes, batch_size=args.batch_size, workers=1)
@@ -340,20 +348,20 @@ def video_rates(root: Path, args: argparse.Namespace, size: tuple[int, int]) -> 
         detector.backend(inputs[i:i + b], targets[i:i + b], classes)
     model_s = time.perf_counter() - start
     del detector, predictor, prepared, inputs
-    whole, peak, _ = detect_video(clip, root / "out", args, args.tiny)
+    whole, peak, _ = detect_video(clip, root / "out", args, args.tiny, args.test_scale)
     report = {"clip_frames": frames, "sampled_frames": sampled,
               "decode_frames_per_s": sampled / decode_s,
               "decode_all_frames_per_s": frames / decode_s,
               "model_frames_per_s": sampled / model_s, "whole_frames_per_s": whole,
-              "whole_peak_rss_mib": peak / 2**20}
+              "whole_peak_memory_mib": peak / 2**20}
     print(f"{'video path (sampled frames at --fps ' + str(args.fps) + ')':44s} "
           f"{'frames/s':>9s}")
     print(f"{'decoding alone (decode all, resize sampled)':44s} "
           f"{report['decode_frames_per_s']:9.2f}   ({report['decode_all_frames_per_s']:.0f} "
           f"decoded frames/s)")
     print(f"{'model alone (batch ' + str(b) + ')':44s} {report['model_frames_per_s']:9.3f}")
-    print(f"{'whole path (clip4hoi detect, steady state)':44s} {whole:9.3f}   (peak RSS "
-          f"{report['whole_peak_rss_mib']:.0f} MiB)")
+    print(f"{'whole path (clip4hoi detect, steady state)':44s} {whole:9.3f}   (peak "
+          f"memory {report['whole_peak_memory_mib']:.0f} MiB)")
     return report
 
 
@@ -365,7 +373,8 @@ def video_memory(root: Path, args: argparse.Namespace, size: tuple[int, int]) ->
     made = time.perf_counter() - start
     samples: list = []
     tiny = not args.long_full_size
-    rate, peak, _ = detect_video(clip, root / "long_out", args, tiny, samples)
+    rate, peak, _ = detect_video(clip, root / "long_out", args, tiny, args.long_test_scale,
+                                 samples)
     total = max(done for _, done, _ in samples)
     rows = []
     for tenth in range(1, 11):
@@ -374,14 +383,15 @@ def video_memory(root: Path, args: argparse.Namespace, size: tuple[int, int]) ->
             rows.append((tenth * 10, total * tenth // 10, after[0] / 2**20))
     print(f"long clip: {args.long_seconds:.0f} s, {frames} frames ({made:.0f} s to make), "
           f"{total} sampled at --fps {args.fps}, {'tiny' if tiny else 'full-size'} "
-          f"networks, {rate:.2f} frames/s")
-    print(f"{'frames done':>12s} {'RSS MiB':>8s}")
+          f"networks at --test-scale {args.long_test_scale}, {rate:.2f} frames/s")
+    print(f"{'frames done':>14s} {'memory MiB':>10s}")
     for percent, done, rss in rows:
-        print(f"{done:8d} ({percent:3d}%) {rss:8.0f}")
-    print(f"peak RSS {peak / 2**20:.0f} MiB")
+        print(f"{done:8d} ({percent:3d}%) {rss:10.0f}")
+    print(f"peak memory {peak / 2**20:.0f} MiB")
     return {"long_seconds": args.long_seconds, "long_frames": frames, "long_sampled": total,
-            "long_tiny": tiny, "long_frames_per_s": rate, "long_peak_rss_mib": peak / 2**20,
-            "long_rss_mib": [{"percent": p, "frames": d, "rss_mib": r} for p, d, r in rows]}
+            "long_tiny": tiny, "long_test_scale": args.long_test_scale,
+            "long_frames_per_s": rate, "long_peak_memory_mib": peak / 2**20,
+            "long_memory_mib": [{"percent": p, "frames": d, "mib": r} for p, d, r in rows]}
 
 
 def main() -> None:
@@ -407,38 +417,33 @@ def main() -> None:
                         help="--video: length of the long clip for memory (0: none)")
     parser.add_argument("--long-full-size", action="store_true",
                         help="--video: the full-size networks on the long clip too")
+    parser.add_argument("--test-scale", type=int, default=800,
+                        help="--video: short side the frames are resized to")
+    parser.add_argument("--long-test-scale", type=int, default=800,
+                        help="--video: the same for the long clip")
     parser.add_argument("--json", default="bench_detect.json", help="write results here")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
     load_before = os.getloadavg()[0]
-    if args.video:
-        print(f"clip4hoi detect --mode dense --random-weights on a {args.size} video at 30 "
-              f"frames/s ({'tiny' if args.tiny else 'full-size'} networks), {cpu_model()}, "
-              f"{os.cpu_count()} CPUs, device {args.device}")
-        with tempfile.TemporaryDirectory() as tmp:
-            root = Path(tmp)
-            os.environ.setdefault("CLIP4HOI_TEXT_CACHE", str(root / "text"))
-            report = video_rates(root, args, (width, height))
-            if args.long_seconds:
-                report.update(video_memory(root, args, (width, height)))
-        report.update({"size": args.size, "fps": args.fps, "tiny": args.tiny,
-                       "clip_seconds": args.clip_seconds, "batch_size": args.batch_size,
-                       "cpu": cpu_model(), "cpus": os.cpu_count(), "device": args.device,
-                       "load_average": [load_before, os.getloadavg()[0]]})
-        print(f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}")
-        Path(args.json).write_text(json.dumps(report, indent=1))
-        return
-    print(f"clip4hoi detect --mode dense --random-weights on {args.images} images "
-          f"{args.size} ({'tiny' if args.tiny else 'full-size'} networks), {cpu_model()}, "
+    what = f"a {args.size} video at 30 frames/s" if args.video else \
+        f"{args.images} images {args.size}"
+    print(f"clip4hoi detect --mode dense --random-weights on {what} "
+          f"({'tiny' if args.tiny else 'full-size'} networks), {cpu_model()}, "
           f"{os.cpu_count()} CPUs, device {args.device}")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         os.environ.setdefault("CLIP4HOI_TEXT_CACHE", str(root / "text"))
-        make_images(root / "photos", args.images, (width, height))
-        report = compare_ranks(root, args) if args.ranks else compare_loops(root, args)
-    report.update({"images": args.images, "repeat": args.repeat, "size": args.size,
-                   "tiny": args.tiny,
-                   "batch_size": args.batch_size, "workers": args.workers,
+        if args.video:
+            report = video_rates(root, args, (width, height))
+            if args.long_seconds:
+                report.update(video_memory(root, args, (width, height)))
+            report.update({"fps": args.fps, "clip_seconds": args.clip_seconds})
+        else:
+            make_images(root / "photos", args.images, (width, height))
+            report = compare_ranks(root, args) if args.ranks else compare_loops(root, args)
+            report.update({"images": args.images, "repeat": args.repeat,
+                           "workers": args.workers})
+    report.update({"size": args.size, "tiny": args.tiny, "batch_size": args.batch_size,
                    "cpu": cpu_model(), "cpus": os.cpu_count(), "device": args.device,
                    "load_average": [load_before, os.getloadavg()[0]]})
     print(f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}")

@@ -20,6 +20,7 @@ from conftest import (
     set_flags,
     tiny_model_config,
     tiny_training_free_flags,
+    write_keyless_video,
     write_test_video,
 )
 from PIL import Image, ImageDraw
@@ -211,21 +212,14 @@ def test_bad_video_gets_a_clear_message_and_the_server_goes_on(
         client.predict(None, "trained", CUSTOM, CLASSES, 0.0, 5, 10, 5, 0.3, 0.15,
                        api_name="/detect_video")
     with pytest.raises(gradio_client.exceptions.AppError,
-                       match="off_score 0.5: must be at most on_score 0.3"):
+                       match=r"off_score 0\.5: must be at most on_score 0\.3"):
         _detect_video(client, write_test_video(tmp_path / "ok.mp4", frames=2), every=5,
                       off_score=0.5)
     # Packets but no key frame: nothing decodes, and that is a failure, not an empty video.
-    ok = write_test_video(tmp_path / "ok.mp4", frames=4)
-    av = pytest.importorskip("av")
-    nokey = tmp_path / "nokey.mp4"
-    with av.open(str(ok)) as source, av.open(str(nokey), "w") as target:
-        stream = target.add_stream_from_template(source.streams.video[0])
-        for packet in source.demux(video=0):
-            if packet.dts is not None and not packet.is_keyframe:
-                packet.stream = stream
-                target.mux(packet)
+    nokey = write_keyless_video(write_test_video(tmp_path / "ok.mp4", frames=4),
+                                tmp_path / "nokey.mp4")
     with pytest.raises(gradio_client.exceptions.AppError,
-                       match="nokey.mp4: no frame could be decoded"):
+                       match=r"nokey\.mp4: no frame could be decoded"):
         _detect_video(client, nokey, every=1)
     _, _, _, status, segments, _ = _detect_video(client, write_test_video(
         tmp_path / "ok.mp4", frames=2), every=5)

@@ -24,7 +24,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, people_and_bicycles, set_flags, tiny_training_free_flags
+from conftest import (
+    REPO,
+    people_and_bicycles,
+    set_flags,
+    tiny_training_free_flags,
+    write_keyless_video,
+)
 from moving_boxes import (
     ORACLE_CLASSES,
     PLANTED,
@@ -504,13 +510,7 @@ def test_a_phone_video_is_detected_and_drawn_upright(tmp_path: Path) -> None:
 def test_a_video_with_no_decodable_frame_is_a_failed_input(
         video: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """Its packets are there but no key frame: the decoder gives nothing and no error."""
-    broken = tmp_path / "nokey.mp4"
-    with av.open(str(video)) as source, av.open(str(broken), "w") as target:
-        stream = target.add_stream_from_template(source.streams.video[0])
-        for packet in source.demux(video=0):
-            if packet.dts is not None and not packet.is_keyframe:
-                packet.stream = stream
-                target.mux(packet)
+    broken = write_keyless_video(video, tmp_path / "nokey.mp4")
     out = tmp_path / "out"
     for _ in range(2):                         # failed, so tried again: not marked done
         assert _detect(broken, out=out) == 1
