@@ -517,6 +517,11 @@ def test_a_video_with_no_decodable_frame_is_a_failed_input(
         err = capsys.readouterr().err
         assert f"error: {broken}: no frame could be decoded" in err and "0 done" in err
         assert list(out.iterdir()) == []
+    garbage = tmp_path / "garbage.mp4"          # and a file that is no video at all
+    garbage.write_bytes(b"\x00\x00\x00\x18ftypmp42 truncated, not a movie")
+    assert _detect(garbage, out=out) == 1
+    assert f"error: {garbage}: cannot read the video" in capsys.readouterr().err
+    assert list(out.iterdir()) == []
 
 
 def test_a_full_disk_while_writing_a_video_names_the_file_and_leaves_no_temporary_file(

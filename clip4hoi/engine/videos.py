@@ -163,7 +163,8 @@ class VideoFiles(Sink):
             return source, ""
         if source.live:   # a second recording started within the same second
             source = replace(source, name=_unused_name(self.out, source.name))
-        path = lines_path(self.out, source.name)
+        tracker = VideoTracker(source.rate(), self.tracker)   # (a video that cannot be
+        path = lines_path(self.out, source.name)               # read fails here, first)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = _locked(path)
         if fd is None:
@@ -192,7 +193,7 @@ class VideoFiles(Sink):
         except BaseException:
             os.close(fd)
             raise
-        self._videos[source.name] = _Video(self, source, path, fd,
+        self._videos[source.name] = _Video(self, source, path, fd, tracker,
                                            previous.lines if previous else 0)
         return source, note
 
@@ -296,9 +297,9 @@ class _Video:
     """One video being written: its locked lines, tracker, timeline and drawn video."""
 
     def __init__(self, sink: VideoFiles, source: VideoFile, path: Path, fd: int,
-                 replayed: int) -> None:
+                 tracker: VideoTracker, replayed: int) -> None:
         self.sink, self.source, self.path, self.fd = sink, source, path, fd
-        self.tracker = VideoTracker(source.rate(), sink.tracker)
+        self.tracker = tracker
         self.builder = TimelineBuilder(sink.timeline, source.name)
         # The lines of the earlier run, read as their frames come by again.
         self.replay: Iterator[dict] = (record for record, _ in itertools.islice(
