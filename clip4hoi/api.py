@@ -139,12 +139,12 @@ class HOIDetector:
                keep_pixels: bool = True) -> Iterator[Results]:
         """Detect lazily: one :class:`Results` per image or video frame, in order, holding
         only a few in memory. ``images``: one or a list of image files, videos (every
-        ``every``-th frame, or about ``fps`` per second), folders (scanned recursively),
-        PIL images, ``[H, W, 3]`` uint8 arrays or ``[3, H, W]`` tensors; ``batch_size``
-        pictures of one size per forward pass (0: 4 on a GPU, 1 on a CPU; the results do
-        not depend on it); ``workers``
-        decoding processes. A file that cannot be read raises
-        :class:`~clip4hoi.errors.InputError` naming it."""
+        ``every``-th frame, or about ``fps`` per second), live sources (``rtsp://`` or
+        ``http(s)://`` URLs, ``/dev/video0``: read until they end), folders (scanned
+        recursively), PIL images, ``[H, W, 3]`` uint8 arrays or ``[3, H, W]`` tensors;
+        ``batch_size`` pictures of one size per forward pass (0: 4 on a GPU, 1 on a CPU;
+        the results do not depend on it); ``workers`` decoding processes. A file that
+        cannot be read raises :class:`~clip4hoi.errors.InputError` naming it."""
         check_option("every", every)
         check_option("fps", fps)
         batch_size = check_option("batch_size", batch_size) or (

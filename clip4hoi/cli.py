@@ -355,13 +355,17 @@ def _add_model_source(parser: argparse.ArgumentParser, set_help: str, mode_help:
 def _add_detect_parser(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "detect", help="find interactions in images, folders and videos",
-        description="Find human-object interactions in images, folders (recursive) and "
-        "videos. Writes OUT/<name>.json per image, OUT/<name>.jsonl per video, drawn copies "
-        "and OUT/detections.json (the format clip4hoi eval reads); see docs/outputs.md. "
+        description="Find human-object interactions in images, folders (recursive), "
+        "videos and live streams. Writes OUT/<name>.json per image, per video "
+        "OUT/<name>.jsonl (a line per frame, with track ids) and OUT/<name>.timeline.json, "
+        "drawn copies and OUT/detections.json (the format clip4hoi eval reads); see "
+        "docs/outputs.md. A video cut short resumes after its last frame done. "
         "torchrun --nproc_per_node=N -m clip4hoi detect ... shares the inputs among N "
         "processes (docs/cli.md).")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="image files, folders (searched recursively) or video files")
+                   help="image files, folders (searched recursively), video files or live "
+                   "sources: rtsp:// or http(s):// URLs, a camera (/dev/video0, "
+                   "avfoundation:0, dshow:video=NAME)")
     _add_model_source(p, "trained mode: the checkpoint's model config "
                       "(detector.score_threshold=0.3 or model.detector.score_threshold=0.3); "
                       "crop/dense: TrainingFreeConfig (margin=0.2 or training_free.margin=0.2)",
@@ -390,6 +394,24 @@ def _add_detect_parser(commands: argparse._SubParsersAction) -> None:
                    help="video: detect on every N-th frame (default: every frame)")
     p.add_argument("--fps", type=float, default=0.0,
                    help="video: detect on about FPS frames per second (overrides --every)")
+    video = p.add_argument_group("videos: timeline and tracking (docs/outputs.md)")
+    video.add_argument("--on-score", type=float, default=0.3, metavar="S",
+                       help="an interaction starts at a frame scoring at least S "
+                       "(default: %(default)s)")
+    video.add_argument("--off-score", type=float, default=0.15, metavar="S",
+                       help="... and goes on while its frames score at least S (default: "
+                       "%(default)s)")
+    video.add_argument("--max-gap", type=float, default=1.0, metavar="SECONDS",
+                       help="lower-scoring frames bridged within an interaction (default: "
+                       "%(default)s)")
+    video.add_argument("--min-length", type=float, default=0.5, metavar="SECONDS",
+                       help="shorter interactions are dropped (default: %(default)s)")
+    video.add_argument("--lost-seconds", type=float, default=2.0, metavar="SECONDS",
+                       help="a person or object not seen keeps its track id this long "
+                       "(default: %(default)s)")
+    video.add_argument("--track-buffer", type=float, default=0.3, metavar="F",
+                       help="boxes widened by F of their size when matched across frames "
+                       "(default: %(default)s)")
     p.set_defaults(func=cmd_detect)
 
 

@@ -5,10 +5,11 @@ mode and thresholds, and get the drawn images, a sortable table of the interacti
 JSON download: the same results as ``clip4hoi detect`` on the same files, made by the same
 pipeline (:class:`~clip4hoi.engine.predictor.Predictor` and its
 :class:`~clip4hoi.engine.results.Results`). A short video goes through ``detect``'s own
-video sink (:class:`~clip4hoi.engine.sinks.VideoFiles`, every N-th frame): the drawn MP4,
-one table row per detection (image ``name@frame``) and the ``.jsonl`` download. A file
-that cannot be read, a class list that cannot be parsed or missing weights give a message
-in the page; the server goes on.
+video sink (:class:`~clip4hoi.engine.videos.VideoFiles`, every N-th frame): the drawn MP4
+with track ids, one table row per detection (image ``name@frame``), the ``.jsonl``
+download, and the timeline — a table of the interactions' segments and a Gantt chart
+(:func:`~clip4hoi.visualize.draw_timeline`). A file that cannot be read, a class list that
+cannot be parsed or missing weights give a message in the page; the server goes on.
 
 The app is built by :func:`build_demo` from a :class:`DemoBackend`, which holds one
 detector per mode, each built on first use (the startup mode at once). Gradio is an
@@ -30,13 +31,17 @@ from clip4hoi.api import RANDOM_WEIGHTS_WARNING, HOIDetector
 from clip4hoi.data.metadata import HOIClassSet, load_classes, parse_class_text
 from clip4hoi.data.sources import VIDEO_SUFFIXES, ImageFile, VideoFile
 from clip4hoi.engine.predictor import Predictor
-from clip4hoi.engine.sinks import VideoFiles, write_results
+from clip4hoi.engine.sinks import write_results
+from clip4hoi.engine.videos import VideoFiles
 from clip4hoi.errors import InputError, UserError
 from clip4hoi.options import check_option
+from clip4hoi.timeline import TimelineSettings, format_time, summary
 
 PRESETS = {"HICO-DET (600 classes)": "hicodet", "V-COCO": "vcoco"}
 CUSTOM = "custom (the text below)"
 TABLE_HEADERS = ["image", "score", "verb", "object", "human box", "object box", "hoi"]
+TIMELINE_HEADERS = ["person", "verb", "object", "start", "end", "seconds", "peak score",
+                    "mean score"]
 
 
 class DemoBackend:
@@ -100,12 +105,12 @@ class DemoBackend:
         return pictures, rows, payloads, errors
 
     def detect_video(self, file: str, mode: str, preset: str, text: str, min_score: float,
-                     top_k: int, draw: int, every: int
-                     ) -> tuple[Path, Path, list[list], list[dict]]:
+                     top_k: int, draw: int, every: int, on_score: float = 0.3,
+                     off_score: float = 0.15) -> tuple[Path, Path, list[list], list[dict], dict]:
         """Detect on every ``every``-th frame of the uploaded video ``file`` through
-        ``detect``'s video sink (into a new folder of ``output_dir``): the drawn MP4, the
-        ``.jsonl``, table rows (image ``name@frame``) and the frames' records (one per
-        sampled frame)."""
+        ``detect``'s video sink (into a new folder of ``output_dir``), interactions on from
+        ``on_score`` to ``off_score``: the drawn MP4, the ``.jsonl``, table rows (image
+        ``name@frame``), the frames' records (one per sampled frame) and the timeline."""
         path = Path(file)
         if path.suffix.lower() not in VIDEO_SUFFIXES:
             raise InputError(f"{path.name}: not a video (expected one of "
@@ -113,18 +118,22 @@ class DemoBackend:
         kept = {"top_k": check_option("top_k", int(top_k)),
                 "min_score": check_option("min_score", float(min_score)),
                 "draw": check_option("draw", int(draw))}
+        timeline = TimelineSettings(on_score=float(on_score), off_score=float(off_score))
+        timeline.check()
         detector = self.detector(mode)
         predictor = Predictor(detector.backend, self.classes(detector, preset, text))
         out = Path(tempfile.mkdtemp(dir=self.output_dir))
         source = VideoFile(path, path.name, check_option("every", int(every)))
-        failures = write_results(predictor([source]), [VideoFiles(out, **kept)])
+        failures = write_results(predictor([source]), [VideoFiles(out, **kept,
+                                                                  timeline=timeline)])
         if failures:
             raise InputError(failures[0])
         jsonl = out / f"{path.name}.jsonl"
         frames = [json.loads(line) for line in jsonl.read_text().splitlines()]
         rows = [row for f in frames for row in _rows(f"{path.name}@{f['frame']}",
                                                      f["detections"])]
-        return out / f"{path.name}.drawn.mp4", jsonl, rows, frames
+        segments = json.loads((out / f"{path.name}.timeline.json").read_text())
+        return out / f"{path.name}.drawn.mp4", jsonl, rows, frames, segments
 
     def write_json(self, payloads: list[dict]) -> Path:
         """The payloads as one downloadable JSON file (a list, one entry per image)."""
@@ -143,6 +152,15 @@ def _rows(image: str, records: list[dict]) -> list[list]:
 
 def _box_text(box: list[float]) -> str:
     return ", ".join(f"{v:g}" for v in box)
+
+
+def timeline_rows(timeline: dict) -> list[list]:
+    """The table rows of a video's timeline: one per segment, in order of start."""
+    rows = [[f"person {i['human_track']}", i["verb"],
+             f"{i['object'].replace('_', ' ')} {i['object_track']}", format_time(s["start"]),
+             format_time(s["end"]), round(s["end"] - s["start"], 2), s["peak_score"],
+             s["mean_score"]] for i in timeline["interactions"] for s in i["segments"]]
+    return sorted(rows, key=lambda row: (row[3], row[0], row[1], row[2]))
 
 
 def _status(backend: DemoBackend, text: str) -> str:
@@ -178,20 +196,29 @@ def _image_handler(backend: DemoBackend, gr: Any) -> Callable[..., tuple]:
 
 def _video_handler(backend: DemoBackend, gr: Any) -> Callable[..., tuple]:
     """The page's **Detect in the video** (``/detect_video``)."""
+    from clip4hoi.visualize import draw_timeline
+
     def run_video(file: str | None, mode: str, preset: str, text: str, min_score: float,
-                  top_k: float, draw: float, every: float) -> tuple:
+                  top_k: float, draw: float, every: float, on_score: float,
+                  off_score: float) -> tuple:
         if not file:
             raise gr.Error("Upload a video first.")
         try:
             start = time.perf_counter()
-            movie, jsonl, rows, frames = backend.detect_video(
+            movie, jsonl, rows, frames, timeline = backend.detect_video(
                 file, mode, preset, text or "", min_score, int(top_k or 0), int(draw or 0),
-                int(every or 1))
+                int(every or 1), on_score, off_score)
         except (UserError, ValueError, FileNotFoundError) as error:
             raise gr.Error(str(error), print_exception=False) from None
+        segments = timeline_rows(timeline)
         status = (f"**{Path(file).name}: {len(frames)} frame(s), {len(rows)} detections, "
-                  f"mode {mode}, {time.perf_counter() - start:.2f} s**")
-        return str(movie), rows, str(jsonl), _status(backend, status)
+                  f"{len(timeline['tracks'])} track(s), {len(segments)} interaction "
+                  f"segment(s), mode {mode}, {time.perf_counter() - start:.2f} s**")
+        lines = summary(timeline, limit=10)
+        if lines:
+            status += "\n\n" + "\n".join(f"* {line}" for line in lines)
+        return (str(movie), rows, str(jsonl), _status(backend, status), segments,
+                draw_timeline(timeline))
 
     return run_video
 
@@ -222,11 +249,15 @@ def build_demo(backend: DemoBackend) -> Any:
                                   label="Detections kept per image (0: all)")
                 draw = gr.Slider(0, 50, value=10, step=1, label="Pairs drawn per image")
                 button = gr.Button("Detect", variant="primary", elem_id="detect")
-                with gr.Accordion("Video", open=False):
+                with gr.Accordion("Video", open=False, elem_id="video_panel"):
                     video = gr.File(label="A short video", file_types=sorted(VIDEO_SUFFIXES),
                                     elem_id="video")
-                    every = gr.Number(5, precision=0, minimum=1,
+                    every = gr.Number(5, precision=0, minimum=1, elem_id="every",
                                       label="Detect on every N-th frame")
+                    on_score = gr.Slider(0, 1, value=0.3, step=0.01, elem_id="on_score",
+                                         label="An interaction starts at a frame scoring")
+                    off_score = gr.Slider(0, 1, value=0.15, step=0.01, elem_id="off_score",
+                                          label="... and goes on while its frames score")
                     video_button = gr.Button("Detect in the video", elem_id="detect_video")
             with gr.Column(scale=2):
                 status = gr.Markdown(elem_id="status")
@@ -241,13 +272,20 @@ def build_demo(backend: DemoBackend) -> Any:
                                    "schema)", elem_id="json")
                 drawn_video = gr.Video(label="Drawn video (from Video, on the left)", height=420,
                                        elem_id="drawn_video")
+                timeline_plot = gr.Image(label="Timeline of the video's interactions",
+                                         type="pil", format="png", elem_id="timeline_plot")
+                timeline_table = gr.Dataframe(headers=TIMELINE_HEADERS, interactive=False,
+                                              datatype=["str", "str", "str", "str", "str",
+                                                        "number", "number", "number"],
+                                              label="Interactions over time (one row per "
+                                              "segment)", elem_id="timeline")
         button.click(run, [files, mode, preset, text, min_score, top_k, draw],
                      [gallery, table, download, status], api_name="detect",
                      concurrency_limit=1)
         video_button.click(run_video, [video, mode, preset, text, min_score, top_k, draw,
-                                       every],
-                           [drawn_video, table, download, status], api_name="detect_video",
-                           concurrency_limit=1)
+                                       every, on_score, off_score],
+                           [drawn_video, table, download, status, timeline_table,
+                            timeline_plot], api_name="detect_video", concurrency_limit=1)
     return demo
 
 

@@ -13,9 +13,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clip4hoi.errors import OptionError
+
+if TYPE_CHECKING:
+    from clip4hoi.timeline import TimelineSettings
+    from clip4hoi.tracking import TrackerSettings
 
 MODES = ("auto", "trained", "crop", "dense")
 """``auto``: ``trained`` with a checkpoint, else ``dense`` on a CPU and ``crop`` on a GPU
@@ -27,9 +31,16 @@ def _integer(low: int) -> Callable[[Any], bool]:
         and value >= low
 
 
-def _number(low: float = -math.inf) -> Callable[[Any], bool]:
+def _number(low: float = -math.inf, high: float = math.inf) -> Callable[[Any], bool]:
     return lambda value: isinstance(value, int | float) and not isinstance(value, bool) \
-        and math.isfinite(value) and value >= low
+        and math.isfinite(value) and low <= value <= high
+
+
+MAX_EVERY = 10**9
+"""The largest ``every`` (a frame count: one frame in 10⁹ is one every 1.1 years at 30
+frames/s)."""
+MAX_FPS = 1000.0
+"""The largest ``fps`` (a higher rate than a video's own takes every frame anyway)."""
 
 
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
@@ -39,11 +50,20 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "draw_score": (_number(), "must be a finite number"),
     "batch_size": (_integer(0), "must be an integer >= 1 (0: 4 on a GPU, 1 on a CPU)"),
     "workers": (_integer(-1), "must be an integer >= 0 (-1: up to 4)"),
-    "every": (_integer(1), "must be an integer >= 1"),
-    "fps": (_number(0.0), "must be a number >= 0 (0: use {every})"),
+    "every": (lambda value: _integer(1)(value) and value <= MAX_EVERY,
+              f"must be an integer from 1 to {MAX_EVERY}"),
+    "fps": (_number(0.0, MAX_FPS), f"must be a number from 0 to {MAX_FPS:g} (frames per "
+            f"second; 0: use {{every}})"),
     "test_scale": (_integer(1), "must be an integer >= 1"),
     "max_size": (_integer(1), "must be an integer >= 1"),
     "mode": (lambda value: value in MODES, f"choose from {', '.join(MODES)}"),
+    # videos: the timeline (clip4hoi.timeline) and the tracker (clip4hoi.tracking)
+    "on_score": (_number(0.0, 1.0), "must be a number from 0 to 1"),
+    "off_score": (_number(0.0, 1.0), "must be a number from 0 to 1 (at most {on_score})"),
+    "max_gap": (_number(0.0), "must be a number of seconds >= 0"),
+    "min_length": (_number(0.0), "must be a number of seconds >= 0"),
+    "lost_seconds": (_number(0.0, 3600.0), "must be a number of seconds from 0 to 3600"),
+    "track_buffer": (_number(0.0, 10.0), "must be a fraction of the box size from 0 to 10"),
 }
 """Per option: the test its value must pass and what to say when it does not."""
 
@@ -80,6 +100,12 @@ class DetectOptions:
     fps: float = 0.0
     test_scale: int = 800
     max_size: int = 1333
+    on_score: float = 0.3
+    off_score: float = 0.15
+    max_gap: float = 1.0
+    min_length: float = 0.5
+    lost_seconds: float = 2.0
+    track_buffer: float = 0.3
     overrides: list[str] = field(default_factory=list)
 
     def check(self) -> DetectOptions:
@@ -90,4 +116,17 @@ class DetectOptions:
         if self.max_size <= self.test_scale:
             raise OptionError("test_scale", self.test_scale,
                               f"must be below {{max_size}} {self.max_size}")
+        self.timeline_settings().check()
         return self
+
+    def timeline_settings(self) -> TimelineSettings:
+        """The :class:`~clip4hoi.timeline.TimelineSettings` of these options."""
+        from clip4hoi.timeline import TimelineSettings
+
+        return TimelineSettings(self.on_score, self.off_score, self.max_gap, self.min_length)
+
+    def tracker_settings(self) -> TrackerSettings:
+        """The :class:`~clip4hoi.tracking.TrackerSettings` of these options."""
+        from clip4hoi.tracking import TrackerSettings
+
+        return TrackerSettings(self.lost_seconds, self.track_buffer)

@@ -30,11 +30,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from clip4hoi.errors import InputError
+from clip4hoi.errors import OptionError
+from clip4hoi.options import check_option
 from clip4hoi.tracking import HUMAN
 
 Key = tuple[int, int, int]  # (human track, object track, HOI class)
@@ -55,17 +56,13 @@ class TimelineSettings:
     """Segments shorter than this many seconds (end − start) are dropped."""
 
     def check(self) -> None:
-        """``InputError`` naming the setting that is out of range."""
+        """:class:`~clip4hoi.errors.OptionError` naming the setting that is out of range
+        (the rules of :mod:`clip4hoi.options`)."""
         for name in ("on_score", "off_score", "max_gap", "min_length"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) \
-                    or not math.isfinite(value) or value < 0:
-                raise InputError(f"timeline {name} {value!r}: must be a number >= 0")
-        if self.on_score > 1:
-            raise InputError(f"timeline on_score {self.on_score!r}: must be at most 1")
+            check_option(name, getattr(self, name))
         if self.off_score > self.on_score:
-            raise InputError(f"timeline off_score {self.off_score!r}: must be at most "
-                             f"on_score ({self.on_score!r})")
+            raise OptionError("off_score", self.off_score,
+                              f"must be at most {{on_score}} {self.on_score}")
 
 
 @dataclass
@@ -176,9 +173,11 @@ class TimelineBuilder:
                 "mean_score": round(segment.total / segment.frames, 6),
                 "frames": segment.frames})
 
-    def finish(self) -> dict:
+    def finish(self, complete: bool = True) -> dict:
         """The timeline (the ``NAME.timeline.json`` object, see ``docs/outputs.md``), open
-        segments ending at their last frame. The builder is not used after this."""
+        segments ending at their last frame; ``complete``: whether the frames were the
+        whole video (not cut short by an interruption or an error). The builder is not
+        used after this."""
         for key in sorted(self._open):
             self._close(key)
         interactions = []
@@ -195,7 +194,7 @@ class TimelineBuilder:
                 "frames": self.frames,
                 "start": None if self.start is None else round(self.start, 4),
                 "end": None if self.end is None else round(self.end, 4),
-                "tracks": tracks, "interactions": interactions}
+                "complete": complete, "tracks": tracks, "interactions": interactions}
 
 
 def build_timeline(frames: Iterable[dict], settings: TimelineSettings | None = None,
@@ -208,26 +207,36 @@ def build_timeline(frames: Iterable[dict], settings: TimelineSettings | None = N
     return builder.finish()
 
 
-def read_frames(path: str | Path) -> tuple[list[dict], int]:
+def iter_frames(path: str | Path) -> Iterator[tuple[dict, int]]:
     """The complete frame records of a ``NAME.jsonl`` that may have been cut short (a
-    killed run): the lines up to the first one that is not whole JSON ending with a newline,
-    and the length in bytes of that complete part (where appending may continue once the
-    rest is cut off)."""
-    frames: list[dict] = []
+    killed run), read one at a time, each with the length in bytes of the file up to the
+    end of its line: the lines up to the first one that is not whole JSON of a frame
+    ending with a newline."""
     complete = 0
     with open(path, "rb") as file:
         for line in file:
             if not line.endswith(b"\n"):
-                break
+                return
             try:
                 record = json.loads(line)
             except ValueError:
-                break
+                return
             if not isinstance(record, dict) or "time" not in record \
                     or not isinstance(record.get("detections"), list):
-                break
-            frames.append(record)
+                return
             complete += len(line)
+            yield record, complete
+
+
+def read_frames(path: str | Path) -> tuple[list[dict], int]:
+    """All the complete frame records of a ``NAME.jsonl`` (:func:`iter_frames`) and the
+    length in bytes of that complete part (where appending may continue once the rest is
+    cut off)."""
+    frames: list[dict] = []
+    complete = 0
+    for record, end in iter_frames(path):
+        frames.append(record)
+        complete = end
     return frames, complete
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from clip4hoi.errors import EnvironmentFault, InputError
+from clip4hoi.options import check_option
 
 HUMAN = "person"
 
@@ -44,15 +45,16 @@ class TrackerSettings:
     boxes of two frames are compared (buffered IoU; 0: plain IoU)."""
 
     def check(self) -> None:
-        """``InputError`` naming the setting that is out of range."""
-        if isinstance(self.lost_seconds, bool) or not (
-                isinstance(self.lost_seconds, int | float) and 0 <= self.lost_seconds <= 3600):
-            raise InputError(f"tracker lost_seconds {self.lost_seconds!r}: must be a number of "
-                             f"seconds from 0 to 3600")
-        if isinstance(self.buffer, bool) or not (isinstance(self.buffer, int | float)
-                                                 and 0 <= self.buffer <= 10):
-            raise InputError(f"tracker buffer {self.buffer!r}: must be a fraction of the box "
-                             f"size from 0 to 10")
+        """:class:`~clip4hoi.errors.OptionError` naming the setting that is out of range
+        (the rules of :mod:`clip4hoi.options`)."""
+        check_option("lost_seconds", self.lost_seconds)
+        check_option("track_buffer", self.buffer)
+
+
+def require_trackers() -> None:
+    """Check that the tracker can be imported (:class:`EnvironmentFault` saying what to
+    install, before a video run loads its model)."""
+    _bytetrack()
 
 
 def _bytetrack() -> tuple[type, type]:

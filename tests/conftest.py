@@ -130,6 +130,20 @@ def write_test_video(path: Path, frames: int = 8, rate: int = 4, size: tuple[int
     return path
 
 
+def write_keyless_video(source: Path, path: Path) -> Path:
+    """``source``'s packets but its key frames, remuxed into ``path``: a video whose frames
+    cannot be decoded, without any decoding error (the decoder waits for a key frame)."""
+    import av
+
+    with av.open(str(source)) as reader, av.open(str(path), "w") as writer:
+        stream = writer.add_stream_from_template(reader.streams.video[0])
+        for packet in reader.demux(video=0):
+            if packet.dts is not None and not packet.is_keyframe:
+                packet.stream = stream
+                writer.mux(packet)
+    return path
+
+
 def seconds_after(process, marker: str, timeout: float = 120) -> tuple[float | None, str]:
     """Wait for ``process`` (a ``Popen`` with text ``stderr``) to end: the seconds from the
     first ``stderr`` line holding ``marker`` to the end (None if none did) and

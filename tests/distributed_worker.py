@@ -78,7 +78,8 @@ def detect(how: str, log: Path, argv: list[str]) -> int:
     from clip4hoi.cli import main
     from clip4hoi.engine.backend import TorchBackend
     from clip4hoi.engine.results import Results
-    from clip4hoi.engine.sinks import ImageFiles, VideoFiles
+    from clip4hoi.engine.sinks import ImageFiles
+    from clip4hoi.engine.videos import VideoFiles
     from clip4hoi.models.detr import DETR
 
     rank = int(os.environ["RANK"])

@@ -5,7 +5,10 @@ a frame (:func:`oracle_records`) with interaction scores planted over known time
 
 The default scene (:data:`SCENE`, 8 s at 10 frames/s, 160x120 pixels): two people walking
 in opposite directions on two rows that never cross, a cup carried along by the first from
-1 s to 7 s, and a small ball moving its own width per sampled frame at 2 fps.
+1 s to 7 s, and a small ball moving its own width per sampled frame at 2 fps. A longer
+video plays the scene again and again. Each frame carries its index as a barcode along
+the bottom edge, so that :func:`oracle_backend` — a stand-in for the model in the real
+pipeline — finds the oracle detections of the very frame it is given.
 """
 
 from __future__ import annotations
@@ -81,35 +84,67 @@ PLANTED = (
 )
 
 
+BARCODE_BITS, BLOCK = 12, 4   # the frame index in 12 blocks of 4x4 pixels, bottom left
+
+
+def oracle_frame(index: int, movers: tuple[Mover, ...] = SCENE, rate: int = RATE,
+                 period: float = SECONDS) -> dict:
+    """``{"frame", "time", "scene_time", "boxes": [{"id", "label", "box"}]}`` of frame
+    ``index``: the oracle boxes (in mover order) of the scene at ``time`` modulo
+    ``period``."""
+    time = index / rate
+    scene_time = time % period
+    boxes = [{"id": m.id, "label": m.label, "box": box} for m in movers
+             if (box := m.box(scene_time)) is not None]
+    return {"frame": index, "time": time, "scene_time": scene_time, "boxes": boxes}
+
+
 def write_moving_boxes(path: Path, movers: tuple[Mover, ...] = SCENE, rate: int = RATE,
-                       seconds: float = SECONDS, size: tuple[int, int] = SIZE) -> list[dict]:
-    """Write the H.264 video of ``movers`` to ``path``; returns per frame ``{"frame",
-    "time", "boxes": [{"id", "label", "box"}]}`` — the oracle boxes, in mover order."""
+                       seconds: float = SECONDS, size: tuple[int, int] = SIZE,
+                       format: str | None = None, options: dict | None = None,
+                       rotation: int = 0) -> list[dict]:
+    """Write the H.264 video of ``movers`` to ``path`` (``format``: the container's, e.g.
+    ``mpegts``; ``options``: the muxer's, e.g. ``{"movflags": "faststart"}``;
+    ``rotation``: a display rotation in degrees counter-clockwise, as phones record);
+    returns per frame :func:`oracle_frame`."""
     import av
 
     height, width = size
     frames = []
-    with av.open(str(path), "w") as container:
+    with av.open(str(path), "w", format=format, options=options or {}) as container:
         stream = container.add_stream("libx264", rate=rate)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.options = {"crf": "10"}
+        if rotation:
+            stream.set_display_rotation(rotation)
         for index in range(round(seconds * rate)):
-            time = index / rate
+            oracle = oracle_frame(index, movers, rate)
             pixels = np.full((height, width, 3), 128, dtype=np.uint8)
-            boxes = []
-            for mover in movers:
-                box = mover.box(time)
-                if box is None:
-                    continue
-                x1, y1, x2, y2 = (int(v) for v in box)
+            for item, mover in zip(oracle["boxes"], [m for m in movers if m.box(
+                    oracle["scene_time"]) is not None], strict=True):
+                x1, y1, x2, y2 = (int(v) for v in item["box"])
                 pixels[max(y1, 0):y2 + 1, max(x1, 0):x2 + 1] = mover.colour
-                boxes.append({"id": mover.id, "label": mover.label, "box": box})
-            frames.append({"frame": index, "time": time, "boxes": boxes})
+            for bit in range(BARCODE_BITS):
+                pixels[-BLOCK:, bit * BLOCK:(bit + 1) * BLOCK] = 255 * (index >> bit & 1)
+            frames.append(oracle)
             for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
     return frames
+
+
+def read_barcode(image) -> int:
+    """The frame index written along the bottom edge of a frame (``[3, H, W]``, uint8 or
+    float in ``[0, 1]``, any scale of the video's pixels)."""
+    height, width = image.shape[-2:]
+    grey = image.float().mean(0)
+    grey = grey if image.is_floating_point() else grey / 255
+    scale = width / SIZE[1]
+    row = min(height - 1, round(height - BLOCK * scale / 2))
+    bits = [grey[row, min(width - 1, round((bit + 0.5) * BLOCK * scale))] > 0.5
+            for bit in range(BARCODE_BITS)]
+    return sum(int(b) << k for k, b in enumerate(bits))
 
 
 def decoded_times(path: Path, every: int) -> list[tuple[int, float]]:
@@ -137,7 +172,8 @@ def oracle_records(oracle: dict, planted: tuple[Planted, ...] = PLANTED, jitter:
         if p.human in boxes and p.obj in boxes:
             records.append({"human_box": boxes[p.human][1], "object_box": boxes[p.obj][1],
                             "object": boxes[p.obj][0], "verb": p.verb, "hoi": p.hoi,
-                            "score": p.score_at(oracle["time"]), "_truth": (p.human, p.obj)})
+                            "score": p.score_at(oracle.get("scene_time", oracle["time"])),
+                            "_truth": (p.human, p.obj)})
     records.sort(key=lambda r: -r["score"])
     return records
 
@@ -157,3 +193,40 @@ def oracle_target(oracle: dict) -> dict:
     return {"boxes_h": torch.tensor([h["box"] for h, _ in pairs]).reshape(-1, 4) + edges,
             "boxes_o": torch.tensor([o["box"] for _, o in pairs]).reshape(-1, 4) + edges,
             "object": torch.tensor([COCO_IDS[o["label"]] for _, o in pairs], dtype=torch.long)}
+
+
+ORACLE_CLASSES = "hold cup, kick sports ball, hug person"
+"""The class set whose HOI indices are :data:`PLANTED`'s (0 hold cup, 1 kick, 2 hug)."""
+
+
+def oracle_backend(delay: float = 0.0, calls: list | None = None):
+    """A ``TorchBackend.__call__`` giving each frame of a moving-boxes video (found by its
+    barcode) its oracle detections with the planted scores (:func:`oracle_records`), in
+    the frame's pixels, after ``delay`` seconds per batch; appends each frame index it
+    detects to ``calls``. Use the class set :data:`ORACLE_CLASSES`."""
+    import time
+
+    import torch
+
+    def call(self, inputs, targets, classes):
+        time.sleep(delay)
+        results = []
+        for image in inputs:
+            index = read_barcode(image)
+            if calls is not None:
+                calls.append(index)
+            records = oracle_records(oracle_frame(index))
+            edges = torch.tensor([0.0, 0.0, 1.0, 1.0])   # inclusive indices -> continuous
+            results.append({
+                "human_boxes": torch.tensor([r["human_box"] for r in records]).reshape(-1, 4)
+                + edges,
+                "object_boxes": torch.tensor([r["object_box"] for r in records]).reshape(-1, 4)
+                + edges,
+                "objects": torch.tensor([classes.object_vocabulary.index(r["object"])
+                                         for r in records], dtype=torch.long),
+                "hoi": torch.tensor([r["hoi"] for r in records], dtype=torch.long),
+                "verbs": torch.tensor([r["hoi"] for r in records], dtype=torch.long),
+                "scores": torch.tensor([r["score"] for r in records])})
+        return results
+
+    return call

@@ -20,6 +20,7 @@ from conftest import (
     set_flags,
     tiny_model_config,
     tiny_training_free_flags,
+    write_keyless_video,
     write_test_video,
 )
 from PIL import Image, ImageDraw
@@ -34,7 +35,15 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 gradio_client = pytest.importorskip("gradio_client")
 pytest.importorskip("gradio")
 
-from clip4hoi.demo import CUSTOM, TABLE_HEADERS, DemoBackend, launch  # noqa: E402
+from clip4hoi.demo import (  # noqa: E402
+    CUSTOM,
+    TABLE_HEADERS,
+    TIMELINE_HEADERS,
+    DemoBackend,
+    launch,
+    timeline_rows,
+)
+from clip4hoi.timeline import summary  # noqa: E402
 
 # gradio's queue on pandas 3 (not ours)
 pytestmark = [pytest.mark.filterwarnings("ignore:.*no_silent_downcasting"),
@@ -150,34 +159,46 @@ def test_bad_uploads_get_a_clear_message_and_the_server_goes_on(
     assert len(gallery) == 1 and "skipped: broken.jpg: cannot decode" in status
 
 
-def _detect_video(client: gradio_client.Client, path: Path, every: int) -> tuple:
+def _detect_video(client: gradio_client.Client, path: Path, every: int,
+                  on_score: float = 0.3, off_score: float = 0.15) -> tuple:
     return client.predict(gradio_client.handle_file(str(path)), "trained", CUSTOM, CLASSES,
-                          0.0, 5, 10, every, api_name="/detect_video")
+                          0.0, 5, 10, every, on_score, off_score, api_name="/detect_video")
 
 
 def test_demo_video_gives_the_frames_of_detect(client: gradio_client.Client,
-                                               files: dict[str, Path], tmp_path: Path) -> None:
+                                              files: dict[str, Path], tmp_path: Path) -> None:
     video = write_test_video(tmp_path / "clip.mp4", frames=6, rate=4)
-    drawn, table, download, status = _detect_video(client, video, every=2)
+    drawn, table, download, status, segments, plot = _detect_video(client, video, every=2,
+                                                                   on_score=0.0,
+                                                                   off_score=0.0)
     path = download["path"] if isinstance(download, dict) else download
     assert Path(path).name == "clip.mp4.jsonl"
-    frames = [json.loads(line) for line in Path(path).read_text().splitlines()]
     assert main(["detect", str(video), "--checkpoint", str(files["checkpoint"]), "--out",
-                 str(tmp_path / "out"), "--device", "cpu", "--classes", CLASSES, "--top-k",
-                 "5", "--every", "2"]) == 0
+                 str(tmp_path / "out"), "--device", "cpu", "--classes", CLASSES,
+                 "--top-k", "5", "--every", "2", "--on-score", "0", "--off-score", "0"]) == 0
     expected = [json.loads(line) for line in
                 (tmp_path / "out" / "clip.mp4.jsonl").read_text().splitlines()]
+    frames = [json.loads(line) for line in Path(path).read_text().splitlines()]
     assert frames == expected and [f["frame"] for f in frames] == [0, 2, 4]
     assert all(f["detections"] for f in frames)
     assert [row[0] for row in table["data"]] == [
         f"clip.mp4@{f['frame']}" for f in expected for _ in f["detections"]]
-    assert [row[1] for row in table["data"]] == [
-        d["score"] for f in expected for d in f["detections"]]
+    assert [row[1] for row in table["data"]] == [d["score"] for f in expected
+                                                 for d in f["detections"]]
     av = pytest.importorskip("av")
     with av.open(drawn["path"]) as movie:  # the server's copy (same machine)
         assert Path(drawn["path"]).name == "clip.mp4.drawn.mp4"
         assert sum(1 for _ in movie.decode(video=0)) == 3
     assert "clip.mp4: 3 frame(s), 15 detections" in status and RANDOM_WEIGHTS_WARNING in status
+    # The timeline: the table of detect's timeline.json, its summary, the Gantt chart.
+    timeline = json.loads((tmp_path / "out" / "clip.mp4.timeline.json").read_text())
+    assert segments["headers"] == TIMELINE_HEADERS
+    assert segments["data"] == timeline_rows(timeline) != []
+    assert all(row[0].startswith("person ") and row[3] == "00:00.5" for row in segments["data"])
+    assert f"{len(segments['data'])} interaction segment(s)" in status
+    assert summary(timeline)[0] in status
+    chart = Image.open(plot["path"] if isinstance(plot, dict) else plot)
+    assert chart.width == 960 and chart.height > 100
 
 
 def test_bad_video_gets_a_clear_message_and_the_server_goes_on(
@@ -188,11 +209,21 @@ def test_bad_video_gets_a_clear_message_and_the_server_goes_on(
                        match=r"broken.mp4: cannot (read|decode) the video"):
         _detect_video(client, broken, every=5)
     with pytest.raises(gradio_client.exceptions.AppError, match="Upload a video first"):
-        client.predict(None, "trained", CUSTOM, CLASSES, 0.0, 5, 10, 5,
+        client.predict(None, "trained", CUSTOM, CLASSES, 0.0, 5, 10, 5, 0.3, 0.15,
                        api_name="/detect_video")
-    _, _, _, status = _detect_video(client, write_test_video(tmp_path / "ok.mp4", frames=2),
-                                    every=5)
-    assert "ok.mp4: 1 frame(s), 5 detections" in status
+    with pytest.raises(gradio_client.exceptions.AppError,
+                       match=r"off_score 0\.5: must be at most on_score 0\.3"):
+        _detect_video(client, write_test_video(tmp_path / "ok.mp4", frames=2), every=5,
+                      off_score=0.5)
+    # Packets but no key frame: nothing decodes, and that is a failure, not an empty video.
+    nokey = write_keyless_video(write_test_video(tmp_path / "ok.mp4", frames=4),
+                                tmp_path / "nokey.mp4")
+    with pytest.raises(gradio_client.exceptions.AppError,
+                       match=r"nokey\.mp4: no frame could be decoded"):
+        _detect_video(client, nokey, every=1)
+    _, _, _, status, segments, _ = _detect_video(client, write_test_video(
+        tmp_path / "ok.mp4", frames=2), every=5)
+    assert "ok.mp4: 1 frame(s), 5 detections" in status and segments["data"] == []
     _, _, download, _ = _detect(client, files["image"])
     assert [p["file_name"] for p in _json(download)] == ["rider.png"]
 
@@ -233,6 +264,7 @@ def test_page_in_a_headless_browser(server: str, files: dict[str, Path], tmp_pat
                                     ) -> None:
     webdriver = pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -281,5 +313,30 @@ def test_page_in_a_headless_browser(server: str, files: dict[str, Path], tmp_pat
         wait.until(ec.element_to_be_clickable(
             (By.XPATH, "//*[@role='menu']//button[contains(., 'Sort ascending')]"))).click()
         wait.until(lambda _: scores() == sorted(scores()))
+
+        # The video panel: a video in, its timeline out (the table and the Gantt chart).
+        panel = driver.find_element(By.CSS_SELECTOR, "#video_panel button")
+        driver.execute_script("arguments[0].click()", panel)
+        upload = wait.until(ec.presence_of_element_located(
+            (By.CSS_SELECTOR, "#video input[type=file]")))
+        upload.send_keys(str(write_test_video(tmp_path / "clip.mp4", frames=6, rate=4)))
+        wait.until(ec.presence_of_element_located(
+            (By.CSS_SELECTOR, "#video a[href*='clip.mp4']")))
+        # Every 2nd frame, every interaction on: segments from the second frame on.
+        for field, value in (("#every", "2"), ("#off_score", "0"), ("#on_score", "0")):
+            number = driver.find_element(By.CSS_SELECTOR, f"{field} input[type=number]")
+            number.send_keys(Keys.CONTROL, "a")
+            number.send_keys(value, Keys.TAB)
+        driver.find_element(By.CSS_SELECTOR, "#detect_video").click()
+        wait.until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, "#status"),
+                                                    "clip.mp4: 3 frame(s)"))
+        wait.until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, "#timeline"),
+                                                    "person "))
+        assert "00:00.5" in driver.find_element(By.CSS_SELECTOR, "#timeline").text
+        plot = wait.until(ec.presence_of_element_located(
+            (By.CSS_SELECTOR, "#timeline_plot img")))
+        assert plot.get_attribute("src")
+        wait.until(lambda _: driver.execute_script(
+            "return arguments[0].complete && arguments[0].naturalWidth", plot) == 960)
     finally:
         driver.quit()

@@ -80,7 +80,7 @@ def _same_detections(a: list[dict], b: list[dict]) -> None:
 def _results(out: Path) -> dict[str, list[dict]]:
     found = {}
     for path in sorted(out.rglob("*.json")):
-        if path.name != "detections.json":
+        if path.name != "detections.json" and not path.name.endswith(".timeline.json"):
             found[str(path.relative_to(out))] = json.loads(path.read_text())["detections"]
     for path in sorted(out.rglob("*.jsonl")):
         for line in path.read_text().splitlines():

@@ -150,7 +150,8 @@ def test_the_command_line_names_flags(tmp_path: Path, capsys: pytest.CaptureFixt
     for argv, message in (
             (["--mode", "crop", "--set", "mode=dense"],
              "--mode crop: disagrees with the override mode=dense"),
-            (["--fps", "-1"], "--fps -1.0: must be a number >= 0 (0: use --every)"),
+            (["--fps", "-1"], "--fps -1.0: must be a number from 0 to 1000 (frames per "
+                              "second; 0: use --every)"),
             (["--test-scale", "900", "--max-size", "800"],
              "--test-scale 900: must be below --max-size 800"),
             (["--batch-size", "-2"], "--batch-size -2: must be an integer >= 1")):

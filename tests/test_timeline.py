@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from moving_boxes import PLANTED, decoded_times, oracle_records, write_moving_boxes
 
-from clip4hoi.errors import InputError
+from clip4hoi.errors import OptionError
 from clip4hoi.timeline import (
     TimelineBuilder,
     TimelineSettings,
@@ -115,12 +115,14 @@ def test_untracked_boxes_do_not_make_interactions() -> None:
 
 
 def test_settings_are_checked_by_name() -> None:
+    """By the rules of clip4hoi.options (``detect``'s --on-score ... name the flags)."""
     for settings, name in ((TimelineSettings(on_score=1.5), "on_score"),
                            (TimelineSettings(off_score=0.5, on_score=0.3), "off_score"),
                            (TimelineSettings(max_gap=float("nan")), "max_gap"),
                            (TimelineSettings(min_length=-1), "min_length")):
-        with pytest.raises(InputError, match=f"timeline {name}"):
+        with pytest.raises(OptionError, match=f"^{name} ") as error:
             TimelineBuilder(settings)
+        assert error.value.option == name
 
 
 def test_summary_lines() -> None:
@@ -183,9 +185,11 @@ def test_planted_spans_of_the_synthetic_video_within_one_sampled_frame(tmp_path:
 
 def test_the_documented_snippet_runs_on_a_detect_jsonl(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
-    """docs/outputs.md's Python block, on the lines ``clip4hoi detect`` writes today (no
-    track ids) for the moving-boxes video at 2 frames/s."""
+    """docs/outputs.md's Python block (other settings from the lines), on the lines that
+    ``clip4hoi detect`` writes for the moving-boxes video at 2 frames/s."""
     import re
+
+    from clip4hoi.tracking import VideoTracker
 
     pytest.importorskip("trackers")
     text = (Path(__file__).parents[1] / "docs" / "outputs.md").read_text()
@@ -193,12 +197,14 @@ def test_the_documented_snippet_runs_on_a_detect_jsonl(
     (snippet,) = re.findall(r"```python\n(.*?)```", section, re.S)
     oracle = write_moving_boxes(tmp_path / "clip.mp4")
     (tmp_path / "out").mkdir()
+    tracker = VideoTracker(rate=2.0)
     with open(tmp_path / "out" / "clip.mp4.jsonl", "w") as lines:
         for index, time in decoded_times(tmp_path / "clip.mp4", every=5):
             records = [{k: v for k, v in r.items() if k != "_truth"}
                        for r in oracle_records(oracle[index])]
             lines.write(json.dumps({"file_name": "clip.mp4", "frame": index, "time": time,
-                                    "width": 160, "height": 120, "detections": records})
+                                    "width": 160, "height": 120,
+                                    "detections": tracker.track_records(time, records)})
                         + "\n")
     monkeypatch.chdir(tmp_path)
     exec(compile(snippet, "docs/outputs.md", "exec"), {})

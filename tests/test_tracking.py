@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from moving_boxes import SCENE, decoded_times, oracle_records, write_moving_boxes
 
-from clip4hoi.errors import EnvironmentFault, InputError
+from clip4hoi.errors import EnvironmentFault, InputError, OptionError
 from clip4hoi.tracking import TrackerSettings, VideoTracker
 
 pytest.importorskip("trackers")
@@ -120,9 +120,9 @@ def test_classes_are_tracked_apart_and_odd_times_are_accepted() -> None:
 
 
 def test_settings_are_checked_by_name() -> None:
-    with pytest.raises(InputError, match="lost_seconds"):
+    with pytest.raises(OptionError, match="lost_seconds"):
         VideoTracker(2.0, TrackerSettings(lost_seconds=-1))
-    with pytest.raises(InputError, match="buffer"):
+    with pytest.raises(OptionError, match="track_buffer"):
         VideoTracker(2.0, TrackerSettings(buffer=float("nan")))
     with pytest.raises(InputError, match="rate"):
         VideoTracker(0.0)
@@ -180,7 +180,7 @@ def test_the_model_on_oracle_proposals_gives_stable_tracks(tmp_path: Path) -> No
                 continue
             pixels = torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
             image, target = detector.preprocess(pixels, oracle_target(oracle[index]))
-            (result,) = detector.detect([image], [target], classes)
+            (result,) = detector.backend([image], [target], classes)
             records = tracker.track_records(float(frame.time),
                                             to_records(result, classes, top_k=0))
             truth = {(b["label"], tuple(b["box"])): b["id"] for b in oracle[index]["boxes"]}

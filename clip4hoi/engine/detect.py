@@ -7,12 +7,16 @@ process or many.
 
 The pictures go through the one pipeline (:class:`~clip4hoi.engine.predictor.Predictor`)
 into the sinks of :mod:`clip4hoi.engine.sinks`: per image ``OUT/<name>.json`` (and
-``.drawn.jpg``), per video ``OUT/<name>.jsonl`` (and ``.drawn.mp4``), and
-``OUT/detections.json`` with every image's detections in the format ``clip4hoi eval``
-reads (``docs/outputs.md``).
+``.drawn.jpg``), per video ``OUT/<name>.jsonl`` with track ids, ``.timeline.json`` and
+``.drawn.mp4`` (:mod:`clip4hoi.engine.videos`), and ``OUT/detections.json`` with every
+image's detections in the format ``clip4hoi eval`` reads (``docs/outputs.md``). A live
+source (a URL, a camera) is read until it ends or the run is stopped (Ctrl-C, SIGTERM):
+what is done is written, the timeline too.
 
 A run resumes: an input whose result file exists and parses is skipped (``overwrite``
-redoes it). Under ``torchrun`` every rank scans the same inputs and takes its share —
+redoes it); a video cut short goes on after its last whole line, if the options that make
+its lines are those it was begun with (checked before the model loads). Under
+``torchrun`` every rank scans the same inputs and takes its share —
 image ``i`` and video ``j`` go to the ranks ``i % world_size`` and ``j % world_size`` —
 on its own GPU (``LOCAL_RANK``) or its own share of the CPU cores; after all ranks are
 done, rank 0 writes the combined file from the per-image files. Rank 0 first removes the
@@ -26,15 +30,27 @@ Nothing here names a command-line flag: options are named by their field names
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import signal
+import threading
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any
 
-from clip4hoi.data.sources import Source, require_pyav, scan_inputs
+from clip4hoi.data.sources import Source, VideoFile, require_pyav, scan_inputs
 from clip4hoi.errors import InputError, OptionError
 from clip4hoi.options import DetectOptions
+
+LINE_OPTIONS = ("checkpoint", "mode", "classes", "boxes", "random_weights", "top_k",
+                "min_score", "every", "fps", "test_scale", "max_size", "lost_seconds",
+                "track_buffer", "overrides")
+"""The options that make a video's lines (a video cut short resumes only with the same);
+the drawing and the timeline are made again from the lines."""
 
 RANK_TIMEOUT = timedelta(days=7)
 """How long the ranks that are done wait for the others (videos are shared by file, so
@@ -90,7 +106,8 @@ class AnnotatedBoxes:
 
 class Progress:
     """The run's counts and messages as a sink: a progress bar over the images (on
-    ``show``), one line per failed input and per finished video."""
+    ``show``), one line per failed input, per video done or stopped (with its timeline's
+    summary)."""
 
     def __init__(self, log: IO[str], out: Path, images: int, show: bool) -> None:
         from tqdm import tqdm
@@ -100,27 +117,57 @@ class Progress:
         self.bar = tqdm(total=images, desc="detect", unit="img", file=log,
                         disable=not show or images < 2)
         self.started = 0.0
-        self.frames = 0
+        self.frames = self.replayed = 0
+
+    def note(self, text: str) -> None:
+        self.bar.write(text, file=self.log)
 
     def start(self, source: Source) -> None:
-        self.started, self.frames = time.perf_counter(), 0
+        self.started, self.frames, self.replayed = time.perf_counter(), 0, 0
 
     def write(self, result: Any) -> None:
-        self.frames += 1
+        if result.done:
+            self.replayed += 1
+        else:
+            self.frames += 1
 
     def finish(self, source: Source, error: str | None) -> None:
         if source.kind == "image":
             self.bar.update(1)
         if error is not None:
             self.summary.errors.append(error)
-            self.bar.write(f"error: {error}", file=self.log)
-            return
-        self.summary.done += 1
+            self.note(f"error: {error}")
+        else:
+            self.summary.done += 1
         if source.kind == "video":
-            seconds = time.perf_counter() - self.started
-            self.bar.write(f"{source.name}: {self.frames} frame(s) in {seconds:.1f} s "
-                           f"({self.frames / seconds:.2f} frames/s) -> "
-                           f"{self.out / source.name}.jsonl", file=self.log)
+            self._video(source, "" if error is None else "stopped by the error above; ")
+
+    def interrupt(self, source: Source) -> None:
+        if source.kind == "video":
+            self._video(source, "interrupted; " + (
+                "" if getattr(source, "live", False) else "run again to continue; "))
+
+    def _video(self, source: Source, stopped: str) -> None:
+        """The video's line (frames, speed, files) and its timeline's summary."""
+        from clip4hoi.engine.videos import lines_path, timeline_path
+        from clip4hoi.timeline import summary
+
+        seconds = time.perf_counter() - self.started
+        try:
+            timeline = json.loads(timeline_path(self.out, source.name).read_bytes())
+        except (OSError, ValueError):
+            return       # nothing was done
+        earlier = f", {self.replayed} done before" if self.replayed else ""
+        self.note(f"{source.name}: {stopped}{self.frames} frame(s) detected in {seconds:.1f} "
+                  f"s ({self.frames / max(seconds, 1e-9):.2f} frames/s){earlier} -> "
+                  f"{lines_path(self.out, source.name)}, "
+                  f"{timeline_path(self.out, source.name).name}")
+        lines = summary(timeline)
+        self.note(f"{source.name}: {len(timeline['tracks'])} track(s), "
+                  f"{sum(len(i['segments']) for i in timeline['interactions'])} interaction "
+                  f"segment(s)" + (":" if lines else ""))
+        for line in lines:
+            self.note(f"  {line}")
 
     def close(self) -> None:
         self.bar.close()
@@ -139,18 +186,54 @@ class DetectJob:
         self.scan = scan_inputs(options.inputs, self.out, every=options.every,
                                 fps=options.fps, exif=options.boxes is None)
         if self.scan.videos:
+            from clip4hoi.tracking import require_trackers
+
             require_pyav()
+            require_trackers()
+            self._check_resumable()
         checkpoint = options.checkpoint
         if checkpoint and not checkpoint.startswith("hf://") and not Path(checkpoint).is_file():
             raise OptionError("checkpoint", checkpoint, "no such file")
         if options.boxes and not Path(options.boxes).is_file():
             raise OptionError("boxes", options.boxes, "no such file")
 
+    def line_options(self) -> dict:
+        """The options that make a video's lines (:data:`LINE_OPTIONS`), as recorded."""
+        return {name: getattr(self.options, name) for name in LINE_OPTIONS}
+
+    def _check_resumable(self) -> None:
+        """Each video cut short by an earlier run (lines, no complete timeline) can go on:
+        begun with the same options, from the same file. Else :class:`OptionError` naming
+        the option that differs (or ``inputs``, ``out``), before the model loads."""
+        from clip4hoi.engine.videos import input_record, interrupted_run, video_is_complete
+
+        if self.options.overwrite:
+            return
+        line_options = json.loads(json.dumps(self.line_options()))
+        for video in self.scan.videos:
+            if video.live or video_is_complete(self.out, video.name):
+                continue
+            previous = interrupted_run(self.out, video.name)
+            if previous is None:
+                continue
+            if previous.run is None:
+                raise OptionError("out", self.out, f"holds the lines of {video.name} but not "
+                                  f"the record of the run that made them (.{Path(video.name).name}"
+                                  f".run.json): move them away, or give {{overwrite}} to "
+                                  f"detect the video again")
+            for name, value in line_options.items():
+                if previous.run.get(name) != value:
+                    raise OptionError(name, value, f"differs from the run that began "
+                                      f"{video.name} and was cut short ({name} "
+                                      f"{previous.run.get(name)!r}): give the same to go on "
+                                      f"with it, or {{overwrite}} to begin it again")
+            if previous.run.get("input") != input_record(video):
+                raise OptionError("inputs", video.path, "changed since a run began it and was "
+                                  "cut short: give {overwrite} to detect it again")
+
     def start(self) -> None:
         """Join the ranks, resolve the device and the mode, build the model and resolve
         the classes (missing weights: :class:`~clip4hoi.errors.WeightsUnavailableError`)."""
-        import os
-
         from clip4hoi.devices import parse_device
         from clip4hoi.engine.backend import build_backend, resolve_mode
         from clip4hoi.engine.distributed import init_distributed, share_cpu_cores
@@ -182,14 +265,15 @@ class DetectJob:
         """This rank's share of the inputs that are not done yet, and how many of its share
         are done."""
         info, out, overwrite = self.info, self.out, self.options.overwrite
-        from clip4hoi.engine.sinks import image_is_complete, video_is_complete
+        from clip4hoi.engine.sinks import image_is_complete
+        from clip4hoi.engine.videos import video_is_complete
 
         images = self.scan.images[info.rank::info.world_size]
         videos = self.scan.videos[info.rank::info.world_size]
         todo = [s for s in images if overwrite or not image_is_complete(
             out / f"{s.name}.json", s.name)]
-        todo += [s for s in videos if overwrite or not video_is_complete(
-            out / f"{s.name}.jsonl", s.name)]
+        todo += [s for s in videos if overwrite or s.live or not video_is_complete(
+            out, s.name)]
         return todo, len(images) + len(videos) - len(todo)
 
     def run(self, log: IO[str]) -> Summary:
@@ -199,11 +283,11 @@ class DetectJob:
         from clip4hoi.engine.predictor import Predictor
         from clip4hoi.engine.sinks import (
             ImageFiles,
-            VideoFiles,
             remove_temporary_files,
             write_combined,
             write_results,
         )
+        from clip4hoi.engine.videos import VideoFiles
 
         todo, skipped = self.pending()
         if self.info.is_main:   # before any rank writes: the leftovers of a killed run
@@ -220,10 +304,15 @@ class DetectJob:
         predictor = Predictor(self.backend, self.classes, batch_size=self.batch_size,
                               workers=options.workers, targets=self.boxes,
                               keep_pixels=not options.no_draw)
-        write_results(predictor(todo), [ImageFiles(self.out, **kept),
-                                        VideoFiles(self.out, **kept), progress])
+        videos = VideoFiles(self.out, **kept, timeline=options.timeline_settings(),
+                            tracker=options.tracker_settings(), run=self.line_options(),
+                            overwrite=options.overwrite)
+        claimed = _claimed(todo, videos, progress)
+        with _sigterm_interrupts():
+            write_results(predictor(claimed), [ImageFiles(self.out, **kept), videos,
+                                               progress])
         summary = progress.summary
-        summary.skipped = skipped
+        summary.skipped += skipped
         barrier()   # every rank's files are written
         gathered = gather_to_main(summary)
         if not self.info.is_main:
@@ -241,3 +330,54 @@ class DetectJob:
             self.backend.encode_classes(self.classes)
             print(f"{len(self.classes)} class embeddings ready in "
                   f"{time.perf_counter() - start:.1f} s", file=log)
+
+
+def _claimed(sources: Iterable[Source], videos: Any, progress: Progress) -> Iterator[Source]:
+    """``sources``, each video claimed (:meth:`VideoFiles.claim`) when the pipeline comes to
+    it: a video done or being written by another run meanwhile is left out (counted as
+    skipped), a resumed one comes with where it goes on."""
+    for source in sources:
+        if not isinstance(source, VideoFile):
+            yield source
+            continue
+        try:
+            claimed, note = videos.claim(source)
+        except InputError as error:
+            progress.summary.errors.append(str(error))
+            progress.note(f"error: {error}")
+            continue
+        if note:
+            progress.note(note)
+        if claimed is None:
+            progress.summary.skipped += 1
+            continue
+        yield claimed
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that the files of a video are completed."""
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """While the block runs (in the main thread, where no SIGTERM handler is set yet),
+    SIGTERM (``kill``, a scheduler, ``torchrun`` ending a job) stops the run as Ctrl-C
+    does: what is done is written. Forked decoding workers keep the default."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+    pid = os.getpid()
+
+    def terminate(signum: int, frame: object) -> None:
+        if os.getpid() != pid:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise _Terminated("terminated (SIGTERM)")
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from itertools import count
 
@@ -43,7 +43,8 @@ TargetFn = Callable[[Source], dict]
 
 @dataclass
 class Prepared:
-    """A decoded and resized frame on its way to the model, or why it could not be read."""
+    """A decoded and resized frame on its way to the model, or why it could not be read,
+    or a frame done by an earlier run (``frame.done``: passed on, not resized)."""
 
     source: int                   # the source's place in the list given to the predictor
     frame: Frame | None = None
@@ -89,7 +90,8 @@ class ImageFrames(Dataset):
 
 class VideoFrames(IterableDataset):
     """The frames of one video source, decoded and resized in order (by one worker process
-    when there is one); a frame that cannot be decoded ends it with an error."""
+    when there is one, ahead of the model); a frame that cannot be decoded ends it with an
+    error. Frames done by an earlier run are passed on as they are."""
 
     def __init__(self, position: int, source: Source, transform: object) -> None:
         self.position, self.source, self.transform = position, source, transform
@@ -99,7 +101,8 @@ class VideoFrames(IterableDataset):
         try:
             for frame in self.source.frames():
                 decoded += 1
-                yield _prepare(self.position, self.source, frame, self.transform, None)
+                yield Prepared(self.position, frame) if frame.done else _prepare(
+                    self.position, self.source, frame, self.transform, None)
         except InputError as error:
             yield _failed(self.position, self.source, error)
             return
@@ -121,6 +124,11 @@ def _unchanged(item: Prepared) -> Prepared:   # the loader's collate_fn (picklab
     return item
 
 
+def _then_none(sources: Iterable[Source]) -> Iterator[Source | None]:
+    yield from sources
+    yield None
+
+
 class Predictor:
     """Detects on a sequence of sources with ``backend`` and the class set ``classes``,
     ``batch_size`` frames of one size per forward pass, decoding with ``workers``
@@ -137,29 +145,36 @@ class Predictor:
         self.keep_pixels = keep_pixels
         self.window = window or 4 * self.batch_size
 
-    def __call__(self, sources: Sequence[Source]) -> Iterator[Results]:
-        """The results of ``sources``' frames, one by one, in order."""
-        sources = list(sources)
+    def __call__(self, sources: Iterable[Source]) -> Iterator[Results]:
+        """The results of ``sources``' frames, one by one, in order. ``sources`` is read
+        lazily: a source is taken when the frames before it have been decoded."""
+        seen: list[Source] = []
         order = count()
-        prepared = (replace(item, order=next(order)) for item in self._decoded(sources))
+        prepared = (replace(item, order=next(order)) for item in self._decoded(sources, seen))
         done: dict[int, Results] = {}
         following = 0
         for batch in self._batches(prepared):
-            for item, result in zip(batch, self._run(batch, sources), strict=True):
+            for item, result in zip(batch, self._run(batch, seen), strict=True):
                 done[item.order] = result
             while following in done:
                 yield done.pop(following)
                 following += 1
 
     def _loader(self, dataset: Dataset, workers: int) -> DataLoader:
+        # A video's frames wait decoded for two batches; an image folder's, four images.
+        ahead = max(4, 2 * self.batch_size) if isinstance(dataset, VideoFrames) else 4
         return DataLoader(dataset, batch_size=None, num_workers=workers,
-                          collate_fn=_unchanged, prefetch_factor=4 if workers else None)
+                          collate_fn=_unchanged, prefetch_factor=ahead if workers else None)
 
-    def _decoded(self, sources: list[Source]) -> Iterator[Prepared]:
+    def _decoded(self, sources: Iterable[Source], seen: list[Source]) -> Iterator[Prepared]:
         """Every frame of every source, decoded and resized: runs of image sources through
-        one loader of ``workers`` processes, each video through a loader of its own."""
+        one loader of ``workers`` processes, each video through a loader of its own (one
+        process decoding ahead). Each source taken is appended to ``seen``."""
         images: list[tuple[int, Source]] = []
-        for position, source in [*enumerate(sources), (len(sources), None)]:
+        for source in _then_none(sources):
+            position = len(seen)
+            if source is not None:
+                seen.append(source)
             if source is not None and source.kind == "image":
                 images.append((position, source))
                 continue
@@ -173,11 +188,11 @@ class Predictor:
                                         1 if self.workers else 0)
 
     def _batches(self, prepared: Iterator[Prepared]) -> Iterator[list[Prepared]]:
-        """Batches of frames of one resized size (errors alone, not run)."""
+        """Batches of frames of one resized size (errors and frames done alone, not run)."""
         groups: dict[tuple[int, int], list[Prepared]] = {}
         waiting = 0
         for item in prepared:
-            if item.error is not None:
+            if item.input is None:
                 yield [item]
                 continue
             group = groups.setdefault(tuple(item.input.shape[-2:]), [])
@@ -192,10 +207,17 @@ class Predictor:
         yield from sorted(groups.values(), key=lambda g: g[0].order)
 
     def _run(self, batch: list[Prepared], sources: list[Source]) -> list[Results]:
-        """The backend on one batch (nothing for an error)."""
-        if batch[0].error is not None:
-            return [Results(sources[batch[0].source], self.classes, self.backend.mode, {},
-                            (0, 0), error=batch[0].error)]
+        """The backend on one batch (nothing for an error or a frame done)."""
+        first = batch[0]
+        if first.error is not None:
+            return [Results(sources[first.source], self.classes, self.backend.mode, {},
+                            (0, 0), error=first.error)]
+        if first.input is None:
+            frame = first.frame
+            return [Results(sources[first.source], self.classes, self.backend.mode, {},
+                            tuple(int(v) for v in frame.pixels.shape[-2:]), frame.index,
+                            frame.time, pixels=frame.pixels if self.keep_pixels else None,
+                            done=True)]
         start = time.perf_counter()
         detections = self.backend([item.input for item in batch],
                                   [item.target for item in batch], self.classes)

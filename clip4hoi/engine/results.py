@@ -82,6 +82,9 @@ class Results:
     """The picture, uint8 ``[3, H, W]`` (for :meth:`plot`)."""
     error: str | None = None
     """Why the picture could not be read (then there are no detections)."""
+    done: bool = False
+    """A frame that an earlier run detected (a resumed video): decoded, not detected (no
+    detections here; its line is in the video's JSON lines)."""
 
     @property
     def name(self) -> str:

@@ -2,35 +2,33 @@
 
 :func:`write_results` hands the stream of :class:`~clip4hoi.engine.results.Results` of
 :class:`~clip4hoi.engine.predictor.Predictor` to sinks, each told when a source starts,
-each picture's result, and when the source ends (with the error that ended it, if any):
+each picture's result, and when the source ends (with the error that ended it, if any) —
+or that the run stopped in the middle of it (Ctrl-C, SIGTERM, a failing writer):
 
 * :class:`ImageFiles` — ``OUT/<name>.drawn.jpg`` and then ``OUT/<name>.json`` per image,
   drawn and written on a background thread (the model never waits for JPEG encoding or
   the disk);
-* :class:`VideoFiles` — per video ``OUT/<name>.jsonl`` (one line per frame) and
-  ``OUT/<name>.drawn.mp4``, written to temporary files and renamed when the whole video
-  is done, discarded when it fails;
+* :class:`~clip4hoi.engine.videos.VideoFiles` — per video ``OUT/<name>.jsonl`` (a line per
+  frame, appended as it is done, with track ids), ``OUT/<name>.drawn.mp4`` and
+  ``OUT/<name>.timeline.json`` (:mod:`clip4hoi.engine.videos`);
 * :func:`write_combined` — ``OUT/detections.json``: every finished image result as one
   ``DETS.json`` for ``clip4hoi eval``, read back from the per-image files (so earlier runs'
   and other ranks' results count).
 
 Every file is written atomically (:func:`clip4hoi.fileio.write_atomic`, or a temporary
-file renamed into place): a crash leaves the old file or the new one, never a torn one.
-The schemas are in ``docs/outputs.md``.
+file renamed into place) — but a video's lines, which grow a whole line at a time: a crash
+leaves the old file or the new one, never a torn one. The schemas are in
+``docs/outputs.md``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from clip4hoi.data.metadata import HOIClassSet
 from clip4hoi.data.sources import Source
@@ -52,6 +50,10 @@ class Sink:
     def finish(self, source: Source, error: str | None) -> None:
         """``source`` is done; ``error``: why it stopped early (then it failed)."""
 
+    def interrupt(self, source: Source) -> None:
+        """The run stops in the middle of ``source`` (Ctrl-C, SIGTERM, an error of the run
+        itself, which is raised next): keep what is done of it."""
+
     def close(self) -> None:
         """The run is over (also after an exception): release what is held."""
 
@@ -62,13 +64,19 @@ def write_results(results: Iterable[Results], sinks: Sequence[Sink]) -> list[str
     current: Source | None = None
     error: str | None = None
     failures: list[str] = []
+
+    def finish() -> None:
+        nonlocal current
+        failures.extend([error] if error is not None else [])
+        for sink in sinks:
+            sink.finish(current, error)
+        current = None
+
     try:
         for result in results:
             if result.source is not current:
                 if current is not None:
-                    failures += [error] if error is not None else []
-                    for sink in sinks:
-                        sink.finish(current, error)
+                    finish()
                 current, error = result.source, None
                 for sink in sinks:
                     sink.start(current)
@@ -78,9 +86,13 @@ def write_results(results: Iterable[Results], sinks: Sequence[Sink]) -> list[str
             for sink in sinks:
                 sink.write(result)
         if current is not None:
-            failures += [error] if error is not None else []
+            finish()
+    except BaseException:
+        if current is not None:
             for sink in sinks:
-                sink.finish(current, error)
+                with contextlib.suppress(Exception):   # the stop itself is raised
+                    sink.interrupt(current)
+        raise
     finally:
         for sink in sinks:
             sink.close()
@@ -133,110 +145,6 @@ def image_is_complete(path: Path, name: str) -> bool:
         isinstance(data.get("detections"), list)
 
 
-# ----------------------------------------------------------------------------- videos
-
-
-class VideoFiles(Sink):
-    """Per video, ``OUT/<name>.jsonl`` (:meth:`Results.to_json` per frame) and, unless
-    ``picture`` is off, ``OUT/<name>.drawn.mp4`` (H.264 at the sampled frame rate; odd
-    sizes lose their last row or column). Options as for :class:`ImageFiles`."""
-
-    def __init__(self, out: Path, top_k: int = 100, min_score: float = 0.0, draw: int = 5,
-                 draw_score: float = 0.0, picture: bool = True) -> None:
-        self.out = out
-        self.top_k, self.min_score, self.draw, self.draw_score = top_k, min_score, draw, \
-            draw_score
-        self.picture = picture
-        self._lines: Any = None
-        self._movie: Any = None
-        self._temporary: list[Path] = []
-
-    def start(self, source: Source) -> None:
-        if source.kind != "video":
-            return
-        jsonl = self.out / f"{source.name}.jsonl"
-        jsonl.parent.mkdir(parents=True, exist_ok=True)
-        self._lines = open(self._temporary_path(jsonl), "w")  # noqa: SIM115 (closed in finish)
-        self._movie = None
-
-    def _temporary_path(self, path: Path, suffix: str = "") -> Path:
-        handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
-                                        suffix=f".tmp{suffix}")
-        os.close(handle)
-        self._temporary.append(Path(name))
-        return Path(name)
-
-    def write(self, result: Results) -> None:
-        if self._lines is None or result.frame is None:
-            return
-        line = result.to_json(self.top_k, self.min_score)
-        self._lines.write(json.dumps(line) + "\n")
-        if self.picture:
-            self._encode(result, np.asarray(result.plot(self.draw, self.draw_score,
-                                                        records=line["detections"])))
-
-    def _encode(self, result: Results, drawn: np.ndarray) -> None:
-        import av
-
-        if self._movie is None:
-            path = self._temporary_path(self.out / f"{result.name}.drawn.mp4", ".mp4")
-            container = av.open(str(path), "w", format="mp4")
-            stream = container.add_stream("libx264", rate=result.source.rate())
-            stream.width, stream.height = drawn.shape[1] // 2 * 2, drawn.shape[0] // 2 * 2
-            stream.pix_fmt = "yuv420p"
-            self._movie = (container, stream, path)
-        container, stream, _ = self._movie
-        frame = av.VideoFrame.from_ndarray(
-            np.ascontiguousarray(drawn[:stream.height, :stream.width]), format="rgb24")
-        for packet in stream.encode(frame):
-            container.mux(packet)
-
-    def finish(self, source: Source, error: str | None) -> None:
-        if self._lines is None:
-            return
-        lines, self._lines = self._lines, None
-        movie, self._movie = self._movie, None
-        try:
-            lines.flush()
-            os.fsync(lines.fileno())
-            lines.close()
-            if movie is not None:
-                container, stream, path = movie
-                for packet in stream.encode():
-                    container.mux(packet)
-                container.close()
-                if error is None:
-                    os.replace(path, self.out / f"{source.name}.drawn.mp4")
-            if error is None:   # the lines last: their file marks the video as done
-                os.replace(lines.name, self.out / f"{source.name}.jsonl")
-        finally:
-            self._discard()
-
-    def close(self) -> None:
-        if self._lines is not None:
-            self._lines.close()
-            self._lines = None
-        if self._movie is not None:
-            self._movie[0].close()
-            self._movie = None
-        self._discard()
-
-    def _discard(self) -> None:
-        for path in self._temporary:
-            path.unlink(missing_ok=True)
-        self._temporary.clear()
-
-
-def video_is_complete(path: Path, name: str) -> bool:
-    """Whether the JSON-lines file ``path`` holds a finished result of video ``name`` (it
-    is renamed into place only when the whole video is done)."""
-    try:
-        records = [json.loads(line) for line in path.read_text().splitlines()]
-    except (OSError, ValueError):
-        return False
-    return all(isinstance(r, dict) and r.get("file_name") == name for r in records)
-
-
 # ----------------------------------------------------------------------------- all images
 
 
@@ -268,14 +176,22 @@ def write_combined(out: Path, sources: Sequence[Source], classes: HOIClassSet,
     return write_atomic(out / COMBINED_NAME, json.dumps(payload))
 
 
-_TEMPORARY = re.compile(r"^\..+\.(json|jsonl|drawn\.jpg|drawn\.mp4)\.[^.]+\.tmp(\.mp4)?$")
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<kind>json|jsonl|drawn\.jpg|drawn\.mp4)"
+                        r"\.[^.]+\.tmp(\.mp4)?$")
 
 
 def remove_temporary_files(out: Path) -> int:
     """Delete the temporary files that a killed run left in ``out`` (``.NAME.XXXX.tmp``
-    beside a result file of this module); run it only when no other process writes
-    there. Returns how many."""
-    stale = [path for path in out.rglob(".*.tmp*") if _TEMPORARY.match(path.name)]
+    beside a result file of these sinks; a drawn video's only when no other run is
+    writing that video); run it before this run writes there. Returns how many."""
+    from clip4hoi.engine.videos import in_use
+
+    stale = []
+    for path in out.rglob(".*.tmp*"):
+        match = _TEMPORARY.match(path.name)
+        if match and not (match["kind"] == "drawn.mp4" and
+                          in_use(path.parent / f"{match['name']}.jsonl")):
+            stale.append(path)
     for path in stale:
         path.unlink(missing_ok=True)
     return len(stale)
