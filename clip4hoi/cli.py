@@ -62,6 +62,16 @@ def _ranked(command: str, body: Callable[[], int], stops: tuple[type, ...] = ())
 # ----------------------------------------------------------------------------- commands
 
 
+def _lean_open_clip() -> None:
+    """Import open_clip without the libraries of what clip4hoi never asks of it (1-2 s of
+    start-up; :func:`clip4hoi.models.clip.import_open_clip_lean`): this process runs no
+    one else's open_clip code."""
+    from clip4hoi.models.clip import import_open_clip_lean
+
+    import_open_clip_lean()
+
+
+
 def cmd_detect(args: argparse.Namespace) -> int:
     from dataclasses import fields
 
@@ -78,6 +88,7 @@ def _detect(options: object) -> int:
     from clip4hoi.errors import EXIT_OK, EXIT_PARTIAL
 
     job = DetectJob(options)   # options and inputs checked: no torch imported yet
+    _lean_open_clip()
     job.start()
     from clip4hoi.api import RANDOM_WEIGHTS_WARNING
 
