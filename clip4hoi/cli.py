@@ -84,13 +84,6 @@ def cmd_detect(args: argparse.Namespace) -> int:
     return _ranked("detect", lambda: _detect(options))
 
 
-def _precision(reason: str, asked: str) -> str:
-    """``precision fp32 (auto: CPU (x86_64) has no AMX, ...)`` from the backend's reason
-    (:func:`clip4hoi.models.precision.resolve_precision`)."""
-    dtype, _, why = reason.partition(": ")
-    return f"precision {dtype} ({'auto: ' if asked == 'auto' else ''}{why})"
-
-
 def _threads(device: object) -> str:
     """``, 2 CPU threads`` on a CPU, nothing on a GPU."""
     if getattr(device, "type", "cpu") != "cpu":
@@ -109,6 +102,7 @@ def _detect(options: object) -> int:
         _lean_open_clip()
     job.start()
     from clip4hoi.api import RANDOM_WEIGHTS_WARNING
+    from clip4hoi.models.precision import describe_precision
 
     if job.info.is_main:
         scan, classes = job.scan, job.classes
@@ -116,7 +110,7 @@ def _detect(options: object) -> int:
                                                    if scan.videos else "")
         ranks = f" on {job.info.world_size} ranks" if job.info.distributed else ""
         print(f"clip4hoi detect: mode {job.mode}{MODE_REASONS.get(job.reason, '')}, "
-              f"{_precision(job.backend.precision, options.precision)}"
+              f"{describe_precision(job.backend.precision, options.precision)}"
               f"{_threads(job.backend.device)}, "
               f"{len(classes)} classes ({classes.name}), {inputs}{ranks} -> {job.out}",
               file=sys.stderr)
@@ -149,6 +143,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from clip4hoi.demo import DemoBackend, launch
     from clip4hoi.devices import parse_device
     from clip4hoi.engine.backend import resolve_mode
+    from clip4hoi.models.precision import describe_precision
 
     device = str(parse_device(args.device))
     mode, _ = resolve_mode(args.mode, args.checkpoint, device, args.set)
@@ -162,7 +157,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.random_weights:
         print(f"WARNING: --random-weights: {RANDOM_WEIGHTS_WARNING}", file=sys.stderr)
     print(f"clip4hoi demo: mode {mode} on {device}, "
-          f"{_precision(detector.precision, args.precision)}; serving http://{args.host}:"
+          f"{describe_precision(detector.precision, args.precision)}; serving http://{args.host}:"
           f"{args.port or 7860} (Ctrl-C stops)", file=sys.stderr)
     launch(backend, args.host, args.port)
     return 0

@@ -48,7 +48,7 @@ from clip4hoi.evaluation import (
 )
 from clip4hoi.fileio import write_atomic
 from clip4hoi.models.model import CLIP4HOI, FrozenFeatures
-from clip4hoi.models.precision import autocast, resolve_precision
+from clip4hoi.models.precision import autocast, describe_precision, resolve_precision
 from clip4hoi.models.training_free import build_training_free
 
 
@@ -180,7 +180,7 @@ def run_test(config: ExperimentConfig, checkpoint: str | Path | None = None,
     dtype, reason = resolve_precision(precision, info.device)
     amp = None if dtype == torch.float32 else dtype
     if info.is_main:
-        print(f"clip4hoi test: mode {mode}, precision {reason}")
+        print(f"clip4hoi test: mode {mode}, {describe_precision(reason, precision)}")
     cache = None
     if mode == "trained":
         if checkpoint is None:

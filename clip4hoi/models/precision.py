@@ -110,3 +110,10 @@ def resolve_precision(mode: str, device: torch.device | str) -> tuple[torch.dtyp
         return torch.bfloat16, "bf16: --precision bf16" + (
             "" if native else f" ({found}: emulated, likely slower than fp32)")
     return (torch.bfloat16, f"bf16: {found}") if native else (torch.float32, f"fp32: {found}")
+
+
+def describe_precision(reason: str, asked: str) -> str:
+    """A :func:`resolve_precision` reason for a run's first line: ``precision fp32 (auto:
+    CPU (x86_64) has no AMX, AVX512-BF16 or Arm BF16)``; ``asked``: the option's value."""
+    dtype, _, why = reason.partition(": ")
+    return f"precision {dtype} ({'auto: ' if asked == 'auto' else ''}{why})"
