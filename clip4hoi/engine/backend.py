@@ -202,6 +202,8 @@ class OnnxBackend(TorchBackend):
                          max_size, export.classes, "fp32")
         self.precision = "fp32: ONNX Runtime runs the exported fp32 graphs"
         self.export = export
+        for runner in (export.detector, export.clip):   # open now, not in the first image
+            runner.session()
 
     def resolve_classes(self, classes: str | HOIClassSet | None) -> HOIClassSet:
         """As :meth:`TorchBackend.resolve_classes`, among the exported classes (others: an

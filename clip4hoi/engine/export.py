@@ -280,12 +280,18 @@ class _Runner(nn.Module):
     def train(self, mode: bool = True) -> _Runner:
         return super().train(False)
 
-    def run(self, inputs: dict[str, Tensor]) -> list[Tensor]:
+    def session(self) -> Any:
+        """The ONNX Runtime session on this module's device, opened (the graph loaded and
+        optimised: seconds for DETR-R50) on first use."""
         device = self._device.device
         if device not in self._sessions:
             self._sessions[device] = _session(self.path, device)
+        return self._sessions[device]
+
+    def run(self, inputs: dict[str, Tensor]) -> list[Tensor]:
         arrays = {k: v.detach().cpu().numpy() for k, v in inputs.items()}
-        return [torch.from_numpy(a).to(device) for a in self._sessions[device].run(None, arrays)]
+        device = self._device.device
+        return [torch.from_numpy(a).to(device) for a in self.session().run(None, arrays)]
 
 
 class OnnxDETR(_Runner):
