@@ -388,9 +388,11 @@ def _add_set(parser: argparse.ArgumentParser, what: str) -> None:
 
 
 def _add_model_source(parser: argparse.ArgumentParser, set_help: str, mode_help: str,
-                      device: bool = True, random_weights: bool = True) -> None:
+                      device: bool = True, random_weights: bool = True,
+                      precision: bool = True) -> None:
     """The flags that choose the model: ``--checkpoint --mode [--random-weights]
-    [--device] --set``, the same in ``detect``, ``demo`` and ``test``."""
+    [--device] [--precision] --set``, the same in ``detect``, ``demo``, ``test`` and
+    ``export``."""
     parser.add_argument("--checkpoint", help="trained CLIP4HOI head: .safetensors or "
                         "hf://ORG/NAME[@REVISION] (Hugging Face Hub)")
     parser.add_argument("--mode", choices=["auto", "trained", "crop", "dense"], default="auto",
@@ -402,10 +404,11 @@ def _add_model_source(parser: argparse.ArgumentParser, set_help: str, mode_help:
     if device:
         parser.add_argument("--device", default="auto", help="auto (default: cuda when "
                             "available, else cpu), cpu, cuda, cuda:1")
-    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                        help="auto (default): bf16 where the hardware runs it natively (GPU "
-                        "of compute capability >= 8, CPU with AMX or AVX512-BF16), else fp32; "
-                        "boxes and scores stay fp32 (docs/inference.md)")
+    if precision:
+        parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                            help="auto (default): bf16 where the hardware runs it natively "
+                            "(GPU of compute capability >= 8, CPU with AMX or AVX512-BF16), "
+                            "else fp32; boxes and scores stay fp32 (docs/inference.md)")
     _add_set(parser, set_help)
 
 
@@ -481,18 +484,14 @@ def _add_export_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=["onnx"], default="onnx",
                    help="what to write (default: %(default)s)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder to write to")
-    p.add_argument("--checkpoint", help="trained CLIP4HOI head: .safetensors or "
-                   "hf://ORG/NAME[@REVISION] (Hugging Face Hub)")
-    p.add_argument("--mode", choices=["auto", "trained", "crop", "dense"], default="auto",
-                   help="auto (default): trained with --checkpoint, else dense")
-    p.add_argument("--random-weights", action="store_true",
-                   help="random networks, meaningless output: smoke tests only")
+    _add_model_source(p, "as for detect (thresholds are read by detect --onnx from the "
+                      "export)", "exports are made on the CPU, so dense without a checkpoint",
+                      device=False, precision=False)
     p.add_argument("--classes", help="the class set whose embeddings are exported: hicodet "
                    "| vcoco | FILE | 'ride bicycle, hold cup' (default: the checkpoint's "
                    "classes, or hicodet); detect --onnx takes these or a subset")
     p.add_argument("--opset", type=int, metavar="N",
                    help="ONNX opset (default: the exporter's, 20 with torch 2.14)")
-    _add_set(p, "as for detect (thresholds are read by detect --onnx from the export)")
     p.set_defaults(func=cmd_export)
 
 

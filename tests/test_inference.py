@@ -506,3 +506,17 @@ def test_missing_onnx_runtime_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_p
         export.onnxruntime()
     with pytest.raises(InputError, match=r"no clip4hoi_onnx\.json"):
         export.load_onnx(tmp_path)
+
+
+def test_gpu_benchmark_script_runs_in_its_tiny_cpu_mode(tmp_path: Path) -> None:
+    """benchmarks/gpu_detect.py (images/s at three batch sizes, fp32 / bf16 / ONNX Runtime,
+    peak memory) cannot run here without a GPU: its --tiny mode runs the same code on the
+    CPU (ONNX Runtime left out: the export is tested above)."""
+    import gpu_detect
+
+    result = gpu_detect.main(["--tiny", "--no-onnx", "--images", "4",
+                              "--json", str(tmp_path / "gpu.json")])
+    runs = [(r["variant"], r["batch"]) for r in result["runs"]]
+    assert runs == [(p, b) for p in ("fp32", "bf16") for b in (1, 2, 4)]
+    assert all(r["images_per_s"] > 0 and r["images"] == 8 for r in result["runs"])
+    assert json.loads((tmp_path / "gpu.json").read_text())["runs"] == result["runs"]
