@@ -27,12 +27,26 @@ resized to the detector's test scale (800×1066) as :class:`HOIDetector` does.
 (e) Frozen networks, variants interleaved (``--sections frozen``): DETR-R50 (batch-norm
     statistics randomised, so that folding is not a no-op) and the CLIP image pass of the
     trained path in today's eager fp32 (the reference), batch norm folded, folded +
-    channels-last, bf16 autocast and ONNX Runtime fp32 (unless ``--no-onnx``), with each
-    variant's error against the reference: DETR boxes in pixels and class probabilities,
-    CLIP embedding cosines; and the sum of the fastest DETR and CLIP forwards.
+    channels-last, bf16 autocast and ONNX Runtime fp32 (unless ``--no-onnx``; the graphs of
+    ``clip4hoi.engine.export.export_onnx``), with each variant's error against the
+    reference: DETR boxes in pixels and class probabilities, CLIP embedding cosines; and
+    the sum of the fastest DETR and CLIP forwards.
 (f) bf16 against fp32 (``--sections bf16``): ``detect --mode dense`` and the trained path
     (random head) on the 15 × 15 scene, 600 HICO-DET classes, two images: how many of the
     fp32 top-100 detections are not in the bf16 top-100, and the score error.
+(g) The whole ``clip4hoi detect`` (``--sections detect``), as a subprocess on one thread,
+    on ``--images`` photo-like 640×480 images with 15 humans and 15 objects each given by
+    ``--boxes`` (435 pairs for the head, 600 classes), with (e)'s DETR and CLIP as weights
+    files and a random trained head on them: PyTorch fp32, PyTorch bf16, ONNX Runtime
+    (``detect --onnx`` of the export) and, with ``--baseline COMMIT`` (as
+    ``bench_train.py``; default be3736a, before this work), that commit's ``detect`` on
+    the same files; per image (between the first and the last image's result), the
+    speed-up against the baseline, and the ratio to the sum of (e)'s fastest DETR and CLIP
+    forwards (goal <= 1.15: the rest of the pipeline nearly free).
+(h) Start-up to the first image, from the same runs (the process's start to the first
+    image's result, less that image's own time), and of a one-image ``detect
+    --random-weights --mode dense`` here and at the baseline (goal <= 0.5×).
+    (g) and (h) interleave the variants over ``--rounds`` rounds after a warm-up round.
 
 Each timing is the median of ``--repeat`` runs after one warm-up, the functions compared
 run interleaved (a slow phase of a shared machine hits all of them alike); torch keeps its
@@ -43,8 +57,8 @@ times can grow tenfold (``--threads 1`` is then steadier).
 Usage::
 
     python benchmarks/bench_inference.py [--repeat 3] [--crops 64] [--cli] [--open-vocab]
-        [--sections trained,text,free,frozen,bf16] [--no-onnx] [--threads N]
-        [--json OUT.json]
+        [--sections trained,text,free,frozen,bf16,detect] [--no-onnx] [--threads N]
+        [--baseline be3736a] [--images 3] [--rounds 2] [--json OUT.json]
 """
 
 from __future__ import annotations
@@ -60,6 +74,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +100,7 @@ from clip4hoi.models.training_free import (
     union_boxes,
 )
 
+REPO = Path(__file__).resolve().parents[1]
 RANDOM = ["detector.weights=random", "clip.pretrained=null"]
 N_HUMANS = N_OBJECTS = 15
 
@@ -342,16 +359,57 @@ def randomize_batchnorm(module: torch.nn.Module, seed: int = 0) -> torch.nn.Modu
     return module
 
 
-def bench_frozen(image: Tensor, repeat: int, onnx: bool) -> dict[str, Any]:
+@dataclass
+class Networks:
+    """The full-size frozen networks of sections (e), (g) and (h), once: DETR-R50 (91
+    classes, batch-norm statistics randomised) and CLIP ViT-B/16 with random weights, as
+    weights files (DETR in the facebookresearch layout), a random trained head on them
+    that takes the annotated boxes as proposals (``head.safetensors``, its config naming
+    the two files) and, unless ``--no-onnx``, the ONNX export of that model."""
+
+    detr: DETR                 # unfolded: today's eager network
+    clip: Any                  # CLIPEncoder
+    folder: Path
+    head: Path
+    onnx: Path | None
+    onnx_export_s: dict[str, float]
+
+
+def prepare_networks(folder: Path, onnx: bool) -> Networks:
+    from safetensors.torch import save_file
+
+    from clip4hoi.engine.checkpoint import save_checkpoint
+    from clip4hoi.engine.export import export_onnx
+
+    torch.manual_seed(0)
+    detr = randomize_batchnorm(DETR(num_classes=91))
+    clip = build_clip("ViT-B-16")
+    save_file({k: v.contiguous() for k, v in detr.state_dict().items()},
+              folder / "detr.safetensors")
+    save_file({k: v.contiguous() for k, v in clip.model.state_dict().items()},
+              folder / "clip.safetensors")
+    config = apply_overrides(ModelConfig(), [
+        f"detector.weights={folder / 'detr.safetensors'}",
+        f"clip.pretrained={folder / 'clip.safetensors'}", "detector.use_gt_boxes=true"])
+    model = build_model(config).eval()
+    save_checkpoint(model, folder / "head.safetensors")
+    export_s: dict[str, float] = {}
+    if onnx:
+        start = time.perf_counter()
+        export_onnx(model, folder / "onnx", log=sys.stdout)   # a line per graph
+        export_s["detr + clip"] = time.perf_counter() - start
+    return Networks(detr, clip, folder, folder / "head.safetensors",
+                    folder / "onnx" if onnx else None, export_s)
+
+
+def bench_frozen(image: Tensor, repeat: int, networks: Networks) -> dict[str, Any]:
     """DETR-R50 (91 classes, batch-norm statistics randomised) and the CLIP ViT-B/16 image
     pass of the trained path on ``image``, each variant interleaved with the others:
     today's eager fp32 (the reference), batch norm folded, folded + channels-last, bf16
-    autocast (folded, channels-last) and ONNX Runtime fp32 (``onnx``)."""
-    torch.manual_seed(0)
-    detr = randomize_batchnorm(DETR(num_classes=91))
+    autocast (folded, channels-last) and ONNX Runtime fp32 (when exported)."""
+    detr, clip = networks.detr, networks.clip
     folded = copy.deepcopy(detr).prepare_for_inference(channels_last=False)
     channels_last = copy.deepcopy(detr).prepare_for_inference(channels_last=True)
-    clip = build_clip("ViT-B-16")
     layers = tuple(ModelConfig().clip.layers)
     pixels = normalize([image])
     clip_pixels = clip.preprocess([image])
@@ -373,39 +431,20 @@ def bench_frozen(image: Tensor, repeat: int, onnx: bool) -> dict[str, Any]:
 
     detr_fns["bf16 autocast (folded, channels-last)"] = detr_bf16
     clip_fns["bf16 autocast"] = clip_bf16
-    export_s = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        if onnx:
-            from clip4hoi.engine.export import (
-                OnnxCLIPImage,
-                OnnxDETR,
-                export_clip_image,
-                export_detector,
-            )
+    if networks.onnx is not None:
+        from clip4hoi.engine.export import load_onnx
 
-            start = time.perf_counter()
-            export_detector(channels_last, Path(tmp) / "detector.onnx")
-            export_s["detr"] = time.perf_counter() - start
-            blocks = len(clip.model.visual.transformer.resblocks)
-            kept = tuple(i + blocks if i < 0 else i for i in layers)
-            start = time.perf_counter()
-            export_clip_image(clip, Path(tmp) / "clip.onnx", kept, dense=False)
-            export_s["clip"] = time.perf_counter() - start
-            onnx_detr = OnnxDETR(Path(tmp) / "detector.onnx", detr.config)
-            onnx_clip = OnnxCLIPImage(Path(tmp) / "clip.onnx", {
-                "image_size": clip.image_size, "patch_size": clip.patch_size,
-                "width": clip.width, "embed_dim": clip.embed_dim, "mean": clip.mean,
-                "std": clip.std, "blocks": blocks, "layers": kept, "dense": False})
-            detr_fns["onnxruntime fp32"] = lambda: onnx_detr(pixels)
-            clip_fns["onnxruntime fp32"] = lambda: onnx_clip.encode_image(clip_pixels, layers)
-        functions = {**{f"detr: {k}": f for k, f in detr_fns.items()},
-                     **{f"clip: {k}": f for k, f in clip_fns.items()}}
-        times = median_times(functions, repeat)
-        errors = {name: detr_error(detr(pixels), fn(), image.shape[-2:])
-                  for name, fn in detr_fns.items() if name != "eager fp32"}
-        reference = clip.encode_image(clip_pixels, layers=layers)
-        errors.update({f"clip: {name}": clip_error(reference, fn())
-                       for name, fn in clip_fns.items() if name != "eager fp32"})
+        export = load_onnx(networks.onnx)
+        detr_fns["onnxruntime fp32"] = lambda: export.detector(pixels)
+        clip_fns["onnxruntime fp32"] = lambda: export.clip.encode_image(clip_pixels, layers)
+    functions = {**{f"detr: {k}": f for k, f in detr_fns.items()},
+                 **{f"clip: {k}": f for k, f in clip_fns.items()}}
+    times = median_times(functions, repeat)
+    errors = {name: detr_error(detr(pixels), fn(), image.shape[-2:])
+              for name, fn in detr_fns.items() if name != "eager fp32"}
+    reference = clip.encode_image(clip_pixels, layers=layers)
+    errors.update({f"clip: {name}": clip_error(reference, fn())
+                   for name, fn in clip_fns.items() if name != "eager fp32"})
     detr_ref, clip_ref = times["detr: eager fp32"], times["clip: eager fp32"]
     return {
         "image_size": [int(image.shape[1]), int(image.shape[2])],
@@ -415,7 +454,7 @@ def bench_frozen(image: Tensor, repeat: int, onnx: bool) -> dict[str, Any]:
         "clip_speedup": {k: clip_ref / times[f"clip: {k}"] for k in clip_fns},
         "fastest_detr_plus_clip_s": min(times[f"detr: {k}"] for k in detr_fns)
         + min(times[f"clip: {k}"] for k in clip_fns),
-        "onnx_export_s": export_s, "errors_vs_eager_fp32": errors,
+        "onnx_export_s": networks.onnx_export_s, "errors_vs_eager_fp32": errors,
     }
 
 
@@ -550,7 +589,137 @@ def bench_cli(image: Tensor) -> dict[str, Any]:
     return results
 
 
-SECTIONS = ("trained", "text", "free", "frozen", "bf16")
+# --------------------------------------------- (g) detect per image, (h) start-up
+
+
+def scene_target(width: int, height: int) -> dict[str, Tensor]:
+    """The 15 humans and 15 objects of :func:`scene_detections` as annotated boxes of a
+    ``width`` × ``height`` image (continuous xyxy pixels; objects: COCO-80 ids 1..15), a
+    model target for ``detector.use_gt_boxes``."""
+    _, boxes = scene_detections(91, (height, width), 100)
+    xyxy = box_convert(boxes[0, :N_HUMANS + N_OBJECTS], "cxcywh", "xyxy") * torch.tensor(
+        [width, height, width, height])
+    return {"boxes_h": xyxy[:N_HUMANS], "boxes_o": xyxy[N_HUMANS:],
+            "object": torch.arange(1, N_OBJECTS + 1)}
+
+
+def write_scene(folder: Path, count: int) -> tuple[Path, Path]:
+    """``count`` photo-like 640×480 JPEGs and a HICO-DET annotation file giving each the
+    15 humans and 15 objects of :func:`scene_detections` (one annotated pair per human),
+    for ``detect --boxes``: the head scores their 435 pairs on 600 classes."""
+    from clip4hoi.data.metadata import COCO_OBJECTS, HICO_VERBS, hicodet_rare
+
+    photos = folder / "photos"
+    photos.mkdir(parents=True)
+    classes = hicodet_classes()
+    width, height = 640, 480
+    target = scene_target(width, height)
+    humans, objects = target["boxes_h"].tolist(), target["boxes_o"].tolist()
+    hois = [classes.objects.index(o) for o in target["object"].tolist()]  # a class each
+    names, annotation = [], []
+    for i in range(count):
+        name = f"scene{i}.jpg"
+        Image.fromarray(photo_like(width, height, seed=i).permute(1, 2, 0).numpy()).save(
+            photos / name, quality=90)
+        names.append(name)
+        annotation.append({"boxes_h": humans, "boxes_o": objects, "hoi": hois,
+                           "object": [classes.objects[k] for k in hois],
+                           "verb": [classes.verb_ids[k] for k in hois]})
+    rare = set(hicodet_rare())
+    data = {"annotation": annotation, "filenames": names, "size": [[width, height]] * count,
+            "empty": [], "objects": list(COCO_OBJECTS), "verbs": list(HICO_VERBS),
+            "correspondence": [[k, o, v] for k, (o, v) in
+                               enumerate(zip(classes.objects, classes.verb_ids, strict=True))],
+            "rare": sorted(rare), "non_rare": [k for k in range(len(classes)) if k not in rare]}
+    path = folder / "instances_scene.json"
+    path.write_text(json.dumps(data))
+    return photos, path
+
+
+def run_detect(tree: Path, argv: list[str], names: list[str], out: Path) -> dict[str, Any]:
+    """``python -m clip4hoi detect`` of the code in ``tree`` on one thread
+    (``OMP_NUM_THREADS=1``), writing into ``out``: when each image's JSON appears, counted
+    from the start of the process. ``startup_s``: until the first image's JSON, less that
+    image's own ``seconds`` (imports, building and loading the model, class embeddings,
+    decoding; what a one-image run pays besides the image); ``intervals_s``: between
+    consecutive JSONs (the whole pipeline per image, as a folder runs); ``seconds``: each
+    image's model time (its JSON's)."""
+    env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1",
+           "MKL_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "clip4hoi", "detect", *argv, "--out", str(out),
+               "--device", "cpu", "--workers", "0", "--no-draw"]
+    appeared: dict[str, float] = {}
+    with tempfile.TemporaryFile("w+") as log:
+        start = time.perf_counter()
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=log, cwd=tree)
+        while process.poll() is None or len(appeared) < len(names):
+            for name in names:
+                if name not in appeared and (out / f"{name}.json").is_file():
+                    appeared[name] = time.perf_counter() - start
+            if process.poll() is not None and len(appeared) < len(names):
+                break
+            time.sleep(0.01)
+        wall = time.perf_counter() - start
+        if process.returncode or len(appeared) < len(names):
+            log.seek(0)
+            raise RuntimeError(f"{' '.join(command)} failed:\n{log.read()[-3000:]}")
+    seconds = [json.loads((out / f"{n}.json").read_text())["seconds"] for n in names]
+    times = [appeared[n] for n in names]
+    return {"startup_s": times[0] - seconds[0], "wall_s": wall, "seconds": seconds,
+            "intervals_s": [b - a for a, b in pairwise(times)]}
+
+
+def bench_detect(networks: Networks, baseline: Path | None, label: str, images: int,
+                 rounds: int, folder: Path) -> dict[str, Any]:
+    """(g) the whole ``detect`` of ``images`` scene images (:func:`write_scene`) with the
+    trained head on the annotated boxes, in each precision and runtime of this tree and
+    at the ``baseline`` commit (fp32, its only precision), from the same weights files;
+    (h) a one-image ``detect --random-weights --mode dense``. All runs one thread, the
+    variants interleaved over ``rounds`` rounds after a warm-up round (one image each:
+    page cache, class-embedding caches)."""
+    photos, annotations = write_scene(folder, images)
+    names = sorted(p.name for p in photos.iterdir())
+    one = folder / "one"
+    one.mkdir()
+    (one / names[0]).symlink_to(photos / names[0])
+    head = ["--checkpoint", str(networks.head), "--boxes", str(annotations)]
+    dense = ["--random-weights", "--mode", "dense"]
+    thread = ["--threads", "1"]   # (the baseline has no such flag: OMP_NUM_THREADS=1)
+    scene: dict[str, tuple[Path, list[str]]] = {
+        "pytorch fp32": (REPO, [*head, "--precision", "fp32", *thread]),
+        "pytorch bf16": (REPO, [*head, "--precision", "bf16", *thread])}
+    if networks.onnx is not None:
+        scene["onnxruntime fp32"] = (REPO, ["--onnx", str(networks.onnx), "--boxes",
+                                            str(annotations), *thread])
+    startup = {"this tree": (REPO, [*dense, *thread])}
+    if baseline is not None:
+        scene[f"{label} fp32"] = (baseline, head)
+        startup[label] = (baseline, dense)
+    runs: dict[str, list[dict[str, Any]]] = {f"scene: {k}": [] for k in scene}
+    runs.update({f"startup: {k}": [] for k in startup})
+    count = 0
+    for round_ in range(rounds + 1):
+        for key, (tree, argv) in [*((f"scene: {k}", v) for k, v in scene.items()),
+                                  *((f"startup: {k}", v) for k, v in startup.items())]:
+            warm, is_scene = round_ == 0, key.startswith("scene")
+            source, kept = (photos, names) if is_scene and not warm else (one, names[:1])
+            count += 1
+            result = run_detect(tree, [str(source), *argv], kept, folder / f"out{count}")
+            if not warm:
+                runs[key].append(result)
+    out: dict[str, Any] = {"images": images, "rounds": rounds, "baseline": label}
+    for key, results in runs.items():
+        out[key] = {"startup_s": statistics.median(r["startup_s"] for r in results),
+                    "runs": results}
+        if key.startswith("scene"):   # the images after the first of each run
+            out[key]["per_image_s"] = statistics.median(
+                t for r in results for t in r["intervals_s"])
+            out[key]["model_s"] = statistics.median(
+                t for r in results for t in r["seconds"][1:])
+    return out
+
+
+SECTIONS = ("trained", "text", "free", "frozen", "bf16", "detect")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -561,7 +730,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--sections", default=",".join(SECTIONS),
                         help=f"comma-separated, of {', '.join(SECTIONS)} (default: all)")
     parser.add_argument("--no-onnx", action="store_true",
-                        help="(e) without the ONNX Runtime variants")
+                        help="(e), (g) without the ONNX Runtime variants")
+    parser.add_argument("--baseline", default="be3736a",
+                        help="(g), (h): also run the detect of this commit or source folder "
+                        "(default: %(default)s, before issue 21; '' for none)")
+    parser.add_argument("--images", type=int, default=3,
+                        help="(g) scene images per detect run (default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="(g), (h) timed runs of each variant (default: %(default)s)")
     parser.add_argument("--cli", action="store_true",
                         help="also time clip4hoi detect --random-weights in both modes")
     parser.add_argument("--open-vocab", action="store_true",
@@ -583,7 +759,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     image = transform(original, dict(no_boxes))[0]
     results: dict[str, Any] = {"machine": machine(), "cpu_flags": cpu_flags(),
                                "repeat": args.repeat}
-    with torch.no_grad():
+    with torch.no_grad(), tempfile.TemporaryDirectory() as tmp:
         if sections & {"trained", "text", "free"} or args.open_vocab:
             model = build_model(apply_overrides(ModelConfig(), RANDOM)).eval()
         if "trained" in sections:
@@ -595,11 +771,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                            args.crops)
         if args.open_vocab:
             results["open_vocab"] = bench_open_vocab(model, image, args.repeat)
+        if sections & {"frozen", "detect"}:
+            networks = prepare_networks(Path(tmp), onnx=not args.no_onnx)
         if "frozen" in sections:
-            results["frozen"] = bench_frozen(image, args.repeat, not args.no_onnx)
+            results["frozen"] = bench_frozen(image, args.repeat, networks)
         if "bf16" in sections:
             images = [transform(photo_like(seed=seed), dict(no_boxes))[0] for seed in (0, 1)]
             results["bf16_vs_fp32"] = bench_bf16_detections(images)
+        if "detect" in sections:
+            from bench_train import baseline_tree
+
+            baseline = baseline_tree(args.baseline, Path(tmp) / "baseline") \
+                if args.baseline else None
+            (Path(tmp) / "detect").mkdir()
+            results["detect"] = bench_detect(networks, baseline, args.baseline, args.images,
+                                             args.rounds, Path(tmp) / "detect")
     if args.cli:
         results["cli"] = bench_cli(original)
     results["machine_after"] = machine()
@@ -712,9 +898,41 @@ def print_table(results: dict[str, Any]) -> None:
                          f"{m['changed_in_top100']} of {m['detections']} detections; score "
                          f"error {m['score_abs_max']:.2g} max, {m['score_rel_median']:.2g} "
                          f"median relative"))
+    if "detect" in results:
+        rows += detect_rows(results["detect"], results.get("frozen"))
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
+
+
+def detect_rows(d: dict[str, Any], frozen: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """Rows of (g) and (h): per image, speed-up against the baseline, ratio to the
+    fastest DETR + CLIP forwards of (e); start-ups and their ratio to the baseline's."""
+    label = d["baseline"]
+    scene = {k.removeprefix("scene: "): v for k, v in d.items() if k.startswith("scene: ")}
+    before = scene.get(f"{label} fp32")
+    limit = frozen and frozen["fastest_detr_plus_clip_s"]
+    rows = [(f"(g) detect, {d['images']} images 640x480, 15x15 pairs (--boxes), 600 classes, "
+             f"1 thread, {d['rounds']} runs", "per image (model); speed-up; / (fastest "
+             "DETR + CLIP)" if limit else "per image (model); speed-up")]
+    for name, v in scene.items():
+        speed = f" = {before['per_image_s'] / v['per_image_s']:.2f}x" if before else ""
+        ratio = f"; {v['per_image_s'] / limit:.2f} (goal <= 1.15)" if limit else ""
+        rows.append((f"    {name}", f"{v['per_image_s'] * 1000:6.0f} ms "
+                     f"({v['model_s'] * 1000:.0f}){speed}{ratio}"))
+    rows.append(("(h) start-up to the first image (one thread)", ""))
+    for name, v in scene.items():
+        ratio = f" = {v['startup_s'] / before['startup_s']:.2f}x of the baseline's" \
+            if before and v is not before else ""
+        rows.append((f"    --checkpoint (weights files), {name}",
+                     f"{v['startup_s']:8.2f} s{ratio}"))
+    mine, theirs = d.get("startup: this tree"), d.get(f"startup: {label}")
+    if mine:
+        ratio = f" = {mine['startup_s'] / theirs['startup_s']:.2f}x of {label}'s " \
+            f"{theirs['startup_s']:.2f} s (goal <= 0.5)" if theirs else ""
+        rows.append(("    --random-weights --mode dense, 1 image",
+                     f"{mine['startup_s']:8.2f} s{ratio}"))
+    return rows
 
 
 if __name__ == "__main__":

@@ -18,12 +18,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
-from clip4hoi.config import ModelConfig
 from clip4hoi.data.metadata import HOIClassSet
 from clip4hoi.data.sources import as_sources, as_uint8_tensor
 from clip4hoi.engine.backend import (
@@ -33,13 +32,16 @@ from clip4hoi.engine.backend import (
     prepare_image,
     resolve_mode,
 )
-from clip4hoi.engine.checkpoint import load_checkpoint
 from clip4hoi.engine.predictor import Predictor
 from clip4hoi.engine.results import Results, to_records
 from clip4hoi.errors import InputError
-from clip4hoi.hub import HEAD_FILE, download_head, resolve_checkpoint
-from clip4hoi.models.model import build_model
 from clip4hoi.options import check_option
+
+if TYPE_CHECKING:
+    from clip4hoi.config import ModelConfig
+
+# (The weight lookup, the Hub and checkpoints are imported by the constructors that use
+# them: open_clip, huggingface_hub and safetensors' readers stay out of a bare import.)
 
 __all__ = ["RANDOM_WEIGHTS_WARNING", "HOIDetector", "Results", "build_training_free_detector",
            "load_detector", "to_records"]
@@ -56,13 +58,16 @@ class HOIDetector:
     or a training-free scorer); ``classes`` is the default class set (the model's when
     None); images are resized to short side ``min_size`` (long side
     at most ``max_size``) and the boxes mapped back to the original pixels (continuous
-    xyxy). :meth:`from_backend` wraps another backend (:mod:`clip4hoi.engine.backend`).
+    xyxy); ``precision`` ``auto`` (bf16 where the hardware runs it natively, else fp32),
+    ``fp32`` or ``bf16`` (:attr:`precision` says what was chosen and why).
+    :meth:`from_backend` wraps another backend (:mod:`clip4hoi.engine.backend`).
     """
 
     def __init__(self, model: nn.Module, classes: HOIClassSet | None = None,
                  mode: str = "trained", device: str | torch.device = "cpu",
-                 min_size: int = 800, max_size: int = 1333) -> None:
-        self.backend: Backend = TorchBackend(model, mode, device, min_size, max_size, classes)
+                 min_size: int = 800, max_size: int = 1333, precision: str = "auto") -> None:
+        self.backend: Backend = TorchBackend(model, mode, device, min_size, max_size, classes,
+                                             precision)
 
     @classmethod
     def from_backend(cls, backend: Backend) -> HOIDetector:
@@ -73,29 +78,46 @@ class HOIDetector:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu",
-                        overrides: list[str] | None = None, **sizes: int) -> HOIDetector:
+                        overrides: list[str] | None = None, precision: str = "auto",
+                        **sizes: int) -> HOIDetector:
         """A trained CLIP4HOI head (its config names the frozen DETR and CLIP weights):
         a local ``.safetensors`` file or ``hf://ORG/NAME[@REVISION]`` (:mod:`clip4hoi.hub`);
         ``sizes``: ``min_size``/``max_size`` of the test scale."""
+        from clip4hoi.engine.checkpoint import load_checkpoint
+        from clip4hoi.hub import resolve_checkpoint
+
         return cls(load_checkpoint(resolve_checkpoint(path), overrides), None, "trained",
-                   device, **sizes)
+                   device, precision=precision, **sizes)
+
+    @classmethod
+    def from_onnx(cls, directory: str | Path, device: str | torch.device = "cpu",
+                  overrides: list[str] | None = None, **sizes: int) -> HOIDetector:
+        """The model of a folder written by ``clip4hoi export --format onnx`` run by ONNX
+        Runtime (:class:`~clip4hoi.engine.backend.OnnxBackend`; needs the ``onnx``
+        extra); ``overrides``: thresholds of its config."""
+        return cls.from_backend(build_backend("auto", device=device, overrides=overrides or [],
+                                              onnx=directory, **_sizes(sizes)))
 
     @classmethod
     def from_pretrained(cls, repo_id: str, revision: str | None = None,
                         device: str | torch.device = "cpu", overrides: list[str] | None = None,
-                        filename: str = HEAD_FILE) -> HOIDetector:
+                        filename: str | None = None, precision: str = "auto") -> HOIDetector:
         """A trained head from the Hugging Face Hub repository ``repo_id`` (``"org/name"``)
         at ``revision`` (branch, tag or commit; default ``main``), downloaded into the Hub
         cache (:func:`clip4hoi.weights.hub_cache_dir`) or read from it offline. Raises
         :class:`~clip4hoi.errors.WeightsUnavailableError` when neither works."""
-        return cls.from_checkpoint(download_head(repo_id, filename, revision), device,
-                                   overrides)
+        from clip4hoi.hub import HEAD_FILE, download_head
+
+        return cls.from_checkpoint(download_head(repo_id, filename or HEAD_FILE, revision),
+                                   device, overrides, precision)
 
     @classmethod
     def from_config(cls, config: ModelConfig, device: str | torch.device = "cpu",
-                    **sizes: int) -> HOIDetector:
+                    precision: str = "auto", **sizes: int) -> HOIDetector:
         """An untrained CLIP4HOI model (e.g. all-random weights for smoke tests)."""
-        return cls(build_model(config), None, "trained", device, **sizes)
+        from clip4hoi.models.model import build_model
+
+        return cls(build_model(config), None, "trained", device, precision=precision, **sizes)
 
     # ------------------------------------------------------------------ what it runs
 
@@ -110,6 +132,12 @@ class HOIDetector:
     @property
     def device(self) -> torch.device:
         return self.backend.device
+
+    @property
+    def precision(self) -> str:
+        """The compute type and why: ``"fp32: CPU (x86_64) has no AMX, AVX512-BF16 or Arm
+        BF16"``, ``"bf16: CUDA capability 9.0 >= 8"``."""
+        return self.backend.precision
 
     @property
     def classes(self) -> HOIClassSet:
@@ -166,29 +194,38 @@ class HOIDetector:
 
 def build_training_free_detector(mode: str, device: str | torch.device = "cpu",
                                  random_weights: bool = False,
-                                 overrides: list[str] | None = None, **sizes: int
-                                 ) -> HOIDetector:
+                                 overrides: list[str] | None = None, precision: str = "auto",
+                                 **sizes: int) -> HOIDetector:
     """The :class:`HOIDetector` of ``clip4hoi detect --mode crop|dense``: the public DETR and
     CLIP weights, or — with ``random_weights`` — the full-size architectures (DETR-R50 with
     91 classes, ViT-B-16) randomly initialised. ``overrides`` are ``KEY=VALUE`` items of
     :class:`~clip4hoi.config.TrainingFreeConfig` (``margin=0.2``,
     ``detector.score_threshold=0.3``); ``sizes``: ``min_size``/``max_size`` of the test
     scale."""
-    return load_detector(mode, None, device, random_weights, overrides, **sizes)
+    return load_detector(mode, None, device, random_weights, overrides, precision, **sizes)
 
 
 def load_detector(mode: str = "auto", checkpoint: str | Path | None = None,
                   device: str | torch.device = "cpu", random_weights: bool = False,
-                  overrides: list[str] | None = None, **sizes: int) -> HOIDetector:
+                  overrides: list[str] | None = None, precision: str = "auto",
+                  **sizes: int) -> HOIDetector:
     """The detector of ``clip4hoi detect`` and ``clip4hoi demo``: ``mode`` ``auto``
     (:func:`~clip4hoi.engine.backend.resolve_mode`: ``trained`` with a ``checkpoint`` — a
     path or ``hf://`` URI — else ``dense`` on a CPU, ``crop`` on a GPU), ``trained``
     (without a checkpoint: all-random weights if ``random_weights``), ``crop`` or
     ``dense``. ``overrides``: ``KEY=VALUE`` items of the checkpoint's model config
-    (trained) or of the training-free config; ``sizes``: ``min_size``/``max_size`` of the
-    test scale."""
+    (trained) or of the training-free config; ``precision``: ``auto``, ``fp32`` or
+    ``bf16``; ``sizes``: ``min_size``/``max_size`` of the test scale."""
     checkpoint = str(checkpoint) if checkpoint else None
     mode, _ = resolve_mode(mode, checkpoint, str(device), overrides or [])
     return HOIDetector.from_backend(build_backend(
-        mode, checkpoint, device, random_weights, overrides or [],
-        min_size=sizes.get("min_size", 800), max_size=sizes.get("max_size", 1333)))
+        mode, checkpoint, device, random_weights, overrides or [], precision=precision,
+        **_sizes(sizes)))
+
+
+def _sizes(sizes: dict[str, int]) -> dict[str, int]:
+    """``min_size``/``max_size`` of the test scale (800 and 1333 unless given)."""
+    unknown = set(sizes) - {"min_size", "max_size"}
+    if unknown:
+        raise TypeError(f"unexpected keyword argument(s) {sorted(unknown)}")
+    return {"min_size": sizes.get("min_size", 800), "max_size": sizes.get("max_size", 1333)}

@@ -1,5 +1,5 @@
-"""The ``clip4hoi`` command line: detect, demo, push, download, eval, make-synthetic,
-convert, train, test.
+"""The ``clip4hoi`` command line: detect, export, demo, push, download, eval,
+make-synthetic, convert, train, test.
 
 Here, and only here, options are worded as flags: the library names them by their field
 names (``top_k``) and raises :class:`~clip4hoi.errors.OptionError`, which :func:`main`
@@ -26,6 +26,7 @@ MODE_REASONS = {
     "gpu": " (auto: GPU; --mode dense is faster)",
     "cpu": " (auto: CPU; --mode crop is more accurate but much slower on a CPU)",
     "override": " (from --set mode=...)",
+    "onnx": " (the ONNX export's)",
 }
 """How ``detect`` says why it runs the mode that ``resolve_mode`` chose."""
 
@@ -66,6 +67,16 @@ def _ranked(command: str, body: Callable[[], int], stops: tuple[type, ...] = ())
 # ----------------------------------------------------------------------------- commands
 
 
+def _lean_open_clip() -> None:
+    """Import open_clip without the libraries of what clip4hoi never asks of it (1-2 s of
+    start-up; :func:`clip4hoi.models.clip.import_open_clip_lean`): this process runs no
+    one else's open_clip code."""
+    from clip4hoi.models.clip import import_open_clip_lean
+
+    import_open_clip_lean()
+
+
+
 def cmd_detect(args: argparse.Namespace) -> int:
     from dataclasses import fields
 
@@ -77,13 +88,25 @@ def cmd_detect(args: argparse.Namespace) -> int:
     return _ranked("detect", lambda: _detect(options))
 
 
+def _threads(device: object) -> str:
+    """``, 2 CPU threads`` on a CPU, nothing on a GPU."""
+    if getattr(device, "type", "cpu") != "cpu":
+        return ""
+    import torch
+
+    return f", {torch.get_num_threads()} CPU thread(s)"
+
+
 def _detect(options: object) -> int:
     from clip4hoi.engine.detect import DetectJob
     from clip4hoi.errors import EXIT_OK, EXIT_PARTIAL
 
     job = DetectJob(options)   # options and inputs checked: no torch imported yet
+    if options.onnx is None:   # (the ONNX path builds no CLIP)
+        _lean_open_clip()
     job.start()
     from clip4hoi.api import RANDOM_WEIGHTS_WARNING
+    from clip4hoi.models.precision import describe_precision
 
     if job.info.is_main:
         scan, classes = job.scan, job.classes
@@ -91,12 +114,15 @@ def _detect(options: object) -> int:
                                                    if scan.videos else "")
         ranks = f" on {job.info.world_size} ranks" if job.info.distributed else ""
         print(f"clip4hoi detect: mode {job.mode}{MODE_REASONS.get(job.reason, '')}, "
+              f"{describe_precision(job.backend.precision, options.precision)}"
+              f"{_threads(job.backend.device)}, "
               f"{len(classes)} classes ({classes.name}), {inputs}{ranks} -> {job.out}",
               file=sys.stderr)
         if scan.unknown:
             print(f"clip4hoi detect: {scan.describe_unknown()}", file=sys.stderr)
-        if options.random_weights:
-            print(f"WARNING: --random-weights: {RANDOM_WEIGHTS_WARNING}", file=sys.stderr)
+        if job.random_weights:
+            print(f"WARNING: {'--random-weights' if options.random_weights else options.onnx}"
+                  f": {RANDOM_WEIGHTS_WARNING}", file=sys.stderr)
     summary = job.run(sys.stderr)
     if not job.info.is_main:
         return EXIT_OK
@@ -121,19 +147,50 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from clip4hoi.demo import DemoBackend, launch
     from clip4hoi.devices import parse_device
     from clip4hoi.engine.backend import resolve_mode
+    from clip4hoi.models.precision import describe_precision
 
     device = str(parse_device(args.device))
     mode, _ = resolve_mode(args.mode, args.checkpoint, device, args.set)
     modes = (["trained"] if args.checkpoint or args.random_weights else []) + ["crop", "dense"]
     loader = partial(load_detector, checkpoint=args.checkpoint, device=device,
-                     random_weights=args.random_weights, overrides=args.set)
+                     random_weights=args.random_weights, overrides=args.set,
+                     precision=args.precision)
     backend = DemoBackend(loader, modes, mode, args.random_weights)
-    backend.detector(mode)  # load now: missing weights stop here, the first request is fast
+    _lean_open_clip()
+    detector = backend.detector(mode)  # now: missing weights stop here, the first request is fast
     if args.random_weights:
         print(f"WARNING: --random-weights: {RANDOM_WEIGHTS_WARNING}", file=sys.stderr)
-    print(f"clip4hoi demo: mode {mode} on {device}; serving http://{args.host}:"
+    print(f"clip4hoi demo: mode {mode} on {device}, "
+          f"{describe_precision(detector.precision, args.precision)}; serving http://{args.host}:"
           f"{args.port or 7860} (Ctrl-C stops)", file=sys.stderr)
     launch(backend, args.host, args.port)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from clip4hoi.errors import OptionError
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise OptionError("out", out, "is a file; give a folder for the export")
+    if args.checkpoint and not args.checkpoint.startswith("hf://") and \
+            not Path(args.checkpoint).is_file():
+        raise OptionError("checkpoint", args.checkpoint, "no such file")
+    from clip4hoi.api import RANDOM_WEIGHTS_WARNING
+    from clip4hoi.engine.backend import build_backend, resolve_mode
+    from clip4hoi.engine.export import export_onnx
+
+    mode, reason = resolve_mode(args.mode, args.checkpoint, "cpu", args.set)
+    _lean_open_clip()
+    backend = build_backend(mode, args.checkpoint, "cpu", args.random_weights, args.set)
+    classes = backend.encode_classes(args.classes)   # from the disk cache when there
+    print(f"clip4hoi export: mode {mode}{MODE_REASONS.get(reason, '')}, {len(classes)} "
+          f"classes ({classes.name}) -> {out}", file=sys.stderr)
+    if args.random_weights:
+        print(f"WARNING: --random-weights: {RANDOM_WEIGHTS_WARNING}", file=sys.stderr)
+    export_onnx(backend.model, out, classes, opset=args.opset, log=sys.stderr)
+    print(f"clip4hoi export: done; clip4hoi detect --onnx {out} INPUT runs it with ONNX "
+          f"Runtime", file=sys.stderr)
     return 0
 
 
@@ -316,7 +373,8 @@ def cmd_test(args: argparse.Namespace) -> int:
     checkpoint = resolve_checkpoint(args.checkpoint) if args.checkpoint else None
 
     def body() -> int:
-        result = run_test(config, checkpoint, args.mode, output, args.set)
+        _lean_open_clip()
+        result = run_test(config, checkpoint, args.mode, output, args.set, args.precision)
         if result is not None:
             print(result.table)
             print(f"clip4hoi test: detections in {output}", file=sys.stderr)
@@ -335,9 +393,11 @@ def _add_set(parser: argparse.ArgumentParser, what: str) -> None:
 
 
 def _add_model_source(parser: argparse.ArgumentParser, set_help: str, mode_help: str,
-                      device: bool = True, random_weights: bool = True) -> None:
+                      device: bool = True, random_weights: bool = True,
+                      precision: bool = True) -> None:
     """The flags that choose the model: ``--checkpoint --mode [--random-weights]
-    [--device] --set``, the same in ``detect``, ``demo`` and ``test``."""
+    [--device] [--precision] --set``, the same in ``detect``, ``demo``, ``test`` and
+    ``export``."""
     parser.add_argument("--checkpoint", help="trained CLIP4HOI head: .safetensors or "
                         "hf://ORG/NAME[@REVISION] (Hugging Face Hub)")
     parser.add_argument("--mode", choices=["auto", "trained", "crop", "dense"], default="auto",
@@ -349,6 +409,11 @@ def _add_model_source(parser: argparse.ArgumentParser, set_help: str, mode_help:
     if device:
         parser.add_argument("--device", default="auto", help="auto (default: cuda when "
                             "available, else cpu), cpu, cuda, cuda:1")
+    if precision:
+        parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                            help="auto (default): bf16 where the hardware runs it natively "
+                            "(GPU of compute capability >= 8, CPU with AMX or AVX512-BF16), "
+                            "else fp32; boxes and scores stay fp32 (docs/inference.md)")
     _add_set(parser, set_help)
 
 
@@ -381,7 +446,14 @@ def _add_detect_parser(commands: argparse._SubParsersAction) -> None:
                    help="images per forward pass (default: 4 on a GPU, 1 on a CPU); only "
                    "images of one resized size share a batch, so results do not depend on it")
     p.add_argument("--workers", type=int, default=-1, metavar="N",
-                   help="image-decoding worker processes (default: up to 4; 0: none)")
+                   help="image-decoding worker processes (default: 1 on a CPU, up to 4 on a "
+                   "GPU, none for fewer than 4 images; 0: none)")
+    p.add_argument("--threads", type=int, default=0, metavar="N",
+                   help="CPU threads of the model (default: the cores that other work "
+                   "leaves idle; 1 is steadiest on a busy machine)")
+    p.add_argument("--onnx", metavar="DIR",
+                   help="run the model exported by clip4hoi export --format onnx --out DIR "
+                   "with ONNX Runtime (needs the onnx extra; CUDA with onnxruntime-gpu)")
     p.add_argument("--overwrite", action="store_true",
                    help="redo inputs already done (default: skip them, so a run resumes)")
     _add_result_flags(p)
@@ -427,6 +499,27 @@ def _add_result_flags(parser: argparse.ArgumentParser) -> None:
                         help="draw only detections scoring at least S (default: %(default)s)")
     parser.add_argument("--no-draw", action="store_true",
                         help="write JSON only, no pictures")
+
+
+def _add_export_parser(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "export", help="write the model as ONNX graphs for ONNX Runtime (detect --onnx)",
+        description="Write the frozen DETR and CLIP image tower as ONNX graphs (dynamic "
+        "batch and image size), the class embeddings and, for a checkpoint, its head, into "
+        "OUT; clip4hoi detect --onnx OUT runs them with ONNX Runtime (docs/inference.md). "
+        "Needs the onnx extra.")
+    p.add_argument("--format", choices=["onnx"], default="onnx",
+                   help="what to write (default: %(default)s)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write to")
+    _add_model_source(p, "as for detect (thresholds are read by detect --onnx from the "
+                      "export)", "exports are made on the CPU, so dense without a checkpoint",
+                      device=False, precision=False)
+    p.add_argument("--classes", help="the class set whose embeddings are exported: hicodet "
+                   "| vcoco | FILE | 'ride bicycle, hold cup' (default: the checkpoint's "
+                   "classes, or hicodet); detect --onnx takes these or a subset")
+    p.add_argument("--opset", type=int, metavar="N",
+                   help="ONNX opset (default: the exporter's, 20 with torch 2.14)")
+    p.set_defaults(func=cmd_export)
 
 
 def _add_demo_parser(commands: argparse._SubParsersAction) -> None:
@@ -571,8 +664,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback of an error (also after the command)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_detect_parser, _add_demo_parser, _add_hub_parsers, _add_eval_parser,
-                _add_data_parsers, _add_experiment_parsers):
+    for add in (_add_detect_parser, _add_export_parser, _add_demo_parser, _add_hub_parsers,
+                _add_eval_parser, _add_data_parsers, _add_experiment_parsers):
         add(commands)
     return parser
 

@@ -26,6 +26,12 @@ MODES = ("auto", "trained", "crop", "dense")
 (:func:`clip4hoi.engine.backend.resolve_mode`)."""
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+"""``auto``: bf16 where the hardware runs it natively (a GPU of compute capability 8 or
+more, a CPU with AMX, AVX512-BF16 or Arm BF16), else fp32
+(:func:`clip4hoi.models.precision.resolve_precision`)."""
+
+
 def _integer(low: int) -> Callable[[Any], bool]:
     return lambda value: isinstance(value, int) and not isinstance(value, bool) \
         and value >= low
@@ -49,7 +55,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "draw": (_integer(0), "must be an integer >= 0 (0 draws no pair)"),
     "draw_score": (_number(), "must be a finite number"),
     "batch_size": (_integer(0), "must be an integer >= 1 (0: 4 on a GPU, 1 on a CPU)"),
-    "workers": (_integer(-1), "must be an integer >= 0 (-1: up to 4)"),
+    "workers": (_integer(-1), "must be an integer >= 0 (-1: 1 on a CPU, up to 4 on a GPU)"),
     "every": (lambda value: _integer(1)(value) and value <= MAX_EVERY,
               f"must be an integer from 1 to {MAX_EVERY}"),
     "fps": (_number(0.0, MAX_FPS), f"must be a number from 0 to {MAX_FPS:g} (frames per "
@@ -57,6 +63,9 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "test_scale": (_integer(1), "must be an integer >= 1"),
     "max_size": (_integer(1), "must be an integer >= 1"),
     "mode": (lambda value: value in MODES, f"choose from {', '.join(MODES)}"),
+    "precision": (lambda value: value in PRECISIONS, f"choose from {', '.join(PRECISIONS)} "
+                  f"(auto: bf16 where the hardware runs it natively, else fp32)"),
+    "threads": (_integer(0), "must be an integer >= 0 (0: the idle cores of this process)"),
     # videos: the timeline (clip4hoi.timeline) and the tracker (clip4hoi.tracking)
     "on_score": (_number(0.0, 1.0), "must be a number from 0 to 1"),
     "off_score": (_number(0.0, 1.0), "must be a number from 0 to 1 (at most {on_score})"),
@@ -88,8 +97,11 @@ class DetectOptions:
     boxes: str | None = None
     random_weights: bool = False
     device: str = "auto"
+    precision: str = "auto"
+    onnx: str | None = None
     batch_size: int = 0
     workers: int = -1
+    threads: int = 0
     overwrite: bool = False
     top_k: int = 100
     min_score: float = 0.0
@@ -113,6 +125,14 @@ class DetectOptions:
         for option in fields(self):
             if option.name in RULES:
                 check_option(option.name, getattr(self, option.name))
+        if self.onnx is not None:
+            for name in ("checkpoint", "random_weights"):
+                if getattr(self, name):
+                    raise OptionError(name, None, "the ONNX export given by {onnx} holds its "
+                                      "own networks and head: drop this option")
+            if self.precision == "bf16":
+                raise OptionError("precision", "bf16", "the ONNX graphs of {onnx} run in fp32 "
+                                  "(ONNX Runtime); use the PyTorch path for bf16")
         if self.max_size <= self.test_scale:
             raise OptionError("test_scale", self.test_scale,
                               f"must be below {{max_size}} {self.max_size}")

@@ -33,9 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import open_clip
 import torch
-from open_clip import pretrained as oc_pretrained
 
 from clip4hoi.errors import InputError, UserError, WeightsUnavailableError
 
@@ -180,6 +178,8 @@ def clip_cache_dir() -> Path:
 
 def clip_architecture(name: str) -> str:
     """open_clip's architecture name (``ViT-B/16`` -> ``ViT-B-16``); ValueError if unknown."""
+    import open_clip  # here, not at the top: a run that resolves no CLIP never imports it
+
     known = open_clip.list_models()
     canonical = name.replace("/", "-")
     if canonical in known:
@@ -191,6 +191,8 @@ def clip_architecture(name: str) -> str:
 
 def _tag_cfg(name: str, tag: str) -> tuple[str, dict[str, Any]]:
     """(cleaned tag, open_clip pretrained config); ValueError naming the tags of ``name``."""
+    from open_clip import pretrained as oc_pretrained
+
     clean = tag.lower().replace("-", "_")
     cfg = oc_pretrained.get_pretrained_cfg(name, clean)
     if cfg:
@@ -302,6 +304,8 @@ def resolve_clip(
     Raises ``WeightsUnavailableError`` (what to download, where to put it) when offline,
     ``ValueError`` for an unknown model name or tag.
     """
+    from open_clip import pretrained as oc_pretrained
+
     if not oc_pretrained.is_pretrained_cfg(name, str(pretrained)) and Path(pretrained).is_file():
         return CLIPWeights(Path(pretrained))
     name = clip_architecture(name)
@@ -334,6 +338,8 @@ def _clip_file(name: str, pretrained: str, cache_dir: str | Path | None
     if cfg.get("url"):
         reason = _unreachable(cfg["url"])
         if reason is None:
+            from open_clip import pretrained as oc_pretrained
+
             try:
                 return Path(
                     oc_pretrained.download_pretrained_from_url(cfg["url"], str(folder))

@@ -295,6 +295,11 @@ def test_state_dict_file(tmp_path: Path, tiny: CLIPEncoder) -> None:
         assert torch.equal(
             loaded.encode_image(pixels).global_embedding, tiny.encode_image(pixels).global_embedding
         )
+        # Built on the meta device, then loaded: nothing left on it, the causal attention
+        # masks (not in the file) made as open_clip makes them.
+        assert not any(t.is_meta for t in [*loaded.parameters(), *loaded.buffers()])
+        assert torch.equal(loaded.model.attn_mask, tiny.model.attn_mask)
+        assert torch.equal(loaded.encode_text(["a photo"]), tiny.encode_text(["a photo"]))
     small = {**TINY, "embed_dim": 16}
     with pytest.raises(ValueError, match="cannot load weights"):
         build_clip("tiny", path, model_cfg=small)

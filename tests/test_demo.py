@@ -250,11 +250,12 @@ def test_demo_on_a_cpu_starts_in_the_mode_detect_picks(monkeypatch: pytest.Monke
     served = []
     monkeypatch.setattr("clip4hoi.demo.launch", lambda backend, host, port: served.append(
         backend))
-    assert main(["demo", "--random-weights", "--device", "cpu",
+    assert main(["demo", "--random-weights", "--device", "cpu", "--precision", "fp32",
                  *set_flags(tiny_training_free_flags())]) == 0
     [backend] = served
     assert (backend.default_mode, list(backend.detectors)) == ("dense", ["dense"])
-    assert "clip4hoi demo: mode dense on cpu" in capsys.readouterr().err
+    assert backend.detectors["dense"].precision == "fp32: --precision fp32"
+    assert "clip4hoi demo: mode dense on cpu, precision fp32" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(not (CHROMIUM.is_file() and CHROMEDRIVER.exists()),

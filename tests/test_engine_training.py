@@ -157,8 +157,10 @@ def test_cli_train_then_test(small_data: Path, tmp_path: Path, one_thread: None,
     dets = tmp_path / "dets.json"
     assert main(["test", str(config), "--checkpoint",
                  str(run / "checkpoints" / "best.safetensors"), "--output", str(dets),
-                 *set_flags(settings)]) == 0
-    assert "Full" in capsys.readouterr().out
+                 "--precision", "fp32", *set_flags(settings)]) == 0
+    out = capsys.readouterr().out
+    assert "clip4hoi test: mode trained, precision fp32 (--precision fp32)" in out
+    assert "Full" in out
     results = json.loads((tmp_path / "dets.results.json").read_text())
     assert results["map"]["full"] == pytest.approx(entries[-1]["map_full"])
     # Oracle boxes come back in original pixels: they are the annotated boxes, written as

@@ -237,21 +237,29 @@ class DetectJob:
         from clip4hoi.devices import parse_device
         from clip4hoi.engine.backend import build_backend, resolve_mode
         from clip4hoi.engine.distributed import init_distributed, share_cpu_cores
+        from clip4hoi.engine.predictor import default_batch_size, set_cpu_threads
 
         options = self.options
         device = parse_device(options.device, local_rank=int(os.environ.get("LOCAL_RANK", 0)))
+        export = None
+        if options.onnx is not None:
+            from clip4hoi.engine.export import load_onnx
+
+            export = load_onnx(options.onnx)
         self.mode, self.reason = resolve_mode(options.mode, options.checkpoint, str(device),
-                                              options.overrides)
+                                              options.overrides, export and export.mode)
+        self.random_weights = options.random_weights or bool(export and export.random_weights)
         self.out.mkdir(parents=True, exist_ok=True)  # OSErrors: exit 4 (disk, permission) or 2
         self.info = init_distributed(str(device), timeout=RANK_TIMEOUT)
         if self.info.device.type == "cpu":
-            share_cpu_cores(self.info.local_rank)
-        self.batch_size = options.batch_size or (4 if device.type == "cuda" else 1)
+            set_cpu_threads(options.threads, share_cpu_cores(self.info.local_rank))
+        self.batch_size = options.batch_size or default_batch_size(device)
         self.boxes = AnnotatedBoxes(options.boxes) if options.boxes else None
         self.backend = build_backend(self.mode, options.checkpoint, self.info.device,
                                      options.random_weights, options.overrides,
                                      boxes=self.boxes is not None, min_size=options.test_scale,
-                                     max_size=options.max_size)
+                                     max_size=options.max_size, precision=options.precision,
+                                     onnx=export)
         if self.backend.uses_boxes and self.boxes is None:
             raise OptionError("boxes", None, f"{options.checkpoint} was trained with "
                               f"detector.use_gt_boxes (the annotated boxes as proposals): give "

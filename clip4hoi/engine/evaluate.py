@@ -34,6 +34,7 @@ from clip4hoi.engine.data import (
 )
 from clip4hoi.engine.distributed import DistInfo, gather_to_main, init_distributed
 from clip4hoi.engine.feature_cache import CachedFeatures, FeatureCache, build_cache, fill_cache
+from clip4hoi.engine.text_cache import text_in_fp32
 from clip4hoi.errors import OptionError
 from clip4hoi.evaluation import (
     evaluate_hicodet,
@@ -48,7 +49,7 @@ from clip4hoi.evaluation import (
 )
 from clip4hoi.fileio import folder_lock, sweep_temp_files, write_atomic
 from clip4hoi.models.model import CLIP4HOI, FrozenFeatures
-from clip4hoi.models.precision import amp_dtype, autocast
+from clip4hoi.models.precision import autocast, describe_precision, resolve_precision
 from clip4hoi.models.training_free import build_training_free
 
 
@@ -102,6 +103,7 @@ def predict_outputs(model: nn.Module, dataset: HOIDataset, info: DistInfo,
         source = CachedFeatures(dataset, cache)
     loader = test_loader(source, info, batch_size, num_workers)
     model.eval()
+    text_in_fp32(model, classes)   # before any autocast
     names: list[str] = []
     outputs: list[dict[str, np.ndarray]] = []
     for inputs, targets in tqdm(loader, desc="test", unit="batch", disable=not info.is_main,
@@ -161,12 +163,15 @@ def evaluate_model(model: nn.Module, dataset: HOIDataset, info: DistInfo, *,
 
 def run_test(config: ExperimentConfig, checkpoint: str | Path | None = None,
              mode: str = "auto", output: str | Path | None = None,
-             overrides: list[str] | None = None, info: DistInfo | None = None
-             ) -> Evaluation | None:
+             overrides: list[str] | None = None, precision: str = "auto",
+             info: DistInfo | None = None) -> Evaluation | None:
     """``clip4hoi test``: evaluate a trained checkpoint (mode ``trained``; its stored
     model config with the ``model.*`` items of ``overrides``) or the training-free scorer
     (``crop`` / ``dense``, built from ``config.training_free``) on the config's test set;
-    ``auto`` chooses as ``detect`` does (:func:`~clip4hoi.engine.backend.resolve_mode`).
+    ``auto`` chooses as ``detect`` does (:func:`~clip4hoi.engine.backend.resolve_mode`),
+    and so does ``precision`` (``auto``, ``fp32``, ``bf16``:
+    :func:`~clip4hoi.models.precision.resolve_precision`; bf16 is autocast around the
+    model, class embeddings are encoded before it in fp32, boxes and scores stay fp32).
     Rank 0 writes ``output`` (``DETS.json``; default ``OUTPUT_DIR/detections.json``) and
     ``<output>.results.json``, and returns the evaluation. A second test writing the same
     ``output`` is refused while this one runs (a lock beside it); a test may run beside
@@ -174,6 +179,9 @@ def run_test(config: ExperimentConfig, checkpoint: str | Path | None = None,
     info = info or init_distributed(config.train.device)
     overrides = list(overrides or [])
     mode, _ = resolve_mode(mode, checkpoint, str(info.device), overrides)
+    dtype, reason = resolve_precision(precision, info.device)
+    if info.is_main:
+        print(f"clip4hoi test: mode {mode}, {describe_precision(reason, precision)}")
     output = Path(output or config.output_dir / "detections.json")
     # Two tests writing one output would pair one's DETS.json with the other's results.
     lock = folder_lock(output.parent, "--output", target=output,
@@ -182,13 +190,13 @@ def run_test(config: ExperimentConfig, checkpoint: str | Path | None = None,
     with lock:
         if info.is_main:
             sweep_temp_files(output.parent)
-        return _test(config, checkpoint, mode, output, overrides, info)
+        return _test(config, checkpoint, mode, output, overrides, dtype, info)
 
 
 def _test(config: ExperimentConfig, checkpoint: str | Path | None, mode: str, output: Path,
-          overrides: list[str], info: DistInfo) -> Evaluation | None:
+          overrides: list[str], dtype: torch.dtype, info: DistInfo) -> Evaluation | None:
     dataset = build_dataset(config.data, train=False)   # missing files fail before the model
-    amp = amp_dtype(config.train.amp, info.device)
+    amp = None if dtype == torch.float32 else dtype
     cache = None
     if mode == "trained":
         if checkpoint is None:

@@ -16,22 +16,28 @@
 ``text_embeddings.safetensors``
     ``text [K, E]``: the normalised class embeddings of the exported class set (learned
     prompts of a trained head, or the template ensemble of the training-free modes).
+``head.safetensors``
+    a trained model's head (its checkpoint: config and weights), run in PyTorch.
 ``clip4hoi_onnx.json``
     what the graphs need: the model's config (thresholds included), the class set, the
-    DETR architecture, CLIP's resolution and pixel normalisation, the exported blocks.
+    DETR architecture, CLIP's resolution and pixel normalisation, the exported blocks, and
+    whether the weights were random (a smoke test).
 
 (Weights too large for one protobuf go to ``*.onnx.data`` beside each graph.)
 
-The trained head (HO interactor, HOI decoder, classifier) is not exported: its pair count
-depends on the detections, it is 0.4 % of the time of an image, and it runs in PyTorch on
-the runners' outputs. Grounding DINO is not exported either (DETR only).
+The trained head (HO interactor, HOI decoder, classifier) is not exported as a graph: its
+pair count depends on the detections, it is 0.4 % of the time of an image, and it runs in
+PyTorch on the runners' outputs. Grounding DINO is not exported either (DETR only).
 
 :func:`load_onnx` reads such a folder into :class:`OnnxExport`, whose :class:`OnnxDETR` and
 :class:`OnnxCLIPImage` take the same inputs and give the same outputs as :class:`DETR` and
 :class:`CLIPEncoder`'s image side, so a model runs on ONNX Runtime once they are swapped in
-(:meth:`OnnxExport.attach`); :meth:`OnnxExport.training_free_model` builds a training-free
-model on them without any PyTorch network. ONNX Runtime, ``onnx`` and ``onnxscript`` (the
-exporter) are the optional ``[onnx]`` extra; CUDA with ``onnxruntime-gpu``.
+(:meth:`OnnxExport.attach`); :meth:`OnnxExport.model` builds the exported model on them
+without building (or needing the weights of) any frozen PyTorch network: the
+training-free scorer, or the trained head read from ``head.safetensors``
+(``clip4hoi detect --onnx DIR``: :class:`~clip4hoi.engine.backend.OnnxBackend`). ONNX
+Runtime, ``onnx`` and ``onnxscript`` (the exporter) are the optional ``[onnx]`` extra; CUDA
+with ``onnxruntime-gpu``.
 """
 
 from __future__ import annotations
@@ -49,12 +55,13 @@ from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
 from clip4hoi.data.metadata import HOIClassSet
-from clip4hoi.errors import InputError, UserError
+from clip4hoi.errors import InputError, OptionError, UserError
 from clip4hoi.fileio import write_atomic
 from clip4hoi.models.clip import ImageFeatures, resize_normalize
 from clip4hoi.models.detr import pad_images, postprocess
 
 if TYPE_CHECKING:
+    from clip4hoi.models.model import CLIP4HOI
     from clip4hoi.models.training_free import TrainingFreeHOI
 
 __all__ = ["ONNX_FORMAT", "OnnxCLIPImage", "OnnxDETR", "OnnxExport", "export_clip_image",
@@ -65,6 +72,7 @@ MANIFEST = "clip4hoi_onnx.json"
 DETECTOR_FILE = "detector.onnx"
 CLIP_FILE = "clip_image.onnx"
 TEXT_FILE = "text_embeddings.safetensors"
+HEAD_FILE = "head.safetensors"
 EXTRA = "pip install 'clip4hoi[onnx]'"
 
 
@@ -77,7 +85,7 @@ def onnxruntime() -> Any:
     return ort
 
 
-def _check_exporter() -> None:
+def require_exporter() -> None:
     for name in ("onnx", "onnxscript"):
         try:
             __import__(name)
@@ -183,7 +191,7 @@ def export_onnx(model: nn.Module, out: str | Path, classes: HOIClassSet | None =
     from clip4hoi.models.detr import DETR
     from clip4hoi.models.model import CLIP4HOI
 
-    _check_exporter()
+    require_exporter()
     if not isinstance(model.detector, DETR):
         raise InputError("ONNX export supports the DETR detector, not "
                          f"{type(model.detector).__name__}")
@@ -216,10 +224,16 @@ def export_onnx(model: nn.Module, out: str | Path, classes: HOIClassSet | None =
               file=log)
 
     write_atomic(out / TEXT_FILE, save({"text": text.float().contiguous().cpu()}))
+    if trained:
+        from clip4hoi.engine.checkpoint import save_checkpoint
+
+        save_checkpoint(model, out / HEAD_FILE)
+    config = model.config
     manifest = {
         "format": ONNX_FORMAT, "mode": mode, "torch": torch.__version__,
-        "config": to_dict(model.config), "classes": classes.to_json(),
-        "text": TEXT_FILE,
+        "config": to_dict(config), "classes": classes.to_json(),
+        "text": TEXT_FILE, "head": HEAD_FILE if trained else None,
+        "random_weights": config.detector.weights == "random" or not config.clip.pretrained,
         "detector": {"file": DETECTOR_FILE, "architecture": dict(detr.config),
                      "inputs": ["images", "mask"], "outputs": ["logits", "boxes", "hidden"]},
         "clip": {"file": CLIP_FILE, "image_size": clip.image_size,
@@ -266,12 +280,18 @@ class _Runner(nn.Module):
     def train(self, mode: bool = True) -> _Runner:
         return super().train(False)
 
-    def run(self, inputs: dict[str, Tensor]) -> list[Tensor]:
+    def session(self) -> Any:
+        """The ONNX Runtime session on this module's device, opened (the graph loaded and
+        optimised: seconds for DETR-R50) on first use."""
         device = self._device.device
         if device not in self._sessions:
             self._sessions[device] = _session(self.path, device)
+        return self._sessions[device]
+
+    def run(self, inputs: dict[str, Tensor]) -> list[Tensor]:
         arrays = {k: v.detach().cpu().numpy() for k, v in inputs.items()}
-        return [torch.from_numpy(a).to(device) for a in self._sessions[device].run(None, arrays)]
+        device = self._device.device
+        return [torch.from_numpy(a).to(device) for a in self.session().run(None, arrays)]
 
 
 class OnnxDETR(_Runner):
@@ -401,19 +421,74 @@ class OnnxExport:
                 model.text_embeddings(classes, text=text)
         return model
 
-    def training_free_model(self) -> TrainingFreeHOI:
+    @property
+    def random_weights(self) -> bool:
+        """Whether the exported networks had random weights (a smoke test)."""
+        return bool(self.manifest.get("random_weights"))
+
+    def model(self, overrides: list[str] | tuple[str, ...] = ()) -> nn.Module:
+        """The exported model on the runners, with the exported class embeddings: the
+        training-free scorer (:meth:`training_free_model`) or the trained head
+        (:meth:`trained_model`). ``overrides``: ``KEY=VALUE`` items of its config that the
+        graphs do not fix (thresholds, ``margin``, ``detector.use_gt_boxes``...)."""
+        if self.mode == "trained":
+            return self.trained_model(overrides)
+        return self.training_free_model(overrides)
+
+    def _config(self, config: Any, overrides: list[str] | tuple[str, ...]) -> Any:
+        from clip4hoi.config import apply_overrides
+
+        fixed = [item for item in overrides if item.partition("=")[0].strip().startswith(
+            _FIXED_BY_GRAPHS)]
+        if fixed:
+            raise InputError(f"{', '.join(fixed)}: the ONNX graphs of {self.directory} fix "
+                             f"the detector and CLIP; export again to change them")
+        return apply_overrides(config, list(overrides))
+
+    def training_free_model(self, overrides: list[str] | tuple[str, ...] = ()
+                            ) -> TrainingFreeHOI:
         """The training-free model of a ``crop``/``dense`` export on the runners alone (no
-        PyTorch network is built), with the exported class embeddings."""
+        PyTorch network is built), with the exported class embeddings; ``overrides`` as
+        for :meth:`model`."""
         from clip4hoi.config import TrainingFreeConfig, from_dict
         from clip4hoi.models.training_free import TrainingFreeHOI
 
         if self.mode == "trained":
-            raise InputError(f"{self.directory} holds a trained model's networks: load its "
-                             f"checkpoint and call attach()")
+            raise InputError(f"{self.directory} holds a trained model: use model() or "
+                             f"trained_model()")
         config = from_dict(TrainingFreeConfig, self.manifest["config"],
                            where=f"{self.directory / MANIFEST} config")
+        config = self._config(config, [o.removeprefix("training_free.") for o in overrides])
         model = TrainingFreeHOI(config, self.detector, self.clip, self.classes)
         return self.prime(model, self.classes)
+
+    def trained_model(self, overrides: list[str] | tuple[str, ...] = ()) -> CLIP4HOI:
+        """The trained model of the export: its head (``head.safetensors``) in PyTorch on
+        the runners. The frozen networks are only laid out on the meta device for the
+        head's shapes, never built nor loaded."""
+        from clip4hoi.engine.checkpoint import load_head, read_checkpoint
+        from clip4hoi.models.model import build_model, label_map
+
+        if self.mode != "trained" or not self.manifest.get("head"):
+            raise InputError(f"{self.directory} holds the training-free {self.mode} mode: "
+                             f"use model() or training_free_model()")
+        path = self.directory / self.manifest["head"]
+        config, tensors, _ = read_checkpoint(path)
+        config = self._config(config, [o.removeprefix("model.") for o in overrides])
+        config.detector.weights, config.detector.architecture = "random", self.detector.config
+        config.clip.pretrained = None
+        with torch.device("meta"):
+            model = build_model(config, download=False)
+        model.detector = model.clip = None   # the layouts go; the runners take their place
+        model.to_empty(device="cpu")          # the head's tensors, filled by the checkpoint
+        model.detector, model.clip = self.detector, self.clip
+        model.label_to_object = label_map(self.detector)
+        load_head(model, tensors, source=str(path))
+        return self.prime(model.eval(), self.classes)
+
+
+_FIXED_BY_GRAPHS = ("clip.", "detector.weights", "detector.architecture", "detector.type",
+                    "detector.dilation", "detector.num_heads", "mode")
 
 
 def load_onnx(directory: str | Path) -> OnnxExport:
@@ -422,8 +497,8 @@ def load_onnx(directory: str | Path) -> OnnxExport:
     directory = Path(directory)
     path = directory / MANIFEST
     if not path.is_file():
-        raise InputError(f"--onnx {directory}: no {MANIFEST} there; write the folder with "
-                         f"clip4hoi export --format onnx --out {directory}")
+        raise OptionError("onnx", directory, f"no {MANIFEST} there; write the folder with "
+                          f"clip4hoi export --format onnx --out {directory}")
     try:
         manifest = json.loads(path.read_text())
     except (OSError, ValueError) as error:

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from itertools import count
 
+import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
@@ -52,6 +53,11 @@ class Prepared:
     target: dict | None = None
     error: str | None = None
     order: int = -1               # place in the stream (set by the predictor)
+
+    def pin_memory(self) -> Prepared:
+        """The same frame with its model input in pinned memory (``DataLoader``'s
+        ``pin_memory``, for a GPU)."""
+        return self if self.input is None else replace(self, input=self.input.pin_memory())
 
 
 def _prepare(position: int, source: Source, frame: Frame, transform: object,
@@ -110,14 +116,46 @@ class VideoFrames(IterableDataset):
             yield _failed(self.position, self.source, InputError("no frame could be decoded"))
 
 
-def default_workers(images: int) -> int:
-    """Decoding workers for ``images`` images: none for a few, else up to 4, leaving one of
-    this process's cores to the model."""
+def _cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+        os.cpu_count() or 1
+
+
+def default_workers(images: int, device: torch.device | str = "cpu") -> int:
+    """Decoding workers for ``images`` images: none for a few; else on a GPU up to 4
+    (decoding and resizing a photo takes about as long as the model's pass on it), on a CPU
+    one (there they are ~1 % of an image's time; more would take cores from the model)."""
     if images < 4:
         return 0
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
-        os.cpu_count() or 1
-    return max(0, min(4, cores - 1))
+    if torch.device(device).type == "cpu":
+        return 1
+    return max(0, min(4, _cores() - 1))
+
+
+def default_batch_size(device: torch.device | str) -> int:
+    """Frames per forward pass: 4 on a GPU; 1 on a CPU, where a batch of 2 or 4 took as
+    long per image as one alone (``docs/inference.md``) and only adds latency."""
+    return 4 if torch.device(device).type == "cuda" else 1
+
+
+def default_threads(cores: int | None = None) -> int:
+    """torch's intra-op threads on a CPU: the cores of this process (``cores``) that other
+    work leaves idle — the cores less the load average of the last minute, at least one.
+    Measured on 2 cores with other jobs running: DETR took 3.5× longer with 2 threads than
+    with 1 (threads that wait on each other), and on an idle machine 2 threads were
+    faster (``docs/inference.md``)."""
+    cores = cores or _cores()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return max(1, min(cores, round(cores - load)))
+
+
+def set_cpu_threads(threads: int = 0, cores: int | None = None) -> int:
+    """Set torch's intra-op threads (and so ONNX Runtime's) to ``threads``, or with 0 to
+    :func:`default_threads` of ``cores``; returns the number."""
+    threads = check_option("threads", threads) or default_threads(cores)
+    torch.set_num_threads(threads)
+    return threads
 
 
 def _unchanged(item: Prepared) -> Prepared:   # the loader's collate_fn (picklable)
@@ -161,10 +199,13 @@ class Predictor:
                 following += 1
 
     def _loader(self, dataset: Dataset, workers: int) -> DataLoader:
-        # A video's frames wait decoded for two batches; an image folder's, four images.
+        """Decoded frames, ahead of the model: a video's wait for two batches, an image
+        folder's four images per worker; for a GPU in pinned memory, so that copies to it
+        need not wait (``non_blocking``)."""
         ahead = max(4, 2 * self.batch_size) if isinstance(dataset, VideoFrames) else 4
         return DataLoader(dataset, batch_size=None, num_workers=workers,
-                          collate_fn=_unchanged, prefetch_factor=ahead if workers else None)
+                          collate_fn=_unchanged, prefetch_factor=ahead if workers else None,
+                          pin_memory=self.backend.device.type == "cuda")
 
     def _decoded(self, sources: Iterable[Source], seen: list[Source]) -> Iterator[Prepared]:
         """Every frame of every source, decoded and resized: runs of image sources through
@@ -179,7 +220,8 @@ class Predictor:
                 images.append((position, source))
                 continue
             if images:
-                workers = default_workers(len(images)) if self.workers < 0 else self.workers
+                workers = default_workers(len(images), self.backend.device) \
+                    if self.workers < 0 else self.workers
                 yield from self._loader(ImageFrames(images, self.backend.transform,
                                                     self.targets), workers)
                 images = []

@@ -39,6 +39,7 @@ from clip4hoi.data.metadata import HOIClassSet
 from clip4hoi.fileio import sweep_temp_files, write_atomic
 from clip4hoi.models.clip import CLIPEncoder
 from clip4hoi.models.model import CLIP4HOI
+from clip4hoi.models.precision import full_precision
 from clip4hoi.models.training_free import TrainingFreeHOI, class_prompts, ensemble_text
 
 FORMAT = "clip4hoi-text-embeddings-1"
@@ -103,6 +104,18 @@ def encode_with_progress(model: TrainingFreeHOI | CLIP4HOI, classes: HOIClassSet
     with torch.no_grad():
         embeddings = [model.clip.encode_text(prompts[i:i + _CHUNK]) for i in bar]
     return ensemble_text(torch.cat(embeddings), len(classes), len(templates))
+
+
+def text_in_fp32(model: object, classes: HOIClassSet) -> None:
+    """Have ``model``'s memory cache hold ``classes``' embeddings (a training-free scorer or
+    a trained CLIP4HOI; others: nothing), encoding them now in fp32 when it does not: a
+    bf16 forward would encode them in bf16."""
+    if isinstance(model, CLIP4HOI):
+        with torch.no_grad(), full_precision(model.classifier.prefix.device):
+            model.classifier.text_embeddings(model.clip, classes)
+    elif isinstance(model, TrainingFreeHOI):
+        with torch.no_grad():
+            model.text_embeddings(classes)   # (in fp32 whatever the autocast state)
 
 
 def _remember(model: TrainingFreeHOI | CLIP4HOI, classes: HOIClassSet, text: Tensor

@@ -22,12 +22,15 @@ embedding size, ``K`` texts or classes, ``L`` (trimmed) sequence length, ``Wt`` 
 from __future__ import annotations
 
 import pickle
+import sys
 import warnings
 import zipfile
 from collections.abc import Sequence
 from copy import deepcopy
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -60,6 +63,33 @@ OPENAI_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
 # Building from a weights file
 # --------------------------------------------------------------------------------------
 
+OPEN_CLIP_EXTRAS = ("transformers", "timm", "huggingface_hub")
+"""What ``import open_clip`` imports for what clip4hoi never asks of it — Hugging Face text
+towers and timm image towers (:func:`build_clip` refuses both), downloads from the Hub
+(:mod:`clip4hoi.weights` makes its own) — 1–2 s of start-up."""
+
+
+def import_open_clip_lean() -> ModuleType:
+    """``import open_clip`` without the :data:`OPEN_CLIP_EXTRAS` not imported yet: 0.5 s
+    instead of 1.5–2.5 s. open_clip imports each of them inside ``try: ... except
+    ImportError`` and then lacks only what needs it, in this process; the libraries stay
+    importable (Grounding DINO imports ``transformers`` later, :mod:`clip4hoi.weights`
+    ``huggingface_hub``). For the processes of clip4hoi's own commands (``cli.py``): a
+    library call leaves open_clip whole for the user's code."""
+    if "open_clip" in sys.modules:
+        return sys.modules["open_clip"]
+    hidden = [name for name in OPEN_CLIP_EXTRAS if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]  # `import name` -> ImportError
+    try:
+        import open_clip
+    finally:
+        for name in hidden:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
+    return open_clip
+
+
 def _is_torchscript(path: Path) -> bool:
     """OpenAI's ``.pt`` files are TorchScript archives (a zip with ``constants.pkl``)."""
     if not zipfile.is_zipfile(path):
@@ -70,13 +100,20 @@ def _is_torchscript(path: Path) -> bool:
 
 def _load_weights(model: nn.Module, path: Path, torchscript: bool) -> None:
     """Load a checkpoint with open_clip's loader (``weights_only=True`` / safetensors); an
-    OpenAI TorchScript archive through ``torch.jit.load`` (no pickled Python objects)."""
+    OpenAI TorchScript archive through ``torch.jit.load`` (no pickled Python objects). The
+    tensors are assigned, not copied (``model`` may be on the meta device)."""
     import open_clip
     from open_clip.model import CustomTextCLIP
 
     try:
         if not torchscript:
-            open_clip.load_checkpoint(model, str(path), strict=True, weights_only=True)
+            # open_clip's loader (format conversions, resized position embeddings) ends in
+            # model.load_state_dict: assign the loaded tensors there.
+            model.load_state_dict = partial(type(model).load_state_dict, model, assign=True)
+            try:
+                open_clip.load_checkpoint(model, str(path), strict=True, weights_only=True)
+            finally:
+                del model.load_state_dict
             return
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load is deprecated
@@ -87,10 +124,32 @@ def _load_weights(model: nn.Module, path: Path, torchscript: bool) -> None:
         skip = {"input_resolution", "context_length", "vocab_size"}
         skip |= {n for n, _ in model.named_buffers()} - model.state_dict().keys()
         state = {k: v for k, v in state.items() if k not in skip}
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(state, strict=True, assign=True)
     except (RuntimeError, KeyError, EOFError, pickle.UnpicklingError, SafetensorError) as e:
         raise InputError(f"cannot load weights of this CLIP architecture from {path}: {e}"
                          ) from e
+
+
+def _build_loaded(model_class: type[nn.Module], cfg: dict[str, Any], path: Path,
+                  torchscript: bool) -> nn.Module:
+    """``model_class(**cfg)`` with the weights of ``path``, built on the meta device: no
+    time is spent on a random initialisation that the weights overwrite (1.1 s for
+    ViT-B/16 on a CPU). The only tensors a checkpoint lacks, open_clip's non-persistent
+    causal attention masks (``attn_mask [L, L]``), are made as open_clip makes them; a
+    model with any other one is built on the CPU instead."""
+    with torch.device("meta"):
+        model = model_class(**cfg)
+    _load_weights(model, path, torchscript)
+    for module in model.modules():
+        for name, buffer in module.named_buffers(recurse=False):
+            if not buffer.is_meta:
+                continue
+            if name != "attn_mask" or buffer.ndim != 2 or buffer.shape[0] != buffer.shape[1]:
+                model = model_class(**cfg)
+                _load_weights(model, path, torchscript)
+                return model
+            setattr(module, name, torch.full(buffer.shape, float("-inf")).triu_(1))
+    return model
 
 
 def build_clip(
@@ -146,9 +205,8 @@ def build_clip(
     if (weights is not None and weights.quick_gelu) or torchscript:
         cfg["quick_gelu"] = True
     model_class = CustomTextCLIP if cfg.pop("custom_text", False) else CLIP
-    model = model_class(**cfg)
-    if weights is not None:
-        _load_weights(model, weights.file, torchscript)
+    model = model_class(**cfg) if weights is None else _build_loaded(
+        model_class, cfg, weights.file, torchscript)
     tokenizer = SimpleTokenizer(
         context_length=text_cfg.get("context_length", 77), **text_cfg.get("tokenizer_kwargs", {})
     )

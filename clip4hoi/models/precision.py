@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from clip4hoi.errors import InputError
+from clip4hoi.errors import OptionError
+from clip4hoi.options import PRECISIONS  # the option's rule (torch-free, checked early)
 
-PRECISIONS = ("auto", "fp32", "bf16")
 # CPU features with native bf16 arithmetic: x86 AMX and AVX512-BF16 (/proc/cpuinfo
 # names), Arm's BF16 extension (Neoverse V1/V2, Graviton 3/4).
 _CPU_BF16_FLAGS = {"amx_bf16": "AMX", "avx512_bf16": "AVX512-BF16", "bf16": "Arm BF16"}
@@ -88,9 +88,10 @@ def resolve_precision(mode: str, device: torch.device | str) -> tuple[torch.dtyp
 
     bf16 means autocast around the frozen networks and the head (:func:`autocast`); the box
     heads, proposals, box encodings and score fusion stay fp32 (:func:`full_precision`).
-    Raises :class:`~clip4hoi.errors.InputError` for another ``mode``."""
+    Raises :class:`~clip4hoi.errors.OptionError` (option ``precision``) for another
+    ``mode``."""
     if mode not in PRECISIONS:
-        raise InputError(f"--precision {mode!r}: choose from {', '.join(PRECISIONS)}")
+        raise OptionError("precision", repr(mode), f"choose from {', '.join(PRECISIONS)}")
     device = torch.device(device)
     if mode == "fp32":
         return torch.float32, "fp32: --precision fp32"
@@ -109,3 +110,10 @@ def resolve_precision(mode: str, device: torch.device | str) -> tuple[torch.dtyp
         return torch.bfloat16, "bf16: --precision bf16" + (
             "" if native else f" ({found}: emulated, likely slower than fp32)")
     return (torch.bfloat16, f"bf16: {found}") if native else (torch.float32, f"fp32: {found}")
+
+
+def describe_precision(reason: str, asked: str) -> str:
+    """A :func:`resolve_precision` reason for a run's first line: ``precision fp32 (auto:
+    CPU (x86_64) has no AMX, AVX512-BF16 or Arm BF16)``; ``asked``: the option's value."""
+    dtype, _, why = reason.partition(": ")
+    return f"precision {dtype} ({'auto: ' if asked == 'auto' else ''}{why})"
