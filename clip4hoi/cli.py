@@ -10,15 +10,12 @@ neither torch nor any model code, so ``--help`` and argument errors answer at on
 from __future__ import annotations
 
 import argparse
-import contextlib
 import errno
 import json
 import os
-import signal
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 MODE_REASONS = {
@@ -726,33 +723,6 @@ def _check_early(args: argparse.Namespace) -> None:
         load_classes(args.classes, open_vocabulary=True)
 
 
-@contextlib.contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """While the block runs, SIGTERM raises :class:`~clip4hoi.errors.Terminated` in the
-    main thread, as Ctrl-C raises ``KeyboardInterrupt``: writers remove their temporary
-    files and training names its checkpoints, instead of the process vanishing. Forked
-    workers (data loading) keep the default: they just end."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    from clip4hoi.errors import Terminated
-
-    pid = os.getpid()
-
-    def terminate(signum: int, frame: object) -> None:
-        if os.getpid() != pid:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
-            return
-        raise Terminated
-
-    previous = signal.signal(signal.SIGTERM, terminate)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``clip4hoi`` console script.
 
@@ -765,8 +735,10 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     argv = [item for item in argv if item != "--debug"]
     args = build_parser().parse_args(argv)
+    from clip4hoi.errors import sigterm_raises
+
     try:
-        with _sigterm_raises():
+        with sigterm_raises(replace=True):
             _check_early(args)
             return args.func(args)
     except BaseException as error:

@@ -22,8 +22,12 @@ exit code  meaning
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
 
 EXIT_OK = 0
 EXIT_PARTIAL = 1
@@ -90,3 +94,31 @@ class Terminated(KeyboardInterrupt):
     like Ctrl-C so that every writer removes its temporary files on the way out."""
 
     exit_code = EXIT_TERMINATED
+
+
+@contextlib.contextmanager
+def sigterm_raises(replace: bool = False) -> Iterator[None]:
+    """While the block runs, SIGTERM (``kill PID``, a scheduler, ``torchrun`` ending a job)
+    raises :class:`Terminated` in the main thread, as Ctrl-C raises ``KeyboardInterrupt``:
+    writers complete or remove their files instead of the process vanishing. Nothing changes
+    outside the main thread, or where a SIGTERM handler is already set (the command line's,
+    an application's around the API) unless ``replace`` (the command line, which owns its
+    process); forked workers (data loading) keep the default."""
+    if threading.current_thread() is not threading.main_thread() or \
+            (not replace and signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+        yield
+        return
+    pid = os.getpid()
+
+    def terminate(signum: int, frame: object) -> None:
+        if os.getpid() != pid:   # a forked worker: end as the default does
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)

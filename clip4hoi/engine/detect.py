@@ -30,11 +30,8 @@ Nothing here names a command-line flag: options are named by their field names
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
-import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -43,7 +40,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from clip4hoi.data.sources import Source, VideoFile, require_pyav, scan_inputs
-from clip4hoi.errors import InputError, OptionError
+from clip4hoi.errors import InputError, OptionError, sigterm_raises
 from clip4hoi.options import DetectOptions
 
 LINE_OPTIONS = ("checkpoint", "mode", "classes", "boxes", "random_weights", "top_k",
@@ -316,7 +313,7 @@ class DetectJob:
                             tracker=options.tracker_settings(), run=self.line_options(),
                             overwrite=options.overwrite)
         claimed = _claimed(todo, videos, progress)
-        with _sigterm_interrupts():
+        with sigterm_raises():
             write_results(predictor(claimed), [ImageFiles(self.out, **kept), videos,
                                                progress])
         summary = progress.summary
@@ -360,32 +357,3 @@ def _claimed(sources: Iterable[Source], videos: Any, progress: Progress) -> Iter
             progress.summary.skipped += 1
             continue
         yield claimed
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C so that the files of a video are completed."""
-
-
-@contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """While the block runs (in the main thread, where no SIGTERM handler is set yet),
-    SIGTERM (``kill``, a scheduler, ``torchrun`` ending a job) stops the run as Ctrl-C
-    does: what is done is written. Forked decoding workers keep the default."""
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        yield
-        return
-    pid = os.getpid()
-
-    def terminate(signum: int, frame: object) -> None:
-        if os.getpid() != pid:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
-            return
-        raise _Terminated("terminated (SIGTERM)")
-
-    signal.signal(signal.SIGTERM, terminate)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
