@@ -267,125 +267,176 @@ def load_vcoco_official(vcoco_file: str | Path, coco_file: str | Path,
     coco = _read_json(coco_file)
     for k in ("images", "annotations", "categories"):
         _require(coco, k, coco_src)
-    categories = coco["categories"]
+    person_cat, to_coco80 = _coco_categories(coco["categories"], coco_src)
+    ids = _split_image_ids(entries, split_ids, src)
+    actions = _person_actions(entries)
+    images = {int(_require(im, "id", coco_src, "images: ")): im for im in coco["images"]}
+    anns_of: dict[int, list[dict]] = {}              # image id -> its COCO annotations
+    for ann in coco["annotations"]:
+        anns_of.setdefault(int(_require(ann, "image_id", coco_src, "annotations: ")),
+                           []).append(ann)
+    names, sizes = [], []
+    arrays: dict[str, list[np.ndarray]] = {k: [] for k in _PERSON_FIELDS}
+    valid_persons: set[int] = set()                  # persons with a valid box, all images
+    for image_id in ids.tolist():
+        if image_id not in images:
+            raise InputError(f"{coco_src}: image {image_id} of {src} is missing from 'images'")
+        name, size, valid = _image_objects(images[image_id], anns_of.get(image_id, []),
+                                           image_id, coco_src)
+        names.append(name)
+        sizes.append(size)
+        pids = [i for i, (_, c) in valid.items() if c == person_cat]   # its persons
+        valid_persons.update(pids)
+        image_arrays = _person_arrays(pids, valid, actions, to_coco80,
+                                      f"{src}: image {image_id}", coco_src)
+        for k, array in zip(_PERSON_FIELDS, image_arrays, strict=True):
+            arrays[k].append(array)
+    return VCOCOGroundTruth(
+        source=src, file_names=names, image_ids=ids.copy(),
+        sizes=np.asarray(sizes, dtype=np.int64).reshape(-1, 2), **arrays,
+        other_npos=_other_npos(entries, valid_persons), complete=True)
+
+
+def _coco_categories(categories: list[dict], coco_src: str) -> tuple[int, dict[int, int]]:
+    """The person category's id (the first category must be ``person``) and the COCO-80
+    index of each category id with a COCO name."""
     if not categories or _require(categories[0], "name", coco_src, "categories: ") != "person":
         raise InputError(f"{coco_src}: the first category must be 'person' (COCO order)")
     person_cat = int(_require(categories[0], "id", coco_src, "categories: "))
     to_coco80 = {int(_require(c, "id", coco_src, "categories: ")):
                  metadata.COCO_OBJECTS.index(_name_key(c.get("name")))
                  for c in categories if _name_key(c.get("name")) in metadata.COCO_OBJECTS}
+    return person_cat, to_coco80
 
+
+def _split_image_ids(entries: list[dict], split_ids: str | Path | Sequence[int] | None,
+                     src: str) -> np.ndarray:
+    """The split's image ids [I]: ``split_ids`` checked against the V-COCO file's, or the
+    file's (sorted) when None."""
     file_ids = np.unique(entries[0]["image_id"])
     if split_ids is None:
-        ids = file_ids
-    else:
-        ids = read_split_ids(split_ids) if isinstance(split_ids, str | Path) \
-            else np.asarray(split_ids, dtype=np.int64)
-        if not np.array_equal(np.sort(np.unique(ids)), file_ids):
-            raise InputError(f"{src}: its images are not those of {split_ids} ({len(file_ids)} "
-                             f"vs {len(ids)} ids): the files are of different splits")
+        return file_ids
+    ids = read_split_ids(split_ids) if isinstance(split_ids, str | Path) \
+        else np.asarray(split_ids, dtype=np.int64)
+    if not np.array_equal(np.sort(np.unique(ids)), file_ids):
+        raise InputError(f"{src}: its images are not those of {split_ids} ({len(file_ids)} "
+                         f"vs {len(ids)} ids): the files are of different splits")
+    return ids
 
-    annotated = set(entries[0]["ann_id"].tolist())
-    does: dict[int, set[int]] = {}                   # person ann id -> agent actions
-    role_of: dict[tuple[int, int], int] = {}         # (person, action-role) -> object ann id
-    other_does: dict[int, set[int]] = {}             # person -> VCOCO_OTHER_ACTIONS indices
-    point_of: dict[int, int] = {}                    # person -> object ann id of point instr
-    other_npos: dict[str, int] = {}
+
+@dataclass
+class _PersonActions:
+    """What the vsrl entries say of each person (keyed by COCO annotation id)."""
+
+    # the persons V-COCO annotated (the first action's ann_id list)
+    annotated: set[int]
+    # person -> its agent actions (VCOCO_AGENT_ACTIONS indices)
+    does: dict[int, set[int]] = field(default_factory=dict)
+    # (person, action-role) -> ann id of the visible role object
+    role_of: dict[tuple[int, int], int] = field(default_factory=dict)
+    # person -> its other actions (VCOCO_OTHER_ACTIONS indices)
+    other_does: dict[int, set[int]] = field(default_factory=dict)
+    # person -> ann id of the visible role object of point (instr)
+    point_of: dict[int, int] = field(default_factory=dict)
+
+
+def _person_actions(entries: list[dict]) -> _PersonActions:
+    """Each person's actions and visible role objects from the per-action entries."""
+    out = _PersonActions(annotated=set(entries[0]["ann_id"].tolist()))
     for e in entries:
-        positive = np.flatnonzero(e["label"] == 1)
-        if e["action"] not in VCOCO_AGENT_ACTIONS:
-            other_npos[e["action"]] = len(positive)  # counted over the split's persons below
-            if e["action"] in VCOCO_OTHER_ACTIONS:
-                j_other = VCOCO_OTHER_ACTIONS.index(e["action"])
-                for j in positive.tolist():
-                    pid = int(e["ann_id"][j])
-                    other_does.setdefault(pid, set()).add(j_other)
-                    if e["action"] == "point" and "instr" in e["roles"] and \
-                            e["role_ids"][j, e["roles"].index("instr")] > 0:
-                        point_of[pid] = int(e["role_ids"][j, e["roles"].index("instr")])
+        positive = np.flatnonzero(e["label"] == 1).tolist()   # the persons doing it
+        if e["action"] in VCOCO_AGENT_ACTIONS:
+            a = VCOCO_AGENT_ACTIONS.index(e["action"])
+            for j in positive:
+                pid = int(e["ann_id"][j])
+                out.does.setdefault(pid, set()).add(a)
+                for r in range(1, len(e["roles"])):
+                    name = f"{e['action']} {e['roles'][r]}"
+                    if name in metadata.VCOCO_ACTIONS and e["role_ids"][j, r] > 0:
+                        out.role_of[(pid, metadata.VCOCO_ACTIONS.index(name))] = \
+                            int(e["role_ids"][j, r])
+        elif e["action"] in VCOCO_OTHER_ACTIONS:
+            j_other = VCOCO_OTHER_ACTIONS.index(e["action"])
+            instr = e["roles"].index("instr") if e["action"] == "point" and \
+                "instr" in e["roles"] else None
+            for j in positive:
+                pid = int(e["ann_id"][j])
+                out.other_does.setdefault(pid, set()).add(j_other)
+                if instr is not None and e["role_ids"][j, instr] > 0:
+                    out.point_of[pid] = int(e["role_ids"][j, instr])
+    return out
+
+
+def _image_objects(image: dict, anns: list[dict], image_id: int, coco_src: str
+                   ) -> tuple[str, tuple[int, int], dict[int, tuple[np.ndarray, int]]]:
+    """An image's file name, (width, height) and valid COCO objects: ann id -> (continuous
+    box [4], category id)."""
+    width = float(_require(image, "width", coco_src, f"image {image_id}: "))
+    height = float(_require(image, "height", coco_src, f"image {image_id}: "))
+    name = str(_require(image, "file_name", coco_src, f"image {image_id}: "))
+    valid: dict[int, tuple[np.ndarray, int]] = {}
+    for ann in anns:
+        if ann.get("ignore", 0) == 1:
             continue
-        a = VCOCO_AGENT_ACTIONS.index(e["action"])
-        for j in positive.tolist():
-            pid = int(e["ann_id"][j])
-            does.setdefault(pid, set()).add(a)
-            for r in range(1, len(e["roles"])):
-                name = f"{e['action']} {e['roles'][r]}"
-                if name in metadata.VCOCO_ACTIONS and e["role_ids"][j, r] > 0:
-                    role_of[(pid, metadata.VCOCO_ACTIONS.index(name))] = int(e["role_ids"][j, r])
+        for k in ("bbox", "area", "category_id", "id"):
+            _require(ann, k, coco_src, f"image {image_id}: annotation: ")
+        x1, y1, x2, y2 = _clean_box(ann["bbox"], width, height)
+        if ann["area"] > 0 and x2 > x1 and y2 > y1:
+            valid[int(ann["id"])] = (np.array([x1, y1, x2 + 1.0, y2 + 1.0]),
+                                     int(ann["category_id"]))
+    return name, (int(width), int(height)), valid
 
-    images = {int(_require(im, "id", coco_src, "images: ")): im for im in coco["images"]}
-    anns_of: dict[int, list[dict]] = {}
-    for ann in coco["annotations"]:
-        anns_of.setdefault(int(_require(ann, "image_id", coco_src, "annotations: ")),
-                           []).append(ann)
-    names, sizes, persons, labels, role_boxes, role_objects = [], [], [], [], [], []
-    other_labels, point_boxes = [], []
-    valid_persons: set[int] = set()
-    for image_id in ids.tolist():
-        if image_id not in images:
-            raise InputError(f"{coco_src}: image {image_id} of {src} is missing from 'images'")
-        im = images[image_id]
-        width = float(_require(im, "width", coco_src, f"image {image_id}: "))
-        height = float(_require(im, "height", coco_src, f"image {image_id}: "))
-        names.append(str(_require(im, "file_name", coco_src, f"image {image_id}: ")))
-        sizes.append((int(width), int(height)))
-        valid: dict[int, tuple[np.ndarray, int]] = {}    # ann id -> (continuous box, category)
-        for ann in anns_of.get(image_id, []):
-            if ann.get("ignore", 0) == 1:
+
+_PERSON_FIELDS = ("person_boxes", "agent_labels", "role_boxes", "role_objects",
+                  "other_labels", "point_boxes")
+
+
+def _person_arrays(pids: list[int], valid: dict[int, tuple[np.ndarray, int]],
+                   actions: _PersonActions, to_coco80: dict[int, int],
+                   image: str, coco_src: str) -> tuple[np.ndarray, ...]:
+    """One image's :data:`_PERSON_FIELDS` for its persons ``pids`` (P of them, in the
+    order of ``valid``); ``image`` names it in errors (``"vcoco file: image id"``)."""
+    lab = np.zeros((len(pids), len(VCOCO_AGENT_ACTIONS)), dtype=np.int8)   # [P, 21]
+    other = np.zeros((len(pids), len(VCOCO_OTHER_ACTIONS)), dtype=np.int8)  # [P, 5]
+    point = np.full((len(pids), 4), np.nan)                                # [P, 4]
+    boxes = np.full((len(pids), NUM_VCOCO, 4), np.nan)                     # [P, 24, 4]
+    objects = np.full((len(pids), NUM_VCOCO), -1, dtype=np.int64)          # [P, 24]
+    for p, pid in enumerate(pids):
+        if pid not in actions.annotated:
+            lab[p] = other[p] = -1
+            continue
+        lab[p, sorted(actions.does.get(pid, ()))] = 1
+        other[p, sorted(actions.other_does.get(pid, ()))] = 1
+        if pid in actions.point_of:
+            point[p] = _role_object(valid, actions.point_of[pid], pid, image, coco_src)[0]
+        for k in range(NUM_VCOCO):
+            obj = actions.role_of.get((pid, k), 0)
+            if obj == 0:
                 continue
-            for k in ("bbox", "area", "category_id", "id"):
-                _require(ann, k, coco_src, f"image {image_id}: annotation: ")
-            x1, y1, x2, y2 = _clean_box(ann["bbox"], width, height)
-            if ann["area"] > 0 and x2 > x1 and y2 > y1:
-                valid[int(ann["id"])] = (np.array([x1, y1, x2 + 1.0, y2 + 1.0]),
-                                         int(ann["category_id"]))
-        pids = [i for i, (_, c) in valid.items() if c == person_cat]
-        valid_persons.update(pids)
-        lab = np.zeros((len(pids), len(VCOCO_AGENT_ACTIONS)), dtype=np.int8)
-        other = np.zeros((len(pids), len(VCOCO_OTHER_ACTIONS)), dtype=np.int8)
-        point = np.full((len(pids), 4), np.nan)
-        boxes = np.full((len(pids), NUM_VCOCO, 4), np.nan)
-        objects = np.full((len(pids), NUM_VCOCO), -1, dtype=np.int64)
-        for p, pid in enumerate(pids):
-            if pid not in annotated:
-                lab[p] = other[p] = -1
-                continue
-            lab[p, sorted(does.get(pid, ()))] = 1
-            other[p, sorted(other_does.get(pid, ()))] = 1
-            if pid in point_of:
-                if point_of[pid] not in valid:
-                    raise InputError(f"{src}: image {image_id}: role object {point_of[pid]} "
-                                     f"of person {pid} is not a valid COCO annotation of "
-                                     f"{coco_src}")
-                point[p] = valid[point_of[pid]][0]
-            for k in range(NUM_VCOCO):
-                obj = role_of.get((pid, k), 0)
-                if obj == 0:
-                    continue
-                if obj not in valid:
-                    raise InputError(f"{src}: image {image_id}: role object {obj} of person "
-                                     f"{pid} is not a valid COCO annotation of {coco_src}")
-                if valid[obj][1] not in to_coco80:
-                    raise InputError(f"{coco_src}: category {valid[obj][1]} of role object "
-                                     f"{obj} is not a COCO category")
-                boxes[p, k], objects[p, k] = valid[obj][0], to_coco80[valid[obj][1]]
-        persons.append(np.stack([valid[i][0] for i in pids]) if pids else np.zeros((0, 4)))
-        labels.append(lab)
-        role_boxes.append(boxes)
-        role_objects.append(objects)
-        other_labels.append(other)
-        point_boxes.append(point)
-    # positives of the other actions: annotated persons with a valid box, like npos
-    for e in entries:
-        if e["action"] in other_npos:
-            other_npos[e["action"]] = int(sum(int(e["ann_id"][j]) in valid_persons
-                                              for j in np.flatnonzero(e["label"] == 1)))
-    return VCOCOGroundTruth(
-        source=src, file_names=names, image_ids=ids.copy(),
-        sizes=np.asarray(sizes, dtype=np.int64).reshape(-1, 2), person_boxes=persons,
-        agent_labels=labels, role_boxes=role_boxes, role_objects=role_objects,
-        other_npos=other_npos, other_labels=other_labels, point_boxes=point_boxes,
-        complete=True)
+            box, category = _role_object(valid, obj, pid, image, coco_src)
+            if category not in to_coco80:
+                raise InputError(f"{coco_src}: category {category} of role object {obj} is "
+                                 f"not a COCO category")
+            boxes[p, k], objects[p, k] = box, to_coco80[category]
+    persons = np.stack([valid[i][0] for i in pids]) if pids else np.zeros((0, 4))
+    return persons, lab, boxes, objects, other, point
+
+
+def _role_object(valid: dict[int, tuple[np.ndarray, int]], obj: int, pid: int,
+                 image: str, coco_src: str) -> tuple[np.ndarray, int]:
+    """The (box, category) of person ``pid``'s role object ``obj``, which must be valid."""
+    if obj not in valid:
+        raise InputError(f"{image}: role object {obj} of person {pid} is not a valid "
+                         f"COCO annotation of {coco_src}")
+    return valid[obj]
+
+
+def _other_npos(entries: list[dict], valid_persons: set[int]) -> dict[str, int]:
+    """Positives of each action outside the 21: annotated persons with a valid box (as
+    the agent npos counts them)."""
+    return {e["action"]: int(sum(int(e["ann_id"][j]) in valid_persons
+                                 for j in np.flatnonzero(e["label"] == 1)))
+            for e in entries if e["action"] not in VCOCO_AGENT_ACTIONS}
 
 
 def training_pairs(gt: VCOCOGroundTruth) -> HOIAnnotations:

@@ -226,96 +226,158 @@ def evaluate_vcoco(detections: HOIDetections, ground_truth: VCOCOGroundTruth | H
                          f"ground truth {gt.source} has {len(gt)}")
     notes = list(gt.notes)
     full = gt.other_labels is not None and gt.point_boxes is not None   # all 26 actions
-    if not full and (detections.labels >= NUM_VCOCO).any():
-        extra = detections.labels >= NUM_VCOCO
-        notes.append(f"{int(extra.sum())} detection(s) of point instr, stand, walk, run or "
-                     f"smile (ids 24..28) left out: this ground truth does not have them")
-        detections = detections.select(~extra)
+    if not full:
+        detections = _without_other_actions(detections, notes)
     n_act = NUM_ACTIONS_OFFICIAL if full else len(VCOCO_AGENT_ACTIONS)
-    n_role = NUM_VCOCO + 1 if full else NUM_VCOCO
-    role_action = _AGENT_OF[:n_role]
+    role_action = _AGENT_OF[:NUM_VCOCO + 1 if full else NUM_VCOCO]   # [R] agent column
+    # every visited entry over all images, in visiting order: its score and tp flag
     agent_sc: list[list[float]] = [[] for _ in range(n_act)]
     agent_tp: list[list[bool]] = [[] for _ in range(n_act)]
-    role_sc: list[list[float]] = [[] for _ in range(n_role)]
-    role_tp: dict[int, list[list[bool]]] = {1: [[] for _ in range(n_role)],
-                                            2: [[] for _ in range(n_role)]}
-    npos = np.zeros(n_act, dtype=np.int64)
-    per_person = rows == "per-person"
+    role_sc: list[list[float]] = [[] for _ in role_action]
+    role_tp = {s: [[] for _ in role_action] for s in (1, 2)}   # scenario -> R × [flags]
+    npos = np.zeros(n_act, dtype=np.int64)                     # [A] persons doing each
     detections = detections.sorted_by_image()
     bounds = detections.image_slices()
-
     for i in range(len(gt)):
-        persons = _inclusive32(gt.person_boxes[i])                    # [P, 4]
-        labels = gt.agent_labels[i]                                   # [P, A] in {1, 0, -1}
-        roles = _inclusive32(gt.role_boxes[i])                        # [P, R, 4]
-        if full:
-            labels = np.concatenate([labels, gt.other_labels[i]], axis=1)
-            roles = np.concatenate([roles, _inclusive32(gt.point_boxes[i])[:, None]], axis=1)
+        persons, labels, roles = _image_ground_truth(gt, i, full)
         npos += (labels == 1).sum(0)
-        ignore = (labels == -1).any(1) if len(labels) else np.zeros(0, bool)
-        span = slice(bounds[i], bounds[i + 1])
-        det_h = detections.boxes_h[span].astype(np.float32)
-        det_o = detections.boxes_o[span].astype(np.float32)
-        det_l = detections.labels[span]
-        det_s = detections.scores[span].astype(np.float32)
-        if len(det_l) == 0:
+        if bounds[i] == bounds[i + 1]:
             continue
-        # best person of each detection: [M] index and IoU (-1 / 0 without persons)
-        if len(persons):
-            ious = np.stack([overlaps(persons, b) for b in det_h])    # [M, P]
-            best, best_ov = ious.argmax(1), ious.max(1)
-        else:
-            best, best_ov = np.full(len(det_l), -1), np.zeros(len(det_l), np.float32)
-
-        det_a, det_r = _AGENT_OF[det_l], _ROLE_OF[det_l]
-        for a in range(n_act):      # agent AP: the entries with a score for action a
-            cand = np.flatnonzero(det_a == a)
-            if per_person and len(cand) > 1:
-                cand = _best_per_person(cand, det_h, det_s)
-            covered = np.zeros(len(persons), dtype=bool)
-            for j in cand[descending(det_s[cand])]:
-                p = best[j]
-                if p >= 0 and ignore[p]:
-                    continue
-                ok = p >= 0 and labels[p, a] == 1 and best_ov[j] >= MIN_OVERLAP
-                agent_sc[a].append(float(det_s[j]))
-                agent_tp[a].append(bool(ok and not covered[p]))
-                if ok:
-                    covered[p] = True
-
-        for k in range(n_role):     # role AP: the entries with a score for action-role k
-            cand = np.flatnonzero(det_r == k)
-            if per_person and len(cand) > 1:
-                cand = _best_per_person(cand, det_h, det_s)
-            a = role_action[k]
-            covered_s = {1: np.zeros(len(persons), bool), 2: np.zeros(len(persons), bool)}
-            for j in cand[descending(det_s[cand])]:
-                p = best[j]
-                if p >= 0 and ignore[p]:
-                    continue
-                role_sc[k].append(float(det_s[j]))
-                agent_ok = p >= 0 and labels[p, a] == 1 and best_ov[j] >= MIN_OVERLAP
-                for scenario in (1, 2):
-                    ok = agent_ok and _role_overlap(roles[p, k], det_o[j], scenario) \
-                        >= MIN_OVERLAP
-                    role_tp[scenario][k].append(bool(ok and not covered_s[scenario][p]))
-                    if ok:
-                        covered_s[scenario][p] = True
-
+        image = _match_persons(persons, labels, roles, detections,
+                               slice(bounds[i], bounds[i + 1]), rows == "per-person")
+        for a in np.unique(image.agent_of).tolist():       # the actions with entries
+            scores, tp = _match_agent(image, a)
+            agent_sc[a] += scores
+            agent_tp[a] += tp
+        for k in np.unique(image.role_of[image.role_of >= 0]).tolist():   # action-roles
+            scores, tp_s = _match_role(image, k, int(role_action[k]))
+            role_sc[k] += scores
+            for s in (1, 2):
+                role_tp[s][k] += tp_s[s]
     agent_ap = np.array([_ap(agent_sc[a], agent_tp[a], npos[a]) for a in range(n_act)])
-    role_ap = {s: np.array([_ap(role_sc[k], role_tp[s][k], npos[role_action[k]])
-                            for k in range(n_role)]) for s in (1, 2)}
-    n21 = len(VCOCO_AGENT_ACTIONS)
-    return VCOCOResult(
-        agent_ap=agent_ap[:n21], agent_npos=npos[:n21],
-        role_ap_s1=role_ap[1][:NUM_VCOCO], role_ap_s2=role_ap[2][:NUM_VCOCO],
-        role_npos=npos[role_action[:NUM_VCOCO]],
-        point_npos=int(npos[role_action[NUM_VCOCO]]) if full else None,
-        point_ap_s1=float(role_ap[1][NUM_VCOCO]) if full else float("nan"),
-        point_ap_s2=float(role_ap[2][NUM_VCOCO]) if full else float("nan"),
-        other_agent_ap=agent_ap[n21:] if full else None,
-        other_agent_npos=npos[n21:] if full else None,
-        rows=rows, complete=gt.complete, notes=notes)
+    role_ap = {s: np.array([_ap(role_sc[k], role_tp[s][k], npos[a])
+                            for k, a in enumerate(role_action)]) for s in (1, 2)}
+    return _vcoco_result(agent_ap, role_ap, npos, role_action, full,
+                         rows=rows, complete=gt.complete, notes=notes)
+
+
+def _without_other_actions(detections: HOIDetections, notes: list[str]) -> HOIDetections:
+    """The rows of ids 0..23 alone, with a note when rows of ids 24..28 (actions that
+    per-pair ground truth does not have) are left out."""
+    extra = detections.labels >= NUM_VCOCO
+    if not extra.any():
+        return detections
+    notes.append(f"{int(extra.sum())} detection(s) of point instr, stand, walk, run or "
+                 f"smile (ids 24..28) left out: this ground truth does not have them")
+    return detections.select(~extra)
+
+
+def _image_ground_truth(gt: VCOCOGroundTruth, i: int, full: bool
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Image ``i``'s persons [P, 4], labels [P, A] in {1, 0, -1} and role boxes [P, R, 4]
+    in the official inclusive float32 frame; ``full``: with the other five actions
+    (A = 26) and point instr (R = 25), else A = 21 and R = 24."""
+    persons = _inclusive32(gt.person_boxes[i])
+    labels = gt.agent_labels[i]
+    roles = _inclusive32(gt.role_boxes[i])
+    if full:
+        labels = np.concatenate([labels, gt.other_labels[i]], axis=1)
+        roles = np.concatenate([roles, _inclusive32(gt.point_boxes[i])[:, None]], axis=1)
+    return persons, labels, roles
+
+
+@dataclass
+class _ImageMatch:
+    """One image's ground truth and detections, each detection matched to the person of
+    largest IoU (official inclusive float32 frame)."""
+
+    labels: np.ndarray      # [P, A] in {1, 0, -1}
+    roles: np.ndarray       # [P, R, 4] role-object boxes, NaN = none
+    ignore: np.ndarray      # [P] bool: a COCO person that V-COCO did not annotate
+    boxes_h: np.ndarray     # [M, 4] detected human boxes
+    boxes_o: np.ndarray     # [M, 4] detected role-object boxes, NaN = none
+    agent_of: np.ndarray    # [M] agent column of each detection
+    role_of: np.ndarray     # [M] role column of each detection, -1 = none
+    scores: np.ndarray      # [M]
+    best: np.ndarray        # [M] index of the best person, -1 without persons
+    best_ov: np.ndarray     # [M] its IoU (0 without persons)
+    per_person: bool        # rows == "per-person": one entry per human box
+
+
+def _match_persons(persons: np.ndarray, labels: np.ndarray, roles: np.ndarray,
+                   detections: HOIDetections, span: slice, per_person: bool) -> _ImageMatch:
+    """The detections ``span`` of one image matched to its ``persons`` [P, 4]."""
+    det_h = detections.boxes_h[span].astype(np.float32)
+    det_l = detections.labels[span]
+    if len(persons):
+        ious = np.stack([overlaps(persons, b) for b in det_h])    # [M, P]
+        best, best_ov = ious.argmax(1), ious.max(1)
+    else:
+        best, best_ov = np.full(len(det_l), -1), np.zeros(len(det_l), np.float32)
+    return _ImageMatch(
+        labels=labels, roles=roles,
+        ignore=(labels == -1).any(1) if len(labels) else np.zeros(0, bool),
+        boxes_h=det_h, boxes_o=detections.boxes_o[span].astype(np.float32),
+        agent_of=_AGENT_OF[det_l], role_of=_ROLE_OF[det_l],
+        scores=detections.scores[span].astype(np.float32), best=best, best_ov=best_ov,
+        per_person=per_person)
+
+
+def _visiting_order(image: _ImageMatch, column_of: np.ndarray, column: int) -> np.ndarray:
+    """The entries with a score for ``column`` (of ``image.agent_of`` or ``.role_of``):
+    indices into the image's detections by descending score."""
+    cand = np.flatnonzero(column_of == column)
+    if image.per_person and len(cand) > 1:
+        cand = _best_per_person(cand, image.boxes_h, image.scores)
+    return cand[descending(image.scores[cand])]
+
+
+def _agent_match(image: _ImageMatch, j: int, a: int) -> tuple[int, bool] | None:
+    """Detection ``j``'s best person (-1: none) and whether it is that person doing action
+    ``a`` with IoU >= 0.5; None when the person is ignored (not annotated)."""
+    p = image.best[j]
+    if p >= 0 and image.ignore[p]:
+        return None
+    return p, bool(p >= 0 and image.labels[p, a] == 1 and image.best_ov[j] >= MIN_OVERLAP)
+
+
+def _match_agent(image: _ImageMatch, a: int) -> tuple[list[float], list[bool]]:
+    """Agent AP of action ``a`` on one image: the visited entries' scores and true-positive
+    flags (a person is found once)."""
+    scores, tp = [], []
+    covered = np.zeros(len(image.labels), dtype=bool)     # [P] persons found already
+    for j in _visiting_order(image, image.agent_of, a):
+        match = _agent_match(image, j, a)
+        if match is None:
+            continue
+        p, ok = match
+        scores.append(float(image.scores[j]))
+        tp.append(bool(ok and not covered[p]))
+        if ok:
+            covered[p] = True
+    return scores, tp
+
+
+def _match_role(image: _ImageMatch, k: int, a: int
+                ) -> tuple[list[float], dict[int, list[bool]]]:
+    """Role AP of action-role ``k`` (of agent action ``a``) on one image: the visited
+    entries' scores and true-positive flags per scenario (1, 2)."""
+    scores: list[float] = []
+    tp: dict[int, list[bool]] = {1: [], 2: []}
+    covered = {s: np.zeros(len(image.labels), bool) for s in (1, 2)}   # [P] per scenario
+    for j in _visiting_order(image, image.role_of, k):
+        match = _agent_match(image, j, a)
+        if match is None:
+            continue
+        p, agent_ok = match
+        scores.append(float(image.scores[j]))
+        for s in (1, 2):
+            ok = agent_ok and _role_overlap(image.roles[p, k], image.boxes_o[j], s) \
+                >= MIN_OVERLAP
+            tp[s].append(bool(ok and not covered[s][p]))
+            if ok:
+                covered[s][p] = True
+    return scores, tp
 
 
 def _role_overlap(gt_role: np.ndarray, det_role: np.ndarray, scenario: int) -> float:
@@ -328,6 +390,24 @@ def _role_overlap(gt_role: np.ndarray, det_role: np.ndarray, scenario: int) -> f
     if np.isnan(det_role).any():
         return 0.0
     return float(overlaps(gt_role[None], det_role)[0])
+
+
+def _vcoco_result(agent_ap: np.ndarray, role_ap: dict[int, np.ndarray], npos: np.ndarray,
+                  role_action: np.ndarray, full: bool, *, rows: str, complete: bool,
+                  notes: list[str]) -> VCOCOResult:
+    """The result from the APs of the actions ([A]) and action-roles (scenario -> [R]):
+    the 21 and 24 of the class set, and with ``full`` the other five and point instr."""
+    n21 = len(VCOCO_AGENT_ACTIONS)
+    return VCOCOResult(
+        agent_ap=agent_ap[:n21], agent_npos=npos[:n21],
+        role_ap_s1=role_ap[1][:NUM_VCOCO], role_ap_s2=role_ap[2][:NUM_VCOCO],
+        role_npos=npos[role_action[:NUM_VCOCO]],
+        point_npos=int(npos[role_action[NUM_VCOCO]]) if full else None,
+        point_ap_s1=float(role_ap[1][NUM_VCOCO]) if full else float("nan"),
+        point_ap_s2=float(role_ap[2][NUM_VCOCO]) if full else float("nan"),
+        other_agent_ap=agent_ap[n21:] if full else None,
+        other_agent_npos=npos[n21:] if full else None,
+        rows=rows, complete=complete, notes=notes)
 
 
 def evaluate_vcoco_files(annotations: str | Path, detections: str | Path, split: str = "test",
