@@ -390,9 +390,11 @@ def prepare_networks(folder: Path, onnx: bool) -> Networks:
               folder / "clip.safetensors")
     config = apply_overrides(ModelConfig(), [
         f"detector.weights={folder / 'detr.safetensors'}",
-        f"clip.pretrained={folder / 'clip.safetensors'}", "detector.use_gt_boxes=true"])
+        f"clip.pretrained={folder / 'clip.safetensors'}", "detector.use_gt_boxes=true",
+        "head.logits=learned"])   # the form the baseline has: both read the same weights
     model = build_model(config).eval()
     save_checkpoint(model, folder / "head.safetensors")
+    write_baseline_head(folder / "head.safetensors", folder / "baseline_head.safetensors")
     export_s: dict[str, float] = {}
     if onnx:
         start = time.perf_counter()
@@ -400,6 +402,21 @@ def prepare_networks(folder: Path, onnx: bool) -> Networks:
         export_s["detr + clip"] = time.perf_counter() - start
     return Networks(detr, clip, folder, folder / "head.safetensors",
                     folder / "onnx" if onnx else None, export_s)
+
+
+def write_baseline_head(head: Path, out: Path) -> None:
+    """``head`` as the baseline (before issue 19) reads it: its config without the keys
+    that issue 19 added (``head.logits``, learned there; ``head.temperature``)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(head), framework="pt") as handle:
+        metadata = dict(handle.metadata())
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+    config = json.loads(metadata["config"])
+    assert config["head"].pop("logits") == "learned"
+    config["head"].pop("temperature")
+    save_file(tensors, str(out), metadata={**metadata, "config": json.dumps(config)})
 
 
 def bench_frozen(image: Tensor, repeat: int, networks: Networks) -> dict[str, Any]:
@@ -693,7 +710,9 @@ def bench_detect(networks: Networks, baseline: Path | None, label: str, images: 
                                             str(annotations), *thread])
     startup = {"this tree": (REPO, [*dense, *thread])}
     if baseline is not None:
-        scene[f"{label} fp32"] = (baseline, head)
+        scene[f"{label} fp32"] = (baseline, ["--checkpoint", str(networks.folder /
+                                             "baseline_head.safetensors"),
+                                             *head[2:]])
         startup[label] = (baseline, dense)
     runs: dict[str, list[dict[str, Any]]] = {f"scene: {k}": [] for k in scene}
     runs.update({f"startup: {k}": [] for k in startup})
