@@ -27,7 +27,7 @@ numbers move with the other jobs.
 random networks (``--tiny``: the tests'): the sampled frames per second of **decoding
 alone** (the pipeline's decoding process: decode every frame, convert and resize the
 sampled ones), of **the model alone** (on those frames, already in memory, ``--batch-size``
-per pass) and of **the whole video path** (``clip4hoi detect CLIP --fps F`` in a new
+per pass, ``--threads`` torch threads) and of **the whole video path** (``clip4hoi detect CLIP --fps F`` in a new
 process: its own steady-state rate, start-up and class encoding left out), with its peak
 memory (sampled every 0.2 s). Then **memory
 over a long clip**: ``clip4hoi detect`` on a ``--long-seconds`` clip (default 600: ten
@@ -43,7 +43,7 @@ Usage::
         [--json OUT.json]
     python benchmarks/bench_detect.py --video [--size 1280x720] [--clip-seconds 10]
         [--fps 2] [--test-scale 800] [--long-seconds 600] [--long-test-scale 800]
-        [--long-full-size] [--tiny] [--batch-size 1]
+        [--long-full-size] [--tiny] [--batch-size 1] [--threads 1]
 """
 
 from __future__ import annotations
@@ -292,8 +292,9 @@ def detect_video(clip: Path, out: Path, args: argparse.Namespace, tiny: bool,
     argv = [sys.executable, "-m", "clip4hoi", "detect", str(clip), "--out", str(out),
             "--mode", "dense", "--random-weights", "--device", args.device, "--classes",
             CLASSES, "--fps", str(args.fps), "--batch-size", str(args.batch_size),
-            "--workers", str(args.workers), "--test-scale", str(test_scale), "--max-size",
-            str(test_scale * 5 // 3), *[w for o in overrides for w in ("--set", o)]]
+            "--workers", str(args.workers), "--threads", str(args.threads), "--test-scale",
+            str(test_scale), "--max-size", str(test_scale * 5 // 3),
+            *[w for o in overrides for w in ("--set", o)]]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO),
                                                         os.environ.get("PYTHONPATH", "")])}
     process = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
@@ -328,6 +329,7 @@ def video_rates(root: Path, args: argparse.Namespace, size: tuple[int, int]) -> 
 
     clip = root / "clip.mp4"
     frames = make_clip(clip, args.clip_seconds, size)
+    torch.set_num_threads(args.threads)   # as the whole path's process (--threads)
     detector = build_training_free_detector("dense", args.device, True,
                                             TINY if args.tiny else [],
                                             min_size=args.test_scale,
@@ -408,6 +410,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1,
                         help="--ranks: runs of each setting, interleaved; the best counts")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda for N GPUs")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="--video: torch threads of the model alone and of detect's "
+                        "process (default: %(default)s, steadiest on a shared machine)")
     parser.add_argument("--video", action="store_true",
                         help="video: decoding, model and whole path; memory over a long clip")
     parser.add_argument("--clip-seconds", type=float, default=10.0,
