@@ -38,14 +38,44 @@ EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
 
 
+NAME = re.compile(r"\{([a-z_]+)\}")
+"""A setting of the library named in a message: ``{top_k}``, ``{output_dir}``."""
+
+
+def worded(text: str, label: Callable[[str], str] = str) -> str:
+    """``text`` with each setting it names as ``{name}`` called ``label(name)``: by its name
+    (the default: ``{resume}`` -> ``resume``), or as the command line calls it
+    (``cli.flag``: ``--resume``). Everything the library says to a user — errors, printed
+    lines, the reason of a choice — names settings this way, so that the wording of flags
+    lives in ``cli.py`` only."""
+    return NAME.sub(lambda match: label(match.group(1)), text)
+
+
 class UserError(Exception):
-    """A mistake of the user's: the message names the file or argument and what to do."""
+    """A mistake of the user's: the message names the file or argument and what to do.
+
+    The message names the settings of the library as ``{name}`` (``{resume}``,
+    ``{output_dir}``, :func:`worded`): ``str(error)`` shows their names, :meth:`worded`
+    another label (the command line shows its flags). Write a literal ``{word}`` otherwise
+    (``vcoco_SPLIT.json``)."""
 
     exit_code = EXIT_USAGE
+
+    def __init__(self, message: object = "", *args: object) -> None:
+        self.message = str(message)
+        super().__init__(self.worded(str), *args)
+
+    def worded(self, label: Callable[[str], str]) -> str:
+        """The message with each setting called ``label(name)`` (e.g. its flag)."""
+        return worded(self.message, label)
 
 
 class InputError(UserError, ValueError):
     """A file or argument is missing, malformed or out of range."""
+
+
+class MissingFileError(UserError, FileNotFoundError):
+    """A file or folder that a setting names does not exist."""
 
 
 class EnvironmentFault(UserError, OSError):
@@ -59,20 +89,16 @@ class OptionError(InputError):
 
     ``option`` is the option's name in the library (``top_k``). The message is ``"{option}
     {value}: {problem}"`` (``"{option}: {problem}"`` when ``value`` is None); ``problem``
-    names other options as ``{name}``. The library shows every option by its name, the
-    command line by its flag (:meth:`worded` with ``--top-k``): the wording of flags lives
-    in ``cli.py`` only.
+    names other options as ``{name}`` (:class:`UserError`); ``value`` is shown as it is.
     """
 
     def __init__(self, option: str, value: object, problem: str) -> None:
         self.option, self.value, self.problem = option, value, problem
-        super().__init__(self.worded(lambda name: name))
+        super().__init__(problem)
 
     def worded(self, label: Callable[[str], str]) -> str:
-        """The message with each option called ``label(name)`` (e.g. its flag)."""
-        problem = re.sub(r"\{([a-z_]+)\}", lambda match: label(match.group(1)), self.problem)
         value = "" if self.value is None else f" {self.value}"
-        return f"{label(self.option)}{value}: {problem}"
+        return f"{label(self.option)}{value}: {worded(self.problem, label)}"
 
 
 class WeightsUnavailableError(UserError, RuntimeError):
