@@ -401,8 +401,8 @@ def _check_output(out_dir: str | Path, n_train: int, n_test: int, image_size: in
                   seed: int, overwrite: bool, written: tuple[str, ...]) -> Path:
     """The dataset folder, after checking the sizes and that it may be written."""
     if not (1 <= n_train <= MAX_IMAGES and 1 <= n_test <= MAX_IMAGES):
-        raise InputError(f"need 1 to {MAX_IMAGES} images per split, got {{n_train}} "
-                         f"{n_train}, {{n_test}} {n_test}")
+        raise InputError(f"{{n_train}} and {{n_test}} must be 1 to {MAX_IMAGES} images, got "
+                         f"n_train={n_train}, n_test={n_test}")
     if not 64 <= image_size <= 4096:
         raise InputError(f"image_size must be 64 to 4096 pixels, got {image_size}")
     if seed < 0:
