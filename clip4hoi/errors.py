@@ -56,8 +56,9 @@ class UserError(Exception):
 
     The message names the settings of the library as ``{name}`` (``{resume}``,
     ``{output_dir}``, :func:`worded`): ``str(error)`` shows their names, :meth:`worded`
-    another label (the command line shows its flags). Write a literal ``{word}`` otherwise
-    (``vcoco_SPLIT.json``)."""
+    another label (the command line shows its flags). Any other ``{word}`` reads as a
+    setting too: the library writes none in its own text (``vcoco_*.json``); one in a text
+    of the user's that a message quotes (a path, a prompt template) loses its braces."""
 
     exit_code = EXIT_USAGE
 
