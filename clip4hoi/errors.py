@@ -38,8 +38,24 @@ EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
 
 
+SETTINGS = frozenset({
+    # detection (clip4hoi.options.RULES) and the model's source
+    "batch_size", "draw", "draw_score", "every", "fps", "lost_seconds", "max_gap", "max_size",
+    "min_length", "min_score", "mode", "off_score", "on_score", "precision", "test_scale",
+    "threads", "top_k", "track_buffer", "workers", "checkpoint", "random_weights", "onnx",
+    "boxes", "classes", "device", "overrides", "inputs", "out",
+    # training, testing, evaluation, data, the Hub
+    "resume", "output_dir", "output", "train_annotations", "coco", "split_ids", "n_train",
+    "n_test", "seed", "overwrite", "vocabulary", "out_dir", "run_dir",
+    # commands (cli.WORDS)
+    "detect", "export_onnx"})
+"""The settings a message may name as ``{name}`` (``tests/test_wording.py`` checks that
+the library names no other and that each has a command-line word). Only these are
+placeholders: any other ``{word}`` — a prompt template's ``{action}``, a path of the
+user's — is left as written."""
+
 NAME = re.compile(r"\{([a-z_]+)\}")
-"""A setting of the library named in a message: ``{top_k}``, ``{output_dir}``."""
+"""A ``{word}`` in a message: a setting when the word is in :data:`SETTINGS`."""
 
 
 def worded(text: str, label: Callable[[str], str] = str) -> str:
@@ -48,17 +64,17 @@ def worded(text: str, label: Callable[[str], str] = str) -> str:
     (``cli.flag``: ``--resume``). Everything the library says to a user — errors, printed
     lines, the reason of a choice — names settings this way, so that the wording of flags
     lives in ``cli.py`` only."""
-    return NAME.sub(lambda match: label(match.group(1)), text)
+    return NAME.sub(lambda match: label(match.group(1)) if match.group(1) in SETTINGS
+                    else match.group(0), text)
 
 
 class UserError(Exception):
     """A mistake of the user's: the message names the file or argument and what to do.
 
     The message names the settings of the library as ``{name}`` (``{resume}``,
-    ``{output_dir}``, :func:`worded`): ``str(error)`` shows their names, :meth:`worded`
-    another label (the command line shows its flags). Any other ``{word}`` reads as a
-    setting too: the library writes none in its own text (``vcoco_*.json``); one in a text
-    of the user's that a message quotes (a path, a prompt template) loses its braces."""
+    ``{output_dir}``, :func:`worded`; the names of :data:`SETTINGS`): ``str(error)`` shows
+    their names, :meth:`worded` another label (the command line shows its flags). Any other
+    ``{word}`` (a prompt template's ``{action}``, a path of the user's) stays as written."""
 
     exit_code = EXIT_USAGE
 

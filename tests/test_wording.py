@@ -20,9 +20,10 @@ from clip4hoi.config import ModelConfig, apply_overrides
 from clip4hoi.data.metadata import load_classes
 from clip4hoi.data.synthetic import make_synthetic
 from clip4hoi.engine.checkpoint import resolve_resume
-from clip4hoi.errors import NAME, InputError, MissingFileError, OptionError, worded
+from clip4hoi.errors import NAME, SETTINGS, InputError, MissingFileError, OptionError, worded
 from clip4hoi.models.precision import describe_precision, resolve_precision
 from clip4hoi.models.training_free import TEMPLATE_FIELDS
+from clip4hoi.options import RULES
 
 PACKAGE = Path(__file__).resolve().parents[1] / "clip4hoi"
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z-]*")
@@ -79,7 +80,9 @@ def test_every_setting_named_has_a_command_line_word() -> None:
              for match in NAME.findall(text)}
     named -= set(TEMPLATE_FIELDS)   # the prompt templates' fields (config.py)
     assert {"resume", "output_dir", "overrides", "classes", "device", "precision"} <= named
-    unknown = {name: flag(name) for name in named if flag(name) not in words
+    assert named <= SETTINGS and set(RULES) <= SETTINGS   # placeholders only where listed
+    assert not SETTINGS & set(TEMPLATE_FIELDS)            # a template's field is never one
+    unknown = {name: flag(name) for name in SETTINGS if flag(name) not in words
                and not WORDS.get(name, "").startswith("clip4hoi ")}
     assert not unknown
 
@@ -94,6 +97,9 @@ def test_worded_names_settings_by_label() -> None:
     assert option.worded(flag) == "--top-k '{x}': must be below --max-size"
     assert worded("{overrides} a=1 {inputs} {n_train}", flag) == "--set a=1 INPUT --train"
     assert worded("{'images': [...]} {} {Name}", flag) == "{'images': [...]} {} {Name}"
+    # a user's text keeps its braces: a template field, a path
+    assert str(InputError("template 'a person {action}' in /data/{split}/x.yaml: {seed}")) \
+        == "template 'a person {action}' in /data/{split}/x.yaml: seed"
 
 
 def _cli(capsys: pytest.CaptureFixture, *argv: object) -> tuple[int, str]:
