@@ -34,7 +34,7 @@ from clip4hoi.engine.backend import (
 )
 from clip4hoi.engine.predictor import Predictor
 from clip4hoi.engine.results import Results, to_records
-from clip4hoi.errors import InputError
+from clip4hoi.errors import InputError, worded
 from clip4hoi.options import check_option
 
 if TYPE_CHECKING:
@@ -136,8 +136,8 @@ class HOIDetector:
     @property
     def precision(self) -> str:
         """The compute type and why: ``"fp32: CPU (x86_64) has no AMX, AVX512-BF16 or Arm
-        BF16"``, ``"bf16: CUDA capability 9.0 >= 8"``."""
-        return self.backend.precision
+        BF16"``, ``"bf16: CUDA capability 9.0 >= 8"``, ``"fp32: precision fp32"``."""
+        return worded(self.backend.precision)
 
     @property
     def classes(self) -> HOIClassSet:

@@ -1,9 +1,10 @@
 """The ``clip4hoi`` command line: detect, export, demo, push, download, eval,
 make-synthetic, convert, train, test.
 
-Here, and only here, options are worded as flags: the library names them by their field
-names (``top_k``) and raises :class:`~clip4hoi.errors.OptionError`, which :func:`main`
-prints with the flag (``--top-k``, :func:`flag`). Building and using the parser imports
+Here, and only here, settings are worded as flags: the library names them by their field
+names in what it says (``{top_k}`` in the message of a :class:`~clip4hoi.errors.UserError`,
+in a printed line or a reason: :func:`clip4hoi.errors.worded`), which the command line
+shows with the flag (``--top-k``, :func:`flag`). Building and using the parser imports
 neither torch nor any model code, so ``--help`` and argument errors answer at once.
 """
 
@@ -28,9 +29,20 @@ MODE_REASONS = {
 """How ``detect`` says why it runs the mode that ``resolve_mode`` chose."""
 
 
+WORDS = {
+    "overrides": "--set", "inputs": "INPUT", "out_dir": "OUT_DIR",
+    "n_train": "--train", "n_test": "--test", "coco": "--coco-annotations",
+    "detect": "clip4hoi detect", "export_onnx": "clip4hoi export --format onnx --out",
+}
+"""The command line's words for the library's names that are not ``--name``: flags of
+another name, positional arguments, commands."""
+
+
 def flag(option: str) -> str:
-    """The command-line flag of an option (``top_k`` -> ``--top-k``)."""
-    return {"overrides": "--set", "inputs": "INPUT"}.get(option, f"--{option.replace('_', '-')}")
+    """The command-line flag of an option (``top_k`` -> ``--top-k``, :data:`WORDS`): how
+    the command line words each ``{name}`` of a library message
+    (:func:`clip4hoi.errors.worded`)."""
+    return WORDS.get(option, f"--{option.replace('_', '-')}")
 
 
 def _ranked(command: str, body: Callable[[], int], stops: tuple[type, ...] = ()) -> int:
@@ -50,6 +62,7 @@ def _ranked(command: str, body: Callable[[], int], stops: tuple[type, ...] = ())
         if isinstance(error, stops):
             print(f"clip4hoi {command}: stopped: {error}", file=sys.stderr)
             return 1
+        _reword(error)
         if distributed:
             print(f"clip4hoi {command}: rank {os.environ.get('RANK', '0')} failed: "
                   f"{type(error).__name__}: {error}", file=sys.stderr)
@@ -111,7 +124,7 @@ def _detect(options: object) -> int:
                                                    if scan.videos else "")
         ranks = f" on {job.info.world_size} ranks" if job.info.distributed else ""
         print(f"clip4hoi detect: mode {job.mode}{MODE_REASONS.get(job.reason, '')}, "
-              f"{describe_precision(job.backend.precision, options.precision)}"
+              f"{describe_precision(job.backend.precision, options.precision, flag)}"
               f"{_threads(job.backend.device)}, "
               f"{len(classes)} classes ({classes.name}), {inputs}{ranks} -> {job.out}",
               file=sys.stderr)
@@ -158,7 +171,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.random_weights:
         print(f"WARNING: --random-weights: {RANDOM_WEIGHTS_WARNING}", file=sys.stderr)
     print(f"clip4hoi demo: mode {mode} on {device}, "
-          f"{describe_precision(detector.precision, args.precision)}; serving http://{args.host}:"
+          f"{describe_precision(detector.backend.precision, args.precision, flag)}; serving "
+          f"http://{args.host}:"
           f"{args.port or 7860} (Ctrl-C stops)", file=sys.stderr)
     launch(backend, args.host, args.port)
     return 0
@@ -287,7 +301,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                 known_object=args.known_object,
                                 rare_threshold=args.rare_threshold, unseen=args.unseen,
                                 **options)
-        table, payload = format_table(result, per_class=args.per_class), result_to_json(result)
+        table = format_table(result, per_class=args.per_class, label=flag)
+        payload = result_to_json(result)
     print(table)
     print(f"({time.perf_counter() - start:.1f} s)", file=sys.stderr)
     if args.json:
@@ -342,7 +357,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     def body() -> int:
         try:
-            output_dir = train(config, resume=args.resume)
+            output_dir = train(config, resume=args.resume, label=flag)
         except KeyboardInterrupt as error:   # Ctrl-C, or SIGTERM (Terminated)
             raise type(error)(f"the checkpoints written so far are kept in "
                               f"{config.output_dir / 'checkpoints'}; continue with "
@@ -371,7 +386,8 @@ def cmd_test(args: argparse.Namespace) -> int:
 
     def body() -> int:
         _lean_open_clip()
-        result = run_test(config, checkpoint, args.mode, output, args.set, args.precision)
+        result = run_test(config, checkpoint, args.mode, output, args.set, args.precision,
+                          label=flag)
         if result is not None:
             print(result.table)
             print(f"clip4hoi test: detections in {output}", file=sys.stderr)
@@ -689,6 +705,15 @@ def _exit_code(error: BaseException) -> int | None:
     return None
 
 
+def _reword(error: BaseException) -> None:
+    """Name the settings in a user error's message by their flags (``resume`` ->
+    ``--resume``), also in a traceback."""
+    from clip4hoi.errors import UserError
+
+    if isinstance(error, UserError):
+        error.args = (error.worded(flag),)
+
+
 def _message(error: BaseException) -> str:
     from clip4hoi.errors import EXIT_WEIGHTS, Terminated, UnreachableError, UserError
 
@@ -742,10 +767,7 @@ def main(argv: list[str] | None = None) -> int:
             _check_early(args)
             return args.func(args)
     except BaseException as error:
-        from clip4hoi.errors import OptionError
-
-        if isinstance(error, OptionError):   # the flag's name, also in a traceback
-            error.args = (error.worded(flag),)
+        _reword(error)
         code = None if debug else _exit_code(error)
         if code is None:
             raise

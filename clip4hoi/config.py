@@ -235,21 +235,21 @@ def apply_overrides(config: T, overrides: list[str]) -> T:
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep:
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+            raise InputError(f"{{overrides}} {item!r}: expected KEY=VALUE")
         node = data
         *parents, leaf = key.strip().split(".")
         for part in parents:
             if not isinstance(node.get(part), dict):
-                raise ValueError(f"--set {item!r}: {part!r} is not a config section"
+                raise InputError(f"{{overrides}} {item!r}: {part!r} is not a config section"
                                  f"{_did_you_mean(data, key.strip())}")
             node = node[part]
         if leaf not in node:
-            raise ValueError(f"--set {item!r}: unknown key {leaf!r}; valid: {sorted(node)}"
-                             f"{_did_you_mean(data, key.strip())}")
+            raise InputError(f"{{overrides}} {item!r}: unknown key {leaf!r}; valid: "
+                             f"{sorted(node)}{_did_you_mean(data, key.strip())}")
         try:
             node[leaf] = parse_yaml(raw)
         except yaml.YAMLError as error:
-            raise InputError(f"--set {item!r}: the value is not valid YAML "
+            raise InputError(f"{{overrides}} {item!r}: the value is not valid YAML "
                              f"({yaml_problem(error)})") from None
     return from_dict(type(config), data)
 

@@ -7,12 +7,13 @@ import torch
 from clip4hoi.errors import EnvironmentFault, InputError
 
 
-def parse_device(spec: str, what: str = "--device", local_rank: int = 0) -> torch.device:
+def parse_device(spec: str, what: str = "{device}", local_rank: int = 0) -> torch.device:
     """The torch device of ``spec``: ``auto`` (this process's GPU when there is one, else the
     CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
 
     Raises :class:`InputError` for a name torch does not know and :class:`EnvironmentFault`
-    (exit 4) for a device this machine does not have; both name ``what``.
+    (exit 4) for a device this machine does not have; both name ``what``: the option
+    ``{device}`` (:func:`~clip4hoi.errors.worded`) or a config key (``train.device``).
     """
     name = str(spec).strip().lower()
     if name == "auto":

@@ -38,14 +38,61 @@ EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
 
 
+SETTINGS = frozenset({
+    # detection (clip4hoi.options.RULES) and the model's source
+    "batch_size", "draw", "draw_score", "every", "fps", "lost_seconds", "max_gap", "max_size",
+    "min_length", "min_score", "mode", "off_score", "on_score", "precision", "test_scale",
+    "threads", "top_k", "track_buffer", "workers", "checkpoint", "random_weights", "onnx",
+    "boxes", "classes", "device", "overrides", "inputs", "out",
+    # training, testing, evaluation, data, the Hub
+    "resume", "output_dir", "output", "train_annotations", "coco", "split_ids", "n_train",
+    "n_test", "seed", "overwrite", "vocabulary", "out_dir", "run_dir",
+    # commands (cli.WORDS)
+    "detect", "export_onnx"})
+"""The settings a message may name as ``{name}`` (``tests/test_wording.py`` checks that
+the library names no other and that each has a command-line word). Only these are
+placeholders: any other ``{word}`` — a prompt template's ``{action}``, a path of the
+user's — is left as written."""
+
+NAME = re.compile(r"\{([a-z_]+)\}")
+"""A ``{word}`` in a message: a setting when the word is in :data:`SETTINGS`."""
+
+
+def worded(text: str, label: Callable[[str], str] = str) -> str:
+    """``text`` with each setting it names as ``{name}`` called ``label(name)``: by its name
+    (the default: ``{resume}`` -> ``resume``), or as the command line calls it
+    (``cli.flag``: ``--resume``). Everything the library says to a user — errors, printed
+    lines, the reason of a choice — names settings this way, so that the wording of flags
+    lives in ``cli.py`` only."""
+    return NAME.sub(lambda match: label(match.group(1)) if match.group(1) in SETTINGS
+                    else match.group(0), text)
+
+
 class UserError(Exception):
-    """A mistake of the user's: the message names the file or argument and what to do."""
+    """A mistake of the user's: the message names the file or argument and what to do.
+
+    The message names the settings of the library as ``{name}`` (``{resume}``,
+    ``{output_dir}``, :func:`worded`; the names of :data:`SETTINGS`): ``str(error)`` shows
+    their names, :meth:`worded` another label (the command line shows its flags). Any other
+    ``{word}`` (a prompt template's ``{action}``, a path of the user's) stays as written."""
 
     exit_code = EXIT_USAGE
+
+    def __init__(self, message: object = "", *args: object) -> None:
+        self.message = str(message)
+        super().__init__(self.worded(str), *args)
+
+    def worded(self, label: Callable[[str], str]) -> str:
+        """The message with each setting called ``label(name)`` (e.g. its flag)."""
+        return worded(self.message, label)
 
 
 class InputError(UserError, ValueError):
     """A file or argument is missing, malformed or out of range."""
+
+
+class MissingFileError(UserError, FileNotFoundError):
+    """A file or folder that a setting names does not exist."""
 
 
 class EnvironmentFault(UserError, OSError):
@@ -59,20 +106,16 @@ class OptionError(InputError):
 
     ``option`` is the option's name in the library (``top_k``). The message is ``"{option}
     {value}: {problem}"`` (``"{option}: {problem}"`` when ``value`` is None); ``problem``
-    names other options as ``{name}``. The library shows every option by its name, the
-    command line by its flag (:meth:`worded` with ``--top-k``): the wording of flags lives
-    in ``cli.py`` only.
+    names other options as ``{name}`` (:class:`UserError`); ``value`` is shown as it is.
     """
 
     def __init__(self, option: str, value: object, problem: str) -> None:
         self.option, self.value, self.problem = option, value, problem
-        super().__init__(self.worded(lambda name: name))
+        super().__init__(problem)
 
     def worded(self, label: Callable[[str], str]) -> str:
-        """The message with each option called ``label(name)`` (e.g. its flag)."""
-        problem = re.sub(r"\{([a-z_]+)\}", lambda match: label(match.group(1)), self.problem)
         value = "" if self.value is None else f" {self.value}"
-        return f"{label(self.option)}{value}: {problem}"
+        return f"{label(self.option)}{value}: {worded(self.problem, label)}"
 
 
 class WeightsUnavailableError(UserError, RuntimeError):

@@ -63,7 +63,8 @@ def check_output_path(path: str | Path, inputs: Iterable[str | Path] = (),
     """Check, before any work is done, that a result can be written to ``path``: it is not
     a folder and not one of ``inputs``. Returns ``path`` as a ``Path``.
 
-    Raises :class:`InputError` naming ``what`` (e.g. ``--json``) and the path.
+    Raises :class:`InputError` naming ``what`` (e.g. ``{output}``,
+    :func:`~clip4hoi.errors.worded`) and the path.
     """
     path = Path(path)
     if path.is_dir():
@@ -218,10 +219,11 @@ def folder_lock(folder: str | Path, what: str, name: str = LOCK_NAME,
     """Hold ``folder``'s lock (``fcntl.flock`` on the file ``name`` in it, created with the
     folder if missing) while the block runs, so that a second run writing the same
     ``target`` (default: the folder) is refused: :class:`InputError` naming ``what`` (the
-    option, e.g. ``--output-dir``), ``target`` and the holder's pid and command. The lock
-    dies with its process (``kill -9`` leaves no stale lock); the file is removed on
-    release, and the folder too when the block created it and left it empty. On systems
-    without ``fcntl`` (Windows) nothing is locked. Yields the folder."""
+    setting, e.g. ``{output_dir}``: :func:`~clip4hoi.errors.worded`), ``target`` and the
+    holder's pid and command. The lock dies with its process (``kill -9`` leaves no stale
+    lock); the file is removed on release, and the folder too when the block created it
+    and left it empty. On systems without ``fcntl`` (Windows) nothing is locked. Yields
+    the folder."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise InputError(f"{what} {folder} is a file; give a folder")

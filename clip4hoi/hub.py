@@ -258,11 +258,11 @@ def _run_folder(run_dir: str | Path) -> Path:
     """``--run-dir`` checked: a folder holding a run's ``config.yaml`` or ``metrics.jsonl``."""
     run = Path(run_dir)
     if not run.is_dir():
-        raise InputError(f"--run-dir {run_dir}: " + (
+        raise InputError(f"{{run_dir}} {run_dir}: " + (
             "is a file; give the training run's folder (the one with config.yaml and "
             "metrics.jsonl)" if run.exists() else "no such folder"))
     if not ((run / "config.yaml").is_file() or (run / "metrics.jsonl").is_file()):
-        raise InputError(f"--run-dir {run_dir}: holds neither config.yaml nor metrics.jsonl "
+        raise InputError(f"{{run_dir}} {run_dir}: holds neither config.yaml nor metrics.jsonl "
                          f"of a training run")
     return run
 

@@ -254,8 +254,9 @@ def test_demo_on_a_cpu_starts_in_the_mode_detect_picks(monkeypatch: pytest.Monke
                  *set_flags(tiny_training_free_flags())]) == 0
     [backend] = served
     assert (backend.default_mode, list(backend.detectors)) == ("dense", ["dense"])
-    assert backend.detectors["dense"].precision == "fp32: --precision fp32"
-    assert "clip4hoi demo: mode dense on cpu, precision fp32" in capsys.readouterr().err
+    assert backend.detectors["dense"].precision == "fp32: precision fp32"   # the API's words
+    assert "clip4hoi demo: mode dense on cpu, precision fp32 (--precision fp32)" in \
+        capsys.readouterr().err
 
 
 @pytest.mark.skipif(not (CHROMIUM.is_file() and CHROMEDRIVER.exists()),

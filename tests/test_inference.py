@@ -175,7 +175,7 @@ def test_precision_auto_follows_the_hardware(monkeypatch: pytest.MonkeyPatch) ->
     assert dtype == torch.float32 and reason.startswith("fp32: CPU")
     dtype, reason = resolve_precision("bf16", "cpu")
     assert dtype == torch.bfloat16 and "emulated" in reason
-    assert resolve_precision("fp32", "cpu") == (torch.float32, "fp32: --precision fp32")
+    assert resolve_precision("fp32", "cpu") == (torch.float32, "fp32: {precision} fp32")
     for capability, expected in (((7, 5), (torch.float32, "fp32: CUDA capability 7.5 < 8")),
                                  ((8, 0), (torch.bfloat16, "bf16: CUDA capability 8.0 >= 8"))):
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d, c=capability: c)

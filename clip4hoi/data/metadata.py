@@ -23,7 +23,7 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
-from clip4hoi.errors import InputError
+from clip4hoi.errors import InputError, MissingFileError
 
 HUMAN_OBJECT_ID = 0
 
@@ -343,10 +343,10 @@ def load_classes(spec: str, open_vocabulary: bool = False) -> HOIClassSet:
     try:   # utf-8-sig: a byte-order mark (Windows editors) is not part of the text
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as error:
-        raise InputError(f"--classes {spec}: not a UTF-8 text file ({error})") from None
+        raise InputError(f"{{classes}} {spec}: not a UTF-8 text file ({error})") from None
     if path.suffix.lower() == ".json":
-        return _classes_from_json(text, f"--classes {spec}", spec, open_vocabulary)
-    return parse_class_text(text, open_vocabulary, source=f"--classes {spec}")
+        return _classes_from_json(text, f"{{classes}} {spec}", spec, open_vocabulary)
+    return parse_class_text(text, open_vocabulary, source=f"{{classes}} {spec}")
 
 
 def _classes_from_json(text: str, where: str, source: str, open_vocabulary: bool
@@ -389,7 +389,7 @@ def class_file(spec: str) -> Path | None:
     if not looks_like_path:
         return None
     if is_dir:
-        raise InputError(f"--classes {spec}: is a folder; give a class file (.json or .txt) "
+        raise InputError(f"{{classes}} {spec}: is a folder; give a class file (.json or .txt) "
                          f"or classes as text ('ride bicycle, hold cup')")
-    raise FileNotFoundError(f"--classes {spec}: no such file (classes as text look like "
-                            f"'ride bicycle, hold cup')")
+    raise MissingFileError(f"{{classes}} {spec}: no such file (classes as text look like "
+                           f"'ride bicycle, hold cup')")

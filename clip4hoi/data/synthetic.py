@@ -401,19 +401,19 @@ def _check_output(out_dir: str | Path, n_train: int, n_test: int, image_size: in
                   seed: int, overwrite: bool, written: tuple[str, ...]) -> Path:
     """The dataset folder, after checking the sizes and that it may be written."""
     if not (1 <= n_train <= MAX_IMAGES and 1 <= n_test <= MAX_IMAGES):
-        raise InputError(f"need 1 to {MAX_IMAGES} images per split, got n_train={n_train} "
-                         f"(--train), n_test={n_test} (--test)")
+        raise InputError(f"{{n_train}} and {{n_test}} must be 1 to {MAX_IMAGES} images, got "
+                         f"n_train={n_train}, n_test={n_test}")
     if not 64 <= image_size <= 4096:
         raise InputError(f"image_size must be 64 to 4096 pixels, got {image_size}")
     if seed < 0:
-        raise InputError(f"seed (--seed) must be >= 0, got {seed}")
+        raise InputError(f"{{seed}} must be >= 0, got {seed}")
     root = Path(out_dir)
     if root.exists() and not root.is_dir():
         raise InputError(f"{root} is a file; give a folder to write the dataset to")
     existing = [name for name in written if (root / name).exists()]
     if existing and not overwrite:
         raise InputError(f"{root} already holds a dataset ({', '.join(existing)}); pass "
-                         f"--overwrite to replace it, or choose another folder")
+                         f"{{overwrite}} to replace it, or choose another folder")
     return root
 
 
@@ -470,7 +470,7 @@ def _write_staged(root: Path, write: Callable[[Path], None], files: tuple[str, .
     so that no moment pairs annotations with other images. A full disk or a kill leaves no
     images without annotations (the next run removes what a kill left); a second writer
     of the same folder is refused while the first runs."""
-    with folder_lock(root, "OUT_DIR"):
+    with folder_lock(root, "{out_dir}"):
         sweep_temp_files(root)
         staging = Path(tempfile.mkdtemp(prefix=temp_prefix("dataset"), suffix=".tmp",
                                         dir=root))
@@ -545,7 +545,7 @@ def vocabulary_layouts(classes: HOIClassSet) -> list[tuple[str, str]]:
         used = taken.setdefault(obj, set())
         free = [k for k in range(len(PLACES)) if k not in used]
         if not free:
-            raise InputError(f"--vocabulary: more than {len(PLACES)} verbs with the object "
+            raise InputError(f"{{vocabulary}}: more than {len(PLACES)} verbs with the object "
                              f"{classes.object_vocabulary[obj]!r}; the synthetic pictures "
                              f"can tell only {len(PLACES)} apart")
         place = verb % len(PLACES) if verb % len(PLACES) in free else free[0]
@@ -609,9 +609,9 @@ def make_custom_synthetic(out_dir: str | Path, vocabulary: str, n_train: int = 6
     WordPiece tokenizer of the object names (``OUT_DIR/tokenizer``) for the tiny random
     Grounding DINO of ``configs/custom_smoke.yaml``, so nothing is downloaded. ``overwrite``
     as for :func:`make_synthetic`."""
-    classes = parse_class_text(vocabulary, open_vocabulary=True, source="--vocabulary")
+    classes = parse_class_text(vocabulary, open_vocabulary=True, source="{vocabulary}")
     if HUMAN_OBJECT_ID in classes.objects:
-        raise InputError("--vocabulary: the synthetic pictures draw objects, not people; "
+        raise InputError("{vocabulary}: the synthetic pictures draw objects, not people; "
                          "give classes with other objects")
     root = _check_output(out_dir, n_train, n_test, image_size, seed, overwrite,
                          ("train.json", "test.json", "images", "tokenizer"))

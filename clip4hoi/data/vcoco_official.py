@@ -62,7 +62,7 @@ PER_PAIR_WARNING = (
     "not annotate: on the val split they hold 7,154 of the official 9,130 positives (-22 %; "
     "hold 1,608 of 2,163, sit 551 of 1,054), which moved the mean role AP by 2 to 5 points "
     "in scenario 1 and 4 to 8 in scenario 2 on synthetic sets. For the official numbers "
-    "pass the official files: --annotations v-coco/data/vcoco/vcoco_test.json "
+    "give the official files as the annotations: v-coco/data/vcoco/vcoco_test.json "
     "(docs/evaluation.md)."
 )
 
@@ -176,8 +176,8 @@ def find_vcoco_files(path: str | Path, split: str = "test", coco: str | Path | N
             raise InputError(f"{path}: the COCO file of the official layout; pass the V-COCO "
                              f"labels, vcoco_{split}.json (it is found beside them)")
         if coco is not None or split_ids is not None:
-            raise InputError(f"{path}: a per-pair (fredzzhang) file; --coco-annotations and "
-                             f"--split-ids go with the official vcoco_{{split}}.json")
+            raise InputError(f"{path}: a per-pair (fredzzhang) file; {{coco}} and "
+                             f"{{split_ids}} go with the official vcoco_{split}.json")
         return VCOCOFiles(path)
     match = _SPLIT_IN_NAME.search(path.name)
     here = path.parent
@@ -187,7 +187,7 @@ def find_vcoco_files(path: str | Path, split: str = "test", coco: str | Path | N
             raise InputError(f"{path}: {COCO_FILE} not found beside it or in {here.parent} "
                              f"(build it with the v-coco repository's "
                              f"script_pick_annotations.py, docs/reproduce.md, or pass "
-                             f"--coco-annotations)")
+                             f"{{coco}})")
     coco = Path(coco)
     if not coco.is_file():
         raise InputError(f"{coco}: no such file (COCO annotations of V-COCO)")
@@ -227,7 +227,7 @@ def _vsrl_entries(vsrl: object, src: str) -> list[dict]:
     (``role_object_id`` reshaped to ``[N, roles]``, as ``_load_vcoco`` does)."""
     if not isinstance(vsrl, list) or not vsrl:
         raise InputError(f"{src}: expected a non-empty list of per-action entries "
-                         f"(the official vcoco_{{split}}.json)")
+                         f"(the official vcoco_*.json)")
     entries = []
     for entry in vsrl:
         for k in ("action_name", "role_name", "image_id", "ann_id", "label", "role_object_id"):

@@ -118,7 +118,8 @@ class TorchBackend:
         self.device = torch.device(device)
         self.dtype, self.precision = resolve_precision(check_option("precision", precision),
                                                        self.device)
-        """The compute type, and why it was chosen (``"fp32: CPU (x86_64) has no ..."``)."""
+        """The compute type, and why it was chosen (``"fp32: CPU (x86_64) has no ..."``;
+        an option named as ``{precision}``: :func:`~clip4hoi.errors.worded`)."""
         self.model = model.to(self.device).eval()
         self.classes: HOIClassSet = classes or model.classes
         """The default class set (the model's unless given)."""

@@ -36,7 +36,7 @@ from safetensors.torch import save as save_safetensors
 from torch import Tensor
 
 from clip4hoi.config import ModelConfig, apply_overrides, stored_model_config, to_dict
-from clip4hoi.errors import InputError
+from clip4hoi.errors import InputError, MissingFileError
 from clip4hoi.fileio import write_atomic
 from clip4hoi.models.model import CLIP4HOI, build_model, head_state_dict
 
@@ -229,8 +229,8 @@ def resolve_resume(resume: str | Path, output_dir: Path) -> tuple[Path, Path]:
         folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
         latest = CheckpointManager(folder).latest()
         if latest is None:
-            raise FileNotFoundError(f"--resume: no complete checkpoint in {folder} "
-                                    f"(run {output_dir})")
+            raise MissingFileError(f"{{resume}}: no complete checkpoint in {folder} "
+                                   f"(run {output_dir})")
         return weights_path(latest), latest
     if path.name.endswith(STATE_SUFFIX):
         weights, state = weights_path(path), path
@@ -238,8 +238,8 @@ def resolve_resume(resume: str | Path, output_dir: Path) -> tuple[Path, Path]:
         weights, state = path, state_path(path)
     for needed in (weights, state):
         if not needed.is_file():
-            raise FileNotFoundError(f"--resume: {needed} does not exist (a checkpoint is a "
-                                    f"step_N{WEIGHTS_SUFFIX} and a step_N{STATE_SUFFIX})")
+            raise MissingFileError(f"{{resume}}: {needed} does not exist (a checkpoint is a "
+                                   f"step_N{WEIGHTS_SUFFIX} and a step_N{STATE_SUFFIX})")
     return weights, state
 
 
@@ -260,11 +260,11 @@ def load_state(path: str | Path) -> dict[str, Any]:
     except Exception as error:  # UnpicklingError, RuntimeError (bad zip), EOFError, ...
         reason = str(error).strip().splitlines()[0] if str(error).strip() else \
             type(error).__name__
-        raise InputError(f"--resume: training state {path} cannot be read ({reason}); it is "
+        raise InputError(f"{{resume}}: training state {path} cannot be read ({reason}); it is "
                          f"corrupt or not written by clip4hoi train: resume from an earlier "
                          f"checkpoint") from error
     if not isinstance(state, dict):
-        raise InputError(f"--resume: training state {path} holds a {type(state).__name__}, "
+        raise InputError(f"{{resume}}: training state {path} holds a {type(state).__name__}, "
                          f"not a clip4hoi train state")
     return state
 
@@ -273,5 +273,5 @@ def check_state(state: dict[str, Any], path: str | Path) -> None:
     """Raise :class:`InputError` when a state lacks what resuming needs."""
     missing = [k for k in STATE_KEYS if k not in state]
     if missing:
-        raise InputError(f"--resume: training state {path} lacks {missing}; it is not "
+        raise InputError(f"{{resume}}: training state {path} lacks {missing}; it is not "
                          f"written by clip4hoi train")

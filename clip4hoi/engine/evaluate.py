@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -164,7 +165,8 @@ def evaluate_model(model: nn.Module, dataset: HOIDataset, info: DistInfo, *,
 def run_test(config: ExperimentConfig, checkpoint: str | Path | None = None,
              mode: str = "auto", output: str | Path | None = None,
              overrides: list[str] | None = None, precision: str = "auto",
-             info: DistInfo | None = None) -> Evaluation | None:
+             info: DistInfo | None = None, label: Callable[[str], str] = str
+             ) -> Evaluation | None:
     """``clip4hoi test``: evaluate a trained checkpoint (mode ``trained``; its stored
     model config with the ``model.*`` items of ``overrides``) or the training-free scorer
     (``crop`` / ``dense``, built from ``config.training_free``) on the config's test set;
@@ -175,16 +177,17 @@ def run_test(config: ExperimentConfig, checkpoint: str | Path | None = None,
     Rank 0 writes ``output`` (``DETS.json``; default ``OUTPUT_DIR/detections.json``) and
     ``<output>.results.json``, and returns the evaluation. A second test writing the same
     ``output`` is refused while this one runs (a lock beside it); a test may run beside
-    the training of the same folder, whose files it does not write."""
+    the training of the same folder, whose files it does not write. ``label``: how its
+    first line calls a setting (:func:`~clip4hoi.errors.worded`)."""
     info = info or init_distributed(config.train.device)
     overrides = list(overrides or [])
     mode, _ = resolve_mode(mode, checkpoint, str(info.device), overrides)
     dtype, reason = resolve_precision(precision, info.device)
     if info.is_main:
-        print(f"clip4hoi test: mode {mode}, {describe_precision(reason, precision)}")
+        print(f"clip4hoi test: mode {mode}, {describe_precision(reason, precision, label)}")
     output = Path(output or config.output_dir / "detections.json")
     # Two tests writing one output would pair one's DETS.json with the other's results.
-    lock = folder_lock(output.parent, "--output", target=output,
+    lock = folder_lock(output.parent, "{output}", target=output,
                        name=f".{output.name.encode()[:200].decode(errors='ignore')}.lock"
                        ) if info.is_main else contextlib.nullcontext()
     with lock:

@@ -254,7 +254,7 @@ def _session(path: Path, device: torch.device) -> Any:
     torch's intra-op thread count, so that one setting rules both runtimes."""
     ort = onnxruntime()
     if not path.is_file():
-        raise InputError(f"{path}: no such file; write it with clip4hoi export --format onnx")
+        raise InputError(f"{path}: no such file; write it with {{export_onnx}} {path.parent}")
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     options.log_severity_level = 3
@@ -262,7 +262,7 @@ def _session(path: Path, device: torch.device) -> Any:
     if device.type == "cuda":
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             raise UserError("ONNX Runtime has no CUDA here: pip install onnxruntime-gpu "
-                            "(instead of onnxruntime), or use --device cpu")
+                            "(instead of onnxruntime), or use {device} cpu")
         providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))
     return ort.InferenceSession(str(path), options, providers=providers)
 
@@ -396,10 +396,10 @@ class OnnxExport:
         pairs = list(zip(classes.verbs, classes.object_names, strict=True))
         missing = [f"{v} {o}" for v, o in pairs if (v, o) not in rows]
         if missing:
-            raise InputError(f"--classes: {', '.join(missing[:5])}"
+            raise InputError(f"{{classes}}: {', '.join(missing[:5])}"
                              f"{' ...' if len(missing) > 5 else ''} not among the "
                              f"{len(self.classes)} classes exported to {self.directory} "
-                             f"({self.classes.name}); export again with those --classes")
+                             f"({self.classes.name}); export again with those {{classes}}")
         return self.text[torch.tensor([rows[p] for p in pairs], dtype=torch.long)]
 
     def attach(self, model: nn.Module, classes: HOIClassSet | None = None) -> nn.Module:
@@ -498,7 +498,7 @@ def load_onnx(directory: str | Path) -> OnnxExport:
     path = directory / MANIFEST
     if not path.is_file():
         raise OptionError("onnx", directory, f"no {MANIFEST} there; write the folder with "
-                          f"clip4hoi export --format onnx --out {directory}")
+                          f"{{export_onnx}} {directory}")
     try:
         manifest = json.loads(path.read_text())
     except (OSError, ValueError) as error:

@@ -139,7 +139,8 @@ class FeatureCache:
         if problem is not None:   # never trusted: removed, so that the next run computes it
             path.unlink(missing_ok=True)
             raise InputError(f"feature cache entry {path} of {image} is corrupt ({problem}); "
-                             f"it was removed: run again (train --resume) to compute it anew")
+                             f"it was removed: run the training again with {{resume}} to "
+                             f"compute it anew")
         stored = tuple(int(v) for v in tensors.pop("image_size"))
         if stored != tuple(int(v) for v in size):
             raise InputError(f"feature cache entry {path} was computed on a {stored} image, "

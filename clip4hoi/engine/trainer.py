@@ -27,6 +27,7 @@ import contextlib
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,7 @@ from clip4hoi.engine.distributed import (
 )
 from clip4hoi.engine.evaluate import evaluate_model
 from clip4hoi.engine.feature_cache import CachedFeatures, build_cache, fill_cache
-from clip4hoi.errors import InputError
+from clip4hoi.errors import InputError, worded
 from clip4hoi.fileio import environment_fault, folder_lock, sweep_temp_files, write_atomic
 from clip4hoi.models.model import (
     CLIP4HOI,
@@ -183,11 +184,13 @@ def best_metric_name(config: ExperimentConfig) -> str:
 class Trainer:
     """Builds everything of an experiment (datasets first, so that missing files fail at
     once), then :meth:`fit` trains it. ``resume``: a checkpoint or run folder, ``True``
-    for the latest checkpoint of the run if there is one, or None for a fresh run."""
+    for the latest checkpoint of the run if there is one, or None for a fresh run.
+    ``label``: how its printed lines call a setting (:func:`~clip4hoi.errors.worded`)."""
 
     def __init__(self, config: ExperimentConfig, info: DistInfo | None = None,
-                 resume: str | Path | bool | None = None) -> None:
-        self.config = config
+                 resume: str | Path | bool | None = None,
+                 label: Callable[[str], str] = str) -> None:
+        self.config, self.label = config, label
         self.info = info or init_distributed(config.train.device)
         cfg, info = config.train, self.info
         self.output_dir = config.output_dir
@@ -256,20 +259,24 @@ class Trainer:
 
     # ----------------------------------------------------------------------- set-up
 
+    def _say(self, text: str) -> None:
+        """Print a line that names settings as ``{name}`` (:attr:`label` words them)."""
+        print(worded(text, self.label))
+
     def _resume_files(self, resume: str | Path | bool | None) -> tuple[Path, Path] | None:
         if resume is True:
             latest = self.checkpoints.latest()
             if latest is None:
                 if self.info.is_main:
-                    print(f"--resume: no checkpoint in {self.checkpoints.dir} yet, starting "
-                          f"a fresh run")
+                    self._say(f"{{resume}}: no checkpoint in {self.checkpoints.dir} yet, "
+                              f"starting a fresh run")
                 return None
             return resolve_resume(latest, self.output_dir)
         if resume:
             return resolve_resume(resume, self.output_dir)
         if self.checkpoints.latest() is not None:
-            raise ValueError(f"{self.output_dir} already holds checkpoints: pass --resume to "
-                             f"continue that run, or choose another --output-dir")
+            raise InputError(f"{self.output_dir} already holds checkpoints: pass {{resume}} to "
+                             f"continue that run, or choose another {{output_dir}}")
         return None
 
     def _load(self, weights: Path, tensors: dict[str, Tensor], state_file: Path,
@@ -285,7 +292,7 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
         except (KeyError, ValueError, TypeError, IndexError) as error:
-            raise InputError(f"--resume: the optimiser state in {state_file} does not fit "
+            raise InputError(f"{{resume}}: the optimiser state in {state_file} does not fit "
                              f"this model ({error})") from error
         self.epoch, self.batches_done, self.step = (state["epoch"], state["batches_done"],
                                                     state["step"])
@@ -315,12 +322,12 @@ class Trainer:
         refused = {k: v for k, v in changes.items() if k not in RESUME_APPLIED}
         if refused:
             listed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in refused.items())
-            raise InputError(f"--resume: {state_file} was trained with other settings "
+            raise InputError(f"{{resume}}: {state_file} was trained with other settings "
                              f"({listed}); resuming would mix two runs: drop these "
-                             f"overrides, or start a new run in another --output-dir")
+                             f"overrides, or start a new run in another {{output_dir}}")
         if changes and self.info.is_main:
             listed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
-            print(f"--resume: applying the changed settings {listed}")
+            self._say(f"{{resume}}: applying the changed settings {listed}")
 
     def _start_logs(self, resumed: bool) -> None:
         self.metrics_file = self.output_dir / "metrics.jsonl"
@@ -338,8 +345,8 @@ class Trainer:
                 entry = json.loads(line)
                 step = int(entry["step"])
             except (ValueError, TypeError, KeyError):
-                print(f"--resume: {self.metrics_file} line {number} is not a complete "
-                      f"entry (torn by a kill?); dropped")
+                self._say(f"{{resume}}: {self.metrics_file} line {number} is not a "
+                          f"complete entry (torn by a kill?); dropped")
                 continue
             if step <= self.step:
                 kept.append(line)
@@ -613,14 +620,16 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def train(config: ExperimentConfig, resume: str | Path | bool | None = None) -> Path:
-    """Train an experiment (see :class:`Trainer`); returns its output folder.
+def train(config: ExperimentConfig, resume: str | Path | bool | None = None,
+          label: Callable[[str], str] = str) -> Path:
+    """Train an experiment (see :class:`Trainer`, also for ``label``); returns its output
+    folder.
 
     The output folder is locked for the run (:func:`clip4hoi.fileio.folder_lock`, by rank
-    0): a second run into it — fresh or ``--resume`` — is refused while this one runs.
+    0): a second run into it — fresh or resumed — is refused while this one runs.
     Temporary files that a killed run left there are removed first."""
     info = init_distributed(config.train.device)
-    lock = folder_lock(config.output_dir, "--output-dir") if info.is_main else \
+    lock = folder_lock(config.output_dir, "{output_dir}") if info.is_main else \
         contextlib.nullcontext()
     with lock:
         if info.is_main:
@@ -630,4 +639,4 @@ def train(config: ExperimentConfig, resume: str | Path | bool | None = None) -> 
             if removed:
                 print(f"removed {len(removed)} temporary file(s) that a killed run left in "
                       f"{config.output_dir}")
-        return Trainer(config, info=info, resume=resume).fit()
+        return Trainer(config, info=info, resume=resume, label=label).fit()

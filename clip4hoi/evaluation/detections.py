@@ -316,11 +316,11 @@ def parse_records(data: Any, annotations: HOIAnnotations, source: str = "<detect
         raise InputError(f"{source}: expected {{'images': [...]}} at the top level")
     made_with = data.get("classes", annotations.dataset)  # set by clip4hoi detect
     if not _same_ids(made_with, annotations):
-        remedy = f"with --classes {annotations.dataset}" if annotations.dataset != "custom" \
+        remedy = f"with {{classes}} {annotations.dataset}" if annotations.dataset != "custom" \
             else "with the dataset's classes (a checkpoint trained on it has them)"
         raise InputError(f"{source}: the detections were made with the class set "
                          f"{made_with!r}, whose ids are not {annotations.dataset} ids; run "
-                         f"clip4hoi detect {remedy}")
+                         f"{{detect}} {remedy}")
     index = annotations.index()
     fields = ("human_boxes", "object_boxes", key, "scores")
     by_image: dict[int, dict] = {}

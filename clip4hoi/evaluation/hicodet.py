@@ -42,6 +42,7 @@ a custom split).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -50,6 +51,7 @@ import numpy as np
 from clip4hoi.data import metadata
 from clip4hoi.data.annotations import HOIAnnotations
 from clip4hoi.data.metadata import HOIClassSet
+from clip4hoi.errors import worded
 from clip4hoi.evaluation.detections import HOIDetections, read_detections
 
 MIN_OVERLAP = 0.5
@@ -391,8 +393,10 @@ def _title(classes: HOIClassSet) -> str:
     return f"{classes.name} ({len(classes)} classes)"
 
 
-def format_table(result: HICOResult, per_class: bool = False) -> str:
-    """A readable table of the mAPs (and, with ``per_class``, of every class)."""
+def format_table(result: HICOResult, per_class: bool = False,
+                 label: Callable[[str], str] = str) -> str:
+    """A readable table of the mAPs (and, with ``per_class``, of every class); ``label``:
+    how its notes call a setting (:func:`~clip4hoi.errors.worded`)."""
     c = result.conventions
     setting = "Known-Object" if result.known_object else "Default"
     if result.zero_shot:
@@ -412,8 +416,8 @@ def format_table(result: HICOResult, per_class: bool = False) -> str:
     if missing:
         lines.append(f"({missing} classes without ground truth are left out of the means)")
     if result.rare is None:
-        lines.append("(no Rare / Non-rare: the training pair counts are unknown; give the "
-                     "training file, eval --train-annotations)")
+        lines.append(worded("(no Rare / Non-rare: the training pair counts are unknown; "
+                            "give the training file, {train_annotations})", label))
     if per_class:
         classes = result.classes
         lines.append(f"{'hoi':>4} {'class':<34} {'AP':>7} {'rec':>7} {'npos':>5} {'dets':>7}")

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import platform
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from clip4hoi.errors import OptionError
+from clip4hoi.errors import OptionError, worded
 from clip4hoi.options import PRECISIONS  # the option's rule (torch-free, checked early)
 
 # CPU features with native bf16 arithmetic: x86 AMX and AVX512-BF16 (/proc/cpuinfo
@@ -82,9 +83,11 @@ def cpu_bf16_feature(cpuinfo: str | None = None) -> str | None:
 def resolve_precision(mode: str, device: torch.device | str) -> tuple[torch.dtype, str]:
     """The compute type of inference's ``--precision`` on ``device`` and why, for the run's
     first line: ``(torch.bfloat16, "bf16: CPU has AVX512-BF16")``, ``(torch.float32,
-    "fp32: CUDA capability 7.5 < 8")``. ``auto`` is bf16 where the hardware runs it natively
-    — a GPU of compute capability 8 or more, a CPU with AMX, AVX512-BF16 or Arm BF16 —
-    and fp32 elsewhere; ``bf16`` is bf16 anyway (emulated, slower, on other CPUs).
+    "fp32: CUDA capability 7.5 < 8")``, ``(torch.float32, "fp32: {precision} fp32")`` (the
+    option named as ``{precision}``: :func:`~clip4hoi.errors.worded`). ``auto`` is bf16
+    where the hardware runs it natively — a GPU of compute capability 8 or more, a CPU
+    with AMX, AVX512-BF16 or Arm BF16 — and fp32 elsewhere; ``bf16`` is bf16 anyway
+    (emulated, slower, on other CPUs).
 
     bf16 means autocast around the frozen networks and the head (:func:`autocast`); the box
     heads, proposals, box encodings and score fusion stay fp32 (:func:`full_precision`).
@@ -94,7 +97,7 @@ def resolve_precision(mode: str, device: torch.device | str) -> tuple[torch.dtyp
         raise OptionError("precision", repr(mode), f"choose from {', '.join(PRECISIONS)}")
     device = torch.device(device)
     if mode == "fp32":
-        return torch.float32, "fp32: --precision fp32"
+        return torch.float32, "fp32: {precision} fp32"
     if device.type == "cuda":
         major, minor = torch.cuda.get_device_capability(device)
         native = major >= 8
@@ -107,13 +110,14 @@ def resolve_precision(mode: str, device: torch.device | str) -> tuple[torch.dtyp
     else:
         native, found = False, f"no bf16 autocast on {device.type}"
     if mode == "bf16":
-        return torch.bfloat16, "bf16: --precision bf16" + (
+        return torch.bfloat16, "bf16: {precision} bf16" + (
             "" if native else f" ({found}: emulated, likely slower than fp32)")
     return (torch.bfloat16, f"bf16: {found}") if native else (torch.float32, f"fp32: {found}")
 
 
-def describe_precision(reason: str, asked: str) -> str:
+def describe_precision(reason: str, asked: str, label: Callable[[str], str] = str) -> str:
     """A :func:`resolve_precision` reason for a run's first line: ``precision fp32 (auto:
-    CPU (x86_64) has no AMX, AVX512-BF16 or Arm BF16)``; ``asked``: the option's value."""
-    dtype, _, why = reason.partition(": ")
+    CPU (x86_64) has no AMX, AVX512-BF16 or Arm BF16)``; ``asked``: the option's value;
+    ``label``: how the line calls the option (:func:`~clip4hoi.errors.worded`)."""
+    dtype, _, why = worded(reason, label).partition(": ")
     return f"precision {dtype} ({'auto: ' if asked == 'auto' else ''}{why})"
