@@ -27,9 +27,9 @@ numbers move with the other jobs.
 random networks (``--tiny``: the tests'): the sampled frames per second of **decoding
 alone** (the pipeline's decoding process: decode every frame, convert and resize the
 sampled ones), of **the model alone** (on those frames, already in memory, ``--batch-size``
-per pass, ``--threads`` torch threads) and of **the whole video path** (``clip4hoi detect CLIP --fps F`` in a new
-process: its own steady-state rate, start-up and class encoding left out), with its peak
-memory (sampled every 0.2 s). Then **memory
+per pass, ``--threads`` torch threads) and of **the whole video path** (``clip4hoi detect
+CLIP --fps F --threads N`` in a new process: its own steady-state rate, start-up and class
+encoding left out), with its peak memory (sampled every 0.2 s). Then **memory
 over a long clip**: ``clip4hoi detect`` on a ``--long-seconds`` clip (default 600: ten
 minutes) at ``--fps``, with the tiny networks unless ``--long-full-size``, RSS sampled
 through the run and reported at each tenth of the frames done: flat when nothing grows
