@@ -143,6 +143,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
                          ) from None
     from functools import partial
 
+    from clip4hoi.demo import check_address
+
+    check_address(args.host, args.port)   # before minutes of loading the model
     from clip4hoi.api import RANDOM_WEIGHTS_WARNING, load_detector
     from clip4hoi.demo import DemoBackend, launch
     from clip4hoi.devices import parse_device
