@@ -181,8 +181,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise OptionError("checkpoint", args.checkpoint, "no such file")
     from clip4hoi.api import RANDOM_WEIGHTS_WARNING
     from clip4hoi.engine.backend import build_backend, resolve_mode
-    from clip4hoi.engine.export import export_onnx
+    from clip4hoi.engine.export import check_opset, export_onnx, require_exporter
 
+    require_exporter()            # the extra, the opset and the overrides before the model
+    check_opset(args.opset)
     mode, reason = resolve_mode(args.mode, args.checkpoint, "cpu", args.set)
     _lean_open_clip()
     backend = build_backend(mode, args.checkpoint, "cpu", args.random_weights, args.set)

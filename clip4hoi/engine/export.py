@@ -178,6 +178,22 @@ def export_clip_image(clip: nn.Module, path: Path, layers: tuple[int, ...], dens
             {"pixels": {0: torch.export.Dim("batch", min=1, max=1024)}}, opset)
 
 
+MIN_OPSET = 18
+"""The oldest opset written: torch.onnx's exporter builds opset 18 graphs (its torchlib);
+older ones would go through ONNX's version converter, which fails on these models."""
+
+
+def check_opset(opset: int | None) -> int | None:
+    """``opset`` if torch.onnx can write it (None: the exporter's default), else
+    :class:`~clip4hoi.errors.OptionError` naming it — before any model is built."""
+    from torch.onnx._constants import ONNX_MAX_OPSET
+
+    if opset is not None and not MIN_OPSET <= opset <= ONNX_MAX_OPSET:
+        raise OptionError("opset", opset, f"must be from {MIN_OPSET} to {ONNX_MAX_OPSET} (the "
+                          f"opsets torch {torch.__version__.split('+')[0]} writes)")
+    return opset
+
+
 @torch.no_grad()
 def export_onnx(model: nn.Module, out: str | Path, classes: HOIClassSet | None = None,
                 opset: int | None = None, log: Any = None) -> Path:
@@ -192,6 +208,7 @@ def export_onnx(model: nn.Module, out: str | Path, classes: HOIClassSet | None =
     from clip4hoi.models.model import CLIP4HOI
 
     require_exporter()
+    check_opset(opset)
     if not isinstance(model.detector, DETR):
         raise InputError("ONNX export supports the DETR detector, not "
                          f"{type(model.detector).__name__}")
