@@ -42,8 +42,11 @@ with ``onnxruntime-gpu``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -56,7 +59,7 @@ from torch import Tensor, nn
 
 from clip4hoi.data.metadata import HOIClassSet
 from clip4hoi.errors import InputError, OptionError, UserError
-from clip4hoi.fileio import write_atomic
+from clip4hoi.fileio import temp_prefix, write_atomic
 from clip4hoi.models.clip import ImageFeatures, resize_normalize
 from clip4hoi.models.detr import pad_images, postprocess
 
@@ -141,9 +144,16 @@ def _export(module: nn.Module, args: tuple[Tensor, ...], path: Path, input_names
     if _size(module) > 1.8e9:  # beyond a protobuf's 2 GB: the weights go to <name>.data
         program.save(str(path), external_data=True)
         return
-    tmp = path.with_name(path.name + ".tmp")
-    program.save(str(tmp), external_data=False)
-    tmp.replace(path)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path.name),
+                                   suffix=".tmp")   # unique: two exports never share one
+    os.close(handle)
+    try:
+        program.save(tmp, external_data=False)
+        os.replace(tmp, path)
+    except BaseException:   # a full disk, Ctrl-C: no temporary file left behind
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _size(module: nn.Module) -> int:
