@@ -1348,3 +1348,22 @@ def test_demo_removes_the_results_of_uploads_when_it_stops(monkeypatch) -> None:
     (backend.output_dir / "upload").mkdir()
     launch(backend, "127.0.0.1", None)
     assert not backend.output_dir.exists()
+
+
+@pytest.mark.parametrize("argv,named", [
+    (["--opset", "0"], "--opset 0"),            # torch wrote opset 18 instead, silently
+    (["--opset", "99999"], "--opset 99999"),
+    (["--set", "margin=.nan"], "margin=nan"),    # was exported
+    (["--set", "detector.score_threshold=2"], "detector.score_threshold"),
+])
+def test_export_options_are_checked_before_the_model(capsys, monkeypatch, argv: list[str],
+                                                     named: str, tmp_path: Path) -> None:
+    pytest.importorskip("onnxscript")
+
+    def no_model(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was built before the options were checked")
+
+    monkeypatch.setattr("clip4hoi.engine.backend.build_training_free", no_model)
+    assert_clear(run_main(capsys, "export", "--out", tmp_path / "x", "--random-weights",
+                          *argv), 2, named)
+    assert not (tmp_path / "x").exists()
