@@ -159,14 +159,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
                      random_weights=args.random_weights, overrides=args.set,
                      precision=args.precision)
     backend = DemoBackend(loader, modes, mode, args.random_weights)
-    _lean_open_clip()
-    detector = backend.detector(mode)  # now: missing weights stop here, the first request is fast
-    if args.random_weights:
-        print(f"WARNING: --random-weights: {RANDOM_WEIGHTS_WARNING}", file=sys.stderr)
-    print(f"clip4hoi demo: mode {mode} on {device}, "
-          f"{describe_precision(detector.precision, args.precision)}; serving http://{args.host}:"
-          f"{args.port or 7860} (Ctrl-C stops)", file=sys.stderr)
-    launch(backend, args.host, args.port)
+    try:
+        _lean_open_clip()
+        detector = backend.detector(mode)  # now: missing weights stop here, not a request
+        if args.random_weights:
+            print(f"WARNING: --random-weights: {RANDOM_WEIGHTS_WARNING}", file=sys.stderr)
+        print(f"clip4hoi demo: mode {mode} on {device}, "
+              f"{describe_precision(detector.precision, args.precision)}; serving http://"
+              f"{args.host}:{args.port or 7860} (Ctrl-C stops)", file=sys.stderr)
+        launch(backend, args.host, args.port)
+    finally:
+        backend.close()   # the uploads' results, also when the model cannot be loaded
     return 0
 
 

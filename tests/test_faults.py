@@ -1367,3 +1367,14 @@ def test_export_options_are_checked_before_the_model(capsys, monkeypatch, argv: 
     assert_clear(run_main(capsys, "export", "--out", tmp_path / "x", "--random-weights",
                           *argv), 2, named)
     assert not (tmp_path / "x").exists()
+
+
+def test_demo_refusing_its_overrides_leaves_nothing(capsys, monkeypatch,
+                                                    tmp_path: Path) -> None:
+    pytest.importorskip("gradio")
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))   # where the demo's folder goes
+    assert_clear(run_main(capsys, "demo", "--random-weights", "--set", "margin=.nan"), 2,
+                 "margin=nan")
+    assert not list(tmp_path.iterdir())
