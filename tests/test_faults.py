@@ -1378,3 +1378,24 @@ def test_demo_refusing_its_overrides_leaves_nothing(capsys, monkeypatch,
     assert_clear(run_main(capsys, "demo", "--random-weights", "--set", "margin=.nan"), 2,
                  "margin=nan")
     assert not list(tmp_path.iterdir())
+
+
+def test_a_decoding_worker_is_quiet_when_ctrl_c_stops_the_run(monkeypatch) -> None:
+    # Ctrl-C while the main process took a frame from a worker: the worker's resource
+    # sharer thread found its connection reset and printed a traceback under the
+    # "interrupted (Ctrl-C)" line (3 runs in 24 of a 60-image folder).
+    from clip4hoi.engine.predictor import _quiet_when_left
+
+    reported: list[type] = []
+    monkeypatch.setattr(sys, "excepthook", lambda kind, error, trace: reported.append(kind))
+    _quiet_when_left(0)
+    sharer = compile("def serve(error):\n    raise error\n",
+                     "/usr/lib/python3/multiprocessing/resource_sharer.py", "exec")
+    scope: dict = {}
+    exec(sharer, scope)
+    for error in (ConnectionResetError(104, "Connection reset by peer"), ValueError("bug")):
+        try:
+            scope["serve"](error)
+        except Exception:
+            sys.excepthook(*sys.exc_info())
+    assert reported == [ValueError]       # a real error is still reported
