@@ -34,7 +34,7 @@ from clip4hoi.engine.backend import (
 )
 from clip4hoi.engine.predictor import Predictor
 from clip4hoi.engine.results import Results, to_records
-from clip4hoi.errors import InputError, worded
+from clip4hoi.errors import InputError, OptionError, worded
 from clip4hoi.options import check_option
 
 if TYPE_CHECKING:
@@ -224,8 +224,18 @@ def load_detector(mode: str = "auto", checkpoint: str | Path | None = None,
 
 
 def _sizes(sizes: dict[str, int]) -> dict[str, int]:
-    """``min_size``/``max_size`` of the test scale (800 and 1333 unless given)."""
+    """``min_size``/``max_size`` of the test scale (800 and 1333 unless given), checked by
+    the rules of ``detect``'s ``test_scale`` and ``max_size``."""
     unknown = set(sizes) - {"min_size", "max_size"}
     if unknown:
         raise TypeError(f"unexpected keyword argument(s) {sorted(unknown)}")
-    return {"min_size": sizes.get("min_size", 800), "max_size": sizes.get("max_size", 1333)}
+    min_size, max_size = sizes.get("min_size", 800), sizes.get("max_size", 1333)
+    for name, rule, value in (("min_size", "test_scale", min_size),
+                              ("max_size", "max_size", max_size)):
+        try:
+            check_option(rule, value)   # detect's --test-scale and --max-size
+        except OptionError as error:
+            raise OptionError(name, value, error.problem) from None
+    if max_size <= min_size:
+        raise OptionError("min_size", min_size, f"must be below {{max_size}} {max_size}")
+    return {"min_size": min_size, "max_size": max_size}

@@ -153,6 +153,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
                          ) from None
     from functools import partial
 
+    from clip4hoi.demo import check_address
+
+    check_address(args.host, args.port)   # before minutes of loading the model
     from clip4hoi.api import RANDOM_WEIGHTS_WARNING, load_detector
     from clip4hoi.demo import DemoBackend, launch
     from clip4hoi.devices import parse_device
@@ -166,15 +169,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
                      random_weights=args.random_weights, overrides=args.set,
                      precision=args.precision)
     backend = DemoBackend(loader, modes, mode, args.random_weights)
-    _lean_open_clip()
-    detector = backend.detector(mode)  # now: missing weights stop here, the first request is fast
-    if args.random_weights:
-        print(f"WARNING: --random-weights: {RANDOM_WEIGHTS_WARNING}", file=sys.stderr)
-    print(f"clip4hoi demo: mode {mode} on {device}, "
-          f"{describe_precision(detector.backend.precision, args.precision, flag)}; serving "
-          f"http://{args.host}:"
-          f"{args.port or 7860} (Ctrl-C stops)", file=sys.stderr)
-    launch(backend, args.host, args.port)
+    try:
+        _lean_open_clip()
+        detector = backend.detector(mode)  # now: missing weights stop here, not a request
+        if args.random_weights:
+            print(f"WARNING: --random-weights: {RANDOM_WEIGHTS_WARNING}", file=sys.stderr)
+        print(f"clip4hoi demo: mode {mode} on {device}, "
+              f"{describe_precision(detector.backend.precision, args.precision, flag)}; "
+              f"serving http://{args.host}:{args.port or 7860} (Ctrl-C stops)",
+              file=sys.stderr)
+        launch(backend, args.host, args.port)
+    finally:
+        backend.close()   # the uploads' results, also when the model cannot be loaded
     return 0
 
 
@@ -189,8 +195,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise OptionError("checkpoint", args.checkpoint, "no such file")
     from clip4hoi.api import RANDOM_WEIGHTS_WARNING
     from clip4hoi.engine.backend import build_backend, resolve_mode
-    from clip4hoi.engine.export import export_onnx
+    from clip4hoi.engine.export import check_opset, export_onnx, require_exporter
 
+    require_exporter()            # the extra, the opset and the overrides before the model
+    check_opset(args.opset)
     mode, reason = resolve_mode(args.mode, args.checkpoint, "cpu", args.set)
     _lean_open_clip()
     backend = build_backend(mode, args.checkpoint, "cpu", args.random_weights, args.set)

@@ -360,6 +360,10 @@ class TrainingFreeConfig:
 SEED_RANGE = "[0, 4294967296)"
 COUNT_RANGE = "[1, 2147483648)"
 
+CLIP_SIZE_RANGE = "[32, 2048]"
+"""CLIP's input side in pixels: one patch of the coarsest ViT (32) to 2048, where ViT-B/16's
+attention over 128² = 16384 tokens takes 13 GB per layer (twice the side: 16 times that)."""
+
 LOGIT_FORMS = ("fixed", "learned")
 """The forms of ``head.logits``."""
 
@@ -369,7 +373,7 @@ MODEL_RANGES: dict[str, str] = {
     "detector.min_humans": "[0, 2147483648)", "detector.max_humans": COUNT_RANGE,
     "detector.min_objects": "[0, 2147483648)", "detector.max_objects": COUNT_RANGE,
     "detector.random_seed": SEED_RANGE, "clip.random_seed": SEED_RANGE,
-    "clip.image_size": COUNT_RANGE,
+    "clip.image_size": CLIP_SIZE_RANGE,
     "head.interactor_layers": COUNT_RANGE, "head.interactor_heads": COUNT_RANGE,
     "head.interactor_ffn": COUNT_RANGE, "head.spatial_dim": COUNT_RANGE,
     "head.decoder_dim": COUNT_RANGE, "head.decoder_layers": "[0, 2147483648)",
@@ -383,6 +387,12 @@ MODEL_RANGES: dict[str, str] = {
     "loss.global_weight": "[0, inf)", "loss.match_iou": "(0, 1]",
 }
 """The range of every numeric setting of :class:`ModelConfig` (interval notation)."""
+
+TRAINING_FREE_MODES = ("crop", "dense")
+POOLINGS = ("mean", "roi_align")
+"""The ``dense_pooling`` choices of :class:`TrainingFreeConfig`."""
+TEMPLATE_FIELDS = ("sentence", "action", "verb", "object")
+"""The fields a prompt template of :class:`TrainingFreeConfig` may use."""
 
 TRAINING_FREE_RANGES: dict[str, str] = {
     **{key: value for key, value in MODEL_RANGES.items()
@@ -418,6 +428,40 @@ def _within(value: float, interval: str) -> bool:
     return above and below
 
 
+def check_training_free_config(config: TrainingFreeConfig, where: str = "") -> None:
+    """Check every setting of a training-free config (:data:`TRAINING_FREE_RANGES`, the
+    mode, the pooling, the templates), naming the first bad one."""
+    check_ranges(config, TRAINING_FREE_RANGES, where)
+    prefix = f"{where}." if where else ""
+    if config.mode not in TRAINING_FREE_MODES:
+        raise InputError(f"{prefix}mode={config.mode!r}: choose from "
+                         f"{', '.join(TRAINING_FREE_MODES)}")
+    if config.dense_pooling not in POOLINGS:
+        raise InputError(f"{prefix}dense_pooling={config.dense_pooling!r}: choose from "
+                         f"{', '.join(POOLINGS)}")
+    if not config.templates:
+        raise InputError(f"{prefix}templates: at least one prompt template is needed")
+    for template in config.templates:
+        try:
+            template.format(**dict.fromkeys(TEMPLATE_FIELDS, ""))
+        except (KeyError, IndexError, ValueError) as error:
+            raise InputError(f"{prefix}templates: {template!r}: {error!r}; the fields are "
+                             f"{', '.join('{' + f + '}' for f in TEMPLATE_FIELDS)}") from None
+    if config.detector.use_gt_boxes:
+        raise InputError(f"{prefix}detector.use_gt_boxes: the training-free model scores the "
+                         f"detector's proposals (it never sees the annotations)")
+    check_detector_counts(config.detector, f"{prefix}detector")
+
+
+def check_detector_counts(detector: DetectorConfig, where: str) -> None:
+    """The detector keeps at least ``min_*`` and at most ``max_*`` humans and objects."""
+    for kind in ("humans", "objects"):
+        low, high = getattr(detector, f"min_{kind}"), getattr(detector, f"max_{kind}")
+        if low > high:
+            raise InputError(f"{where}.min_{kind}={low} must be at most "
+                             f"{where}.max_{kind}={high}")
+
+
 def check_model_config(config: ModelConfig, where: str = "model") -> None:
     """Check every numeric setting of a model config (:data:`MODEL_RANGES`) and the ones
     that depend on each other, naming the first bad one (``model.head.dropout``)."""
@@ -429,3 +473,4 @@ def check_model_config(config: ModelConfig, where: str = "model") -> None:
     if head.decoder_dim % head.decoder_heads:
         raise InputError(f"{where}.head.decoder_heads={head.decoder_heads} must divide "
                          f"{where}.head.decoder_dim={head.decoder_dim}")
+    check_detector_counts(config.detector, f"{where}.detector")

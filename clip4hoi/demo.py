@@ -18,8 +18,11 @@ optional dependency (``pip install -e ".[demo]"``); its usage analytics are off.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -33,7 +36,7 @@ from clip4hoi.data.sources import VIDEO_SUFFIXES, ImageFile, VideoFile
 from clip4hoi.engine.predictor import Predictor
 from clip4hoi.engine.sinks import write_results
 from clip4hoi.engine.videos import VideoFiles
-from clip4hoi.errors import InputError, UserError
+from clip4hoi.errors import InputError, OptionError, UserError
 from clip4hoi.options import check_option
 from clip4hoi.timeline import TimelineSettings, format_time, summary
 
@@ -134,6 +137,10 @@ class DemoBackend:
                                                      f["detections"])]
         segments = json.loads((out / f"{path.name}.timeline.json").read_text())
         return out / f"{path.name}.drawn.mp4", jsonl, rows, frames, segments
+
+    def close(self) -> None:
+        """Remove the results of the uploads (``output_dir``)."""
+        shutil.rmtree(self.output_dir, ignore_errors=True)
 
     def write_json(self, payloads: list[dict]) -> Path:
         """The payloads as one downloadable JSON file (a list, one entry per image)."""
@@ -289,15 +296,58 @@ def build_demo(backend: DemoBackend) -> Any:
     return demo
 
 
+def check_address(host: str, port: int | None) -> None:
+    """Refuse, before any model is loaded, an address the demo cannot serve on: ``port``
+    out of range or taken by another program, ``host`` not a name or address of this
+    machine (:class:`~clip4hoi.errors.OptionError` naming ``port`` or ``host``). ``port``
+    None: Gradio takes the first free one from 7860."""
+    if port is not None:
+        check_option("port", port)
+    try:
+        family, kind, protocol, _, address = socket.getaddrinfo(
+            host, port or 0, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as error:
+        raise OptionError("host", repr(host), f"is not a name or address this machine can "
+                          f"serve on ({getattr(error, 'strerror', None) or error})") from None
+    with socket.socket(family, kind, protocol) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as Gradio binds
+        try:
+            probe.bind(address)
+        except OSError as error:
+            raise _address_error(host, port, error) from None
+
+
+def _address_error(host: str, port: int | None, error: OSError) -> OptionError:
+    if error.errno == errno.EADDRINUSE:
+        return OptionError("port", port, "is in use by another program: give a free port, "
+                           "or leave {port} out to take the first free one from 7860")
+    if error.errno == errno.EACCES:
+        return OptionError("port", port, "needs administrator rights (a port below 1024): "
+                           "give a port from 1024")
+    return OptionError("host", repr(host), f"cannot be served on ({error.strerror}): give an "
+                       f"address of this machine (127.0.0.1, or 0.0.0.0 for every interface)")
+
+
 def launch(backend: DemoBackend, host: str = "127.0.0.1", port: int | None = None,
            block: bool = True, max_file_size: str = "50mb") -> Any:
-    """Serve the demo on ``host:port`` (``port`` None: the first free from 7860). With
-    ``block`` False the server runs in a thread and the app is returned (``app.close()``
-    stops it)."""
+    """Serve the demo on ``host:port`` (``port`` None: the first free from 7860;
+    :func:`check_address` first). With ``block`` False the server runs in a thread and the
+    app is returned (``app.close()`` stops it); with ``block`` the uploads' results
+    (``backend.output_dir``) are removed when the server stops."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    check_address(host, port)
     demo = build_demo(backend)
     demo.queue(default_concurrency_limit=1)
-    demo.launch(server_name=host, server_port=port, prevent_thread_lock=not block,
-                share=False, inbrowser=False, show_error=True, max_file_size=max_file_size,
-                ssr_mode=False, quiet=not block, footer_links=["api"])
+    try:
+        demo.launch(server_name=host, server_port=port, prevent_thread_lock=not block,
+                    share=False, inbrowser=False, show_error=True, max_file_size=max_file_size,
+                    ssr_mode=False, quiet=not block, footer_links=["api"])
+    except OSError as error:   # taken since check_address: Gradio's "Cannot find empty port"
+        if port is None:
+            raise OptionError("port", None, f"no free port from 7860 ({error}); give one "
+                              f"with {{port}}") from None
+        raise _address_error(host, port, OSError(errno.EADDRINUSE, str(error))) from None
+    finally:
+        if block:
+            backend.close()
     return demo

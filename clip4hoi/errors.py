@@ -43,7 +43,7 @@ SETTINGS = frozenset({
     "batch_size", "draw", "draw_score", "every", "fps", "lost_seconds", "max_gap", "max_size",
     "min_length", "min_score", "mode", "off_score", "on_score", "precision", "test_scale",
     "threads", "top_k", "track_buffer", "workers", "checkpoint", "random_weights", "onnx",
-    "boxes", "classes", "device", "overrides", "inputs", "out",
+    "boxes", "classes", "device", "overrides", "inputs", "out", "port",
     # training, testing, evaluation, data, the Hub
     "resume", "output_dir", "output", "train_annotations", "coco", "split_ids", "n_train",
     "n_test", "seed", "overwrite", "vocabulary", "out_dir", "run_dir",

@@ -11,7 +11,8 @@ of an option is written — before anything is loaded. A value out of range rais
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
@@ -42,11 +43,31 @@ def _number(low: float = -math.inf, high: float = math.inf) -> Callable[[Any], b
         and math.isfinite(value) and low <= value <= high
 
 
+def _at_most(test: Callable[[Any], bool], high: int) -> Callable[[Any], bool]:
+    return lambda value: test(value) and value <= high
+
+
+def _cores() -> int:
+    """The CPU cores of this machine."""
+    return os.cpu_count() or 1
+
+
 MAX_EVERY = 10**9
 """The largest ``every`` (a frame count: one frame in 10⁹ is one every 1.1 years at 30
 frames/s)."""
 MAX_FPS = 1000.0
 """The largest ``fps`` (a higher rate than a video's own takes every frame anyway)."""
+MIN_SIDE, MAX_SIDE = 32, 4096
+"""The range of ``test_scale`` and ``max_size`` (pixels): below 32 pixels the detector's
+stride-32 feature map has not one whole cell; above 4096 its encoder's attention over
+(4096 / 32)² = 16384 tokens already takes 8.6 GB per layer, and twice the side takes 16
+times that (137 GB, more than any one GPU holds)."""
+_SIDES = f"must be an integer from {MIN_SIDE} to {MAX_SIDE} (pixels)"
+MAX_BATCH = 1024
+"""The largest ``batch_size`` (1024 pictures of 800×1333 pixels are 13 GB of input)."""
+MAX_WORKERS = 256
+"""The most decoding ``workers`` (as ``data.num_workers`` of a training config)."""
+MAX_PORT = 65535
 
 
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
@@ -54,18 +75,22 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "min_score": (_number(), "must be a finite number"),
     "draw": (_integer(0), "must be an integer >= 0 (0 draws no pair)"),
     "draw_score": (_number(), "must be a finite number"),
-    "batch_size": (_integer(0), "must be an integer >= 1 (0: 4 on a GPU, 1 on a CPU)"),
-    "workers": (_integer(-1), "must be an integer >= 0 (-1: 1 on a CPU, up to 4 on a GPU)"),
+    "batch_size": (_at_most(_integer(0), MAX_BATCH), f"must be an integer from 1 to "
+                   f"{MAX_BATCH} (0: 4 on a GPU, 1 on a CPU)"),
+    "workers": (_at_most(_integer(-1), MAX_WORKERS), f"must be an integer from 0 to "
+                f"{MAX_WORKERS} (-1: 1 on a CPU, up to 4 on a GPU)"),
     "every": (lambda value: _integer(1)(value) and value <= MAX_EVERY,
               f"must be an integer from 1 to {MAX_EVERY}"),
     "fps": (_number(0.0, MAX_FPS), f"must be a number from 0 to {MAX_FPS:g} (frames per "
             f"second; 0: use {{every}})"),
-    "test_scale": (_integer(1), "must be an integer >= 1"),
-    "max_size": (_integer(1), "must be an integer >= 1"),
+    "test_scale": (_at_most(_integer(MIN_SIDE), MAX_SIDE), _SIDES),
+    "max_size": (_at_most(_integer(MIN_SIDE), MAX_SIDE), _SIDES),
     "mode": (lambda value: value in MODES, f"choose from {', '.join(MODES)}"),
     "precision": (lambda value: value in PRECISIONS, f"choose from {', '.join(PRECISIONS)} "
                   f"(auto: bf16 where the hardware runs it natively, else fp32)"),
-    "threads": (_integer(0), "must be an integer >= 0 (0: the idle cores of this process)"),
+    "threads": (lambda value: _integer(0)(value) and value <= _cores(),
+                "must be an integer from 0 to the cores of this machine (CORES here; 0: the "
+                "idle cores of this process)"),
     # videos: the timeline (clip4hoi.timeline) and the tracker (clip4hoi.tracking)
     "on_score": (_number(0.0, 1.0), "must be a number from 0 to 1"),
     "off_score": (_number(0.0, 1.0), "must be a number from 0 to 1 (at most {on_score})"),
@@ -73,6 +98,9 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "min_length": (_number(0.0), "must be a number of seconds >= 0"),
     "lost_seconds": (_number(0.0, 3600.0), "must be a number of seconds from 0 to 3600"),
     "track_buffer": (_number(0.0, 10.0), "must be a fraction of the box size from 0 to 10"),
+    # the demo's server
+    "port": (lambda value: _integer(1)(value) and value <= MAX_PORT,
+             f"must be a port number from 1 to {MAX_PORT}"),
 }
 """Per option: the test its value must pass and what to say when it does not."""
 
@@ -81,8 +109,41 @@ def check_option(name: str, value: Any) -> Any:
     """``value`` if it passes the rule of option ``name``, else :class:`OptionError`."""
     test, problem = RULES[name]
     if not test(value):
-        raise OptionError(name, repr(value) if isinstance(value, str) else value, problem)
+        raise OptionError(name, repr(value) if isinstance(value, str) else value,
+                          problem.replace("CORES", str(_cores())))
     return value
+
+
+MODE_KEYS = ("mode", "training_free.mode")
+"""Override keys that set the training-free mode (``--set mode=dense``)."""
+
+
+def check_overrides(mode: str, checkpoint: object, overrides: Sequence[str]) -> None:
+    """Apply the ``KEY=VALUE`` ``overrides`` of a detector of ``mode`` to the config they
+    change and check it — its ranges (:data:`clip4hoi.config.TRAINING_FREE_RANGES`,
+    ``MODEL_RANGES``), choices and types — before anything is loaded, naming the setting
+    (:class:`~clip4hoi.errors.InputError`): the training-free scorer's
+    :class:`~clip4hoi.config.TrainingFreeConfig`, or, in the ``trained`` mode without a
+    checkpoint, the all-random :class:`~clip4hoi.config.ModelConfig`. A checkpoint's
+    overrides are checked with its stored config when it is read, before the model is
+    built."""
+    from clip4hoi.config import (
+        ModelConfig,
+        TrainingFreeConfig,
+        apply_overrides,
+        check_model_config,
+        check_training_free_config,
+    )
+
+    chosen = any(item.partition("=")[0].strip() in MODE_KEYS for item in overrides)
+    if mode == "trained" or (mode == "auto" and checkpoint and not chosen):
+        if not checkpoint:
+            check_model_config(apply_overrides(
+                ModelConfig(), [item.removeprefix("model.") for item in overrides]))
+        return
+    config = TrainingFreeConfig(mode="dense" if mode == "auto" else mode)
+    check_training_free_config(apply_overrides(
+        config, [item.removeprefix("training_free.") for item in overrides]))
 
 
 @dataclass
@@ -133,6 +194,8 @@ class DetectOptions:
             if self.precision == "bf16":
                 raise OptionError("precision", "bf16", "the ONNX graphs of {onnx} run in fp32 "
                                   "(ONNX Runtime); use the PyTorch path for bf16")
+        else:
+            check_overrides(self.mode, self.checkpoint, self.overrides)
         if self.max_size <= self.test_scale:
             raise OptionError("test_scale", self.test_scale,
                               f"must be below {{max_size}} {self.max_size}")

@@ -110,6 +110,7 @@ def server(files: dict[str, Path]) -> Iterator[str]:
     app = launch(backend, "127.0.0.1", port, block=False)
     yield f"http://127.0.0.1:{port}/"
     app.close()
+    backend.close()   # its uploads' results (a served demo removes them when it stops)
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ import os
 import pickle
 import resource
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -1241,3 +1242,160 @@ def test_a_full_disk_while_logging_names_the_log(capsys, monkeypatch, data: Path
     assert_clear(run_main(capsys, "train", SMOKE, *settings(data, out, "train.log_every=1")),
                  4, out / "metrics.jsonl", "disk full")
     assert not leftovers(tmp_path)
+
+
+# ------------------------------------------- every option at the door: detect, demo, API
+
+TINY_SIZES = ["--random-weights", "--test-scale", "64", "--max-size", "96"]
+
+
+@pytest.mark.parametrize("argv,named", [
+    (["--test-scale", "1", "--max-size", "2"], "--test-scale 1"),    # torch failed deep inside
+    (["--test-scale", "31"], "--test-scale 31"),
+    (["--test-scale", str(10**8), "--max-size", str(10**9)], "--test-scale"),  # 40 PB asked
+    (["--max-size", str(10**9)], "--max-size 1000000000"),           # a thin image: no limit
+    (["--batch-size", str(10**12)], "--batch-size"),
+    (["--workers", "100000"], "--workers 100000"),                  # would fork 100000
+    (["--threads", "100000"], "--threads 100000"),
+    (["--set", "margin=nan"], "margin=nan"),                        # was silently used
+    (["--set", "training_free.temperature=.inf"], "temperature=inf"),
+    (["--set", "margin=-1"], "margin=-1"),
+    (["--set", "crop_batch_size=abc"], "crop_batch_size"),
+    (["--set", "crop_batch_size=1e12"], "crop_batch_size"),
+    (["--set", "detector.nms_threshold=.nan"], "detector.nms_threshold"),
+    (["--set", "detector.min_humans=20"], "detector.min_humans=20"),  # silently capped at 15
+    (["--set", "mode=banana"], "banana"),
+    (["--set", "dense_pooling=banana"], "dense_pooling"),
+    (["--set", "templates=[]"], "templates"),
+    (["--set", "templates=['{foo}']"], "{foo}"),
+    (["--set", "clip.image_size=100000"], "clip.image_size"),
+    (["--mode", "trained", "--set", "head.alpha=2"], "head.alpha"),
+])
+def test_detect_options_are_checked_before_the_model(capsys, monkeypatch, argv: list[str],
+                                                     named: str, tmp_path: Path) -> None:
+    def no_model(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was loaded before the options were checked")
+
+    monkeypatch.setattr("clip4hoi.engine.detect.DetectJob.start", no_model)
+    image = tmp_path / "a.png"
+    from PIL import Image
+
+    Image.new("RGB", (40, 30)).save(image)
+    assert_clear(run_main(capsys, "detect", image, "--out", tmp_path / "o",
+                          *TINY_SIZES, *argv), 2, named)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("overrides,named", [
+    (["margin=nan"], "margin"), (["dense_pooling=x"], "dense_pooling"),
+    (["detector.min_objects=40"], "min_objects"),
+])
+def test_the_api_checks_overrides_before_loading(monkeypatch, overrides: list[str],
+                                                 named: str) -> None:
+    from clip4hoi.api import load_detector
+
+    def no_model(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was built before its overrides were checked")
+
+    monkeypatch.setattr("clip4hoi.engine.backend.build_training_free", no_model)
+    monkeypatch.setattr("clip4hoi.engine.backend.build_model", no_model)
+    with pytest.raises(InputError, match=named):
+        load_detector("dense", random_weights=True, overrides=overrides)
+    with pytest.raises(InputError, match=r"head\.dropout"):
+        load_detector("trained", random_weights=True, overrides=["head.dropout=2"])
+
+
+def _busy_port() -> socket.socket:
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen()
+    return held
+
+
+@pytest.mark.parametrize("argv,named", [
+    (["--port", "70000"], "--port 70000"),      # OverflowError after the model loaded
+    (["--port", "-1"], "--port -1"),
+    (["--port", "BUSY"], "in use"),             # OSError: Cannot find empty port
+    (["--host", "999.1.1.1"], "--host '999.1.1.1'"),
+    (["--host", "no-such-host.invalid"], "--host"),
+    (["--host", "192.0.2.1"], "--host '192.0.2.1'"),   # not an address of this machine
+])
+def test_demo_address_is_checked_before_the_model(capsys, monkeypatch, argv: list[str],
+                                                  named: str) -> None:
+    pytest.importorskip("gradio")
+
+    def no_model(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was loaded before the address was checked")
+
+    monkeypatch.setattr("clip4hoi.api.load_detector", no_model)
+    held = _busy_port()
+    try:
+        argv = [str(held.getsockname()[1]) if item == "BUSY" else item for item in argv]
+        line = assert_clear(run_main(capsys, "demo", "--random-weights", *argv), 2, named)
+    finally:
+        held.close()
+    assert ("--port" if "--port" in argv else "--host") in line
+
+
+def test_demo_removes_the_results_of_uploads_when_it_stops(monkeypatch) -> None:
+    pytest.importorskip("gradio")
+    import gradio
+
+    from clip4hoi.demo import DemoBackend, launch
+
+    monkeypatch.setattr(gradio.Blocks, "launch", lambda self, **kwargs: None)  # Ctrl-C'd
+    backend = DemoBackend(lambda mode: None, ["dense"], "dense")
+    (backend.output_dir / "upload").mkdir()
+    launch(backend, "127.0.0.1", None)
+    assert not backend.output_dir.exists()
+
+
+@pytest.mark.parametrize("argv,named", [
+    (["--opset", "0"], "--opset 0"),            # torch wrote opset 18 instead, silently
+    (["--opset", "99999"], "--opset 99999"),
+    (["--set", "margin=.nan"], "margin=nan"),    # was exported
+    (["--set", "detector.score_threshold=2"], "detector.score_threshold"),
+])
+def test_export_options_are_checked_before_the_model(capsys, monkeypatch, argv: list[str],
+                                                     named: str, tmp_path: Path) -> None:
+    pytest.importorskip("onnxscript")
+
+    def no_model(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was built before the options were checked")
+
+    monkeypatch.setattr("clip4hoi.engine.backend.build_training_free", no_model)
+    assert_clear(run_main(capsys, "export", "--out", tmp_path / "x", "--random-weights",
+                          *argv), 2, named)
+    assert not (tmp_path / "x").exists()
+
+
+def test_demo_refusing_its_overrides_leaves_nothing(capsys, monkeypatch,
+                                                    tmp_path: Path) -> None:
+    pytest.importorskip("gradio")
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))   # where the demo's folder goes
+    assert_clear(run_main(capsys, "demo", "--random-weights", "--set", "margin=.nan"), 2,
+                 "margin=nan")
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_decoding_worker_is_quiet_when_ctrl_c_stops_the_run(monkeypatch) -> None:
+    # Ctrl-C while the main process took a frame from a worker: the worker's resource
+    # sharer thread found its connection reset and printed a traceback under the
+    # "interrupted (Ctrl-C)" line (3 runs in 24 of a 60-image folder).
+    from clip4hoi.engine.predictor import _quiet_when_left
+
+    reported: list[type] = []
+    monkeypatch.setattr(sys, "excepthook", lambda kind, error, trace: reported.append(kind))
+    _quiet_when_left(0)
+    sharer = compile("def serve(error):\n    raise error\n",
+                     "/usr/lib/python3/multiprocessing/resource_sharer.py", "exec")
+    scope: dict = {}
+    exec(sharer, scope)
+    for error in (ConnectionResetError(104, "Connection reset by peer"), ValueError("bug")):
+        try:
+            scope["serve"](error)
+        except Exception:
+            sys.excepthook(*sys.exc_info())
+    assert reported == [ValueError]       # a real error is still reported

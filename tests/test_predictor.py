@@ -154,7 +154,7 @@ def test_the_command_line_names_flags(tmp_path: Path, capsys: pytest.CaptureFixt
                               "second; 0: use --every)"),
             (["--test-scale", "900", "--max-size", "800"],
              "--test-scale 900: must be below --max-size 800"),
-            (["--batch-size", "-2"], "--batch-size -2: must be an integer >= 1")):
+            (["--batch-size", "-2"], "--batch-size -2: must be an integer from 1 to 1024")):
         assert main(["detect", str(photo), "--out", str(tmp_path / "o"), "--device", "cpu",
                      *argv]) == 2
         assert message in capsys.readouterr().err

@@ -16,13 +16,12 @@ import pytest
 from test_engine import CONFIGS
 
 from clip4hoi.cli import WORDS, build_parser, flag, main
-from clip4hoi.config import ModelConfig, apply_overrides
+from clip4hoi.config import TEMPLATE_FIELDS, ModelConfig, apply_overrides
 from clip4hoi.data.metadata import load_classes
 from clip4hoi.data.synthetic import make_synthetic
 from clip4hoi.engine.checkpoint import resolve_resume
 from clip4hoi.errors import NAME, SETTINGS, InputError, MissingFileError, OptionError, worded
 from clip4hoi.models.precision import describe_precision, resolve_precision
-from clip4hoi.models.training_free import TEMPLATE_FIELDS
 from clip4hoi.options import RULES
 
 PACKAGE = Path(__file__).resolve().parents[1] / "clip4hoi"

@@ -34,13 +34,11 @@ from clip4hoi.errors import OptionError
 from clip4hoi.models.model import CLIP4HOI, build_model
 from clip4hoi.models.precision import autocast, resolve_precision
 from clip4hoi.models.training_free import TrainingFreeHOI, build_training_free
-from clip4hoi.options import check_option
+from clip4hoi.options import MODE_KEYS, check_option, check_overrides
 
 if TYPE_CHECKING:
     from clip4hoi.engine.export import OnnxExport
 
-MODE_KEYS = ("mode", "training_free.mode")
-"""Override keys that set the training-free mode (``--set mode=dense``)."""
 
 
 def resolve_mode(mode: str = "auto", checkpoint: object = None, device: str = "cpu",
@@ -254,6 +252,7 @@ def build_backend(mode: str, checkpoint: str | None = None, device: str | torch.
                               "proposals of a trained checkpoint; the training-free modes "
                               "score the detector's own detections")
         return OnnxBackend(export, device, min_size, max_size, precision, items)
+    check_overrides(mode, checkpoint, overrides)   # before any weights are read
     random = ["detector.weights=random", "clip.pretrained=null"] if random_weights else []
     if mode == "trained":
         items = [item.removeprefix("model.") for item in overrides]

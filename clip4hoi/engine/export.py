@@ -42,8 +42,11 @@ with ``onnxruntime-gpu``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -56,7 +59,7 @@ from torch import Tensor, nn
 
 from clip4hoi.data.metadata import HOIClassSet
 from clip4hoi.errors import InputError, OptionError, UserError
-from clip4hoi.fileio import write_atomic
+from clip4hoi.fileio import temp_prefix, write_atomic
 from clip4hoi.models.clip import ImageFeatures, resize_normalize
 from clip4hoi.models.detr import pad_images, postprocess
 
@@ -141,9 +144,16 @@ def _export(module: nn.Module, args: tuple[Tensor, ...], path: Path, input_names
     if _size(module) > 1.8e9:  # beyond a protobuf's 2 GB: the weights go to <name>.data
         program.save(str(path), external_data=True)
         return
-    tmp = path.with_name(path.name + ".tmp")
-    program.save(str(tmp), external_data=False)
-    tmp.replace(path)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path.name),
+                                   suffix=".tmp")   # unique: two exports never share one
+    os.close(handle)
+    try:
+        program.save(tmp, external_data=False)
+        os.replace(tmp, path)
+    except BaseException:   # a full disk, Ctrl-C: no temporary file left behind
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _size(module: nn.Module) -> int:
@@ -178,6 +188,22 @@ def export_clip_image(clip: nn.Module, path: Path, layers: tuple[int, ...], dens
             {"pixels": {0: torch.export.Dim("batch", min=1, max=1024)}}, opset)
 
 
+MIN_OPSET = 18
+"""The oldest opset written: torch.onnx's exporter builds opset 18 graphs (its torchlib);
+older ones would go through ONNX's version converter, which fails on these models."""
+
+
+def check_opset(opset: int | None) -> int | None:
+    """``opset`` if torch.onnx can write it (None: the exporter's default), else
+    :class:`~clip4hoi.errors.OptionError` naming it — before any model is built."""
+    from torch.onnx._constants import ONNX_MAX_OPSET
+
+    if opset is not None and not MIN_OPSET <= opset <= ONNX_MAX_OPSET:
+        raise OptionError("opset", opset, f"must be from {MIN_OPSET} to {ONNX_MAX_OPSET} (the "
+                          f"opsets torch {torch.__version__.split('+')[0]} writes)")
+    return opset
+
+
 @torch.no_grad()
 def export_onnx(model: nn.Module, out: str | Path, classes: HOIClassSet | None = None,
                 opset: int | None = None, log: Any = None) -> Path:
@@ -192,6 +218,7 @@ def export_onnx(model: nn.Module, out: str | Path, classes: HOIClassSet | None =
     from clip4hoi.models.model import CLIP4HOI
 
     require_exporter()
+    check_opset(opset)
     if not isinstance(model.detector, DETR):
         raise InputError("ONNX export supports the DETR detector, not "
                          f"{type(model.detector).__name__}")

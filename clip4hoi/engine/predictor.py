@@ -22,10 +22,13 @@ ranks (within float rounding: ``tests/test_predictor.py``).
 from __future__ import annotations
 
 import os
+import sys
 import time
+import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from itertools import count
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -158,6 +161,23 @@ def set_cpu_threads(threads: int = 0, cores: int | None = None) -> int:
     return threads
 
 
+def _quiet_when_left(worker_id: int) -> None:
+    """In a decoding worker: when the main process stops (Ctrl-C, SIGTERM) while taking a
+    frame, the worker's thread that hands over the frame's shared memory (multiprocessing's
+    resource sharer, which reports through ``sys.excepthook``) finds its connection reset
+    and would print a traceback under the run's last line; that, and only that, is not
+    reported."""
+    default = sys.excepthook
+
+    def hook(kind: type[BaseException], error: BaseException, trace: Any) -> None:
+        if not (issubclass(kind, ConnectionError | EOFError) and any(
+                frame.filename.endswith("resource_sharer.py")
+                for frame in traceback.extract_tb(trace))):
+            default(kind, error, trace)
+
+    sys.excepthook = hook
+
+
 def _unchanged(item: Prepared) -> Prepared:   # the loader's collate_fn (picklable)
     return item
 
@@ -205,7 +225,8 @@ class Predictor:
         ahead = max(4, 2 * self.batch_size) if isinstance(dataset, VideoFrames) else 4
         return DataLoader(dataset, batch_size=None, num_workers=workers,
                           collate_fn=_unchanged, prefetch_factor=ahead if workers else None,
-                          pin_memory=self.backend.device.type == "cuda")
+                          pin_memory=self.backend.device.type == "cuda",
+                          worker_init_fn=_quiet_when_left if workers else None)
 
     def _decoded(self, sources: Iterable[Source], seen: list[Source]) -> Iterator[Prepared]:
         """Every frame of every source, decoded and resized: runs of image sources through

@@ -51,7 +51,12 @@ from torchvision.ops import box_convert, roi_align
 from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm
 
-from clip4hoi.config import TrainingFreeConfig
+from clip4hoi.config import (
+    POOLINGS,  # noqa: F401 (re-exported)
+    TRAINING_FREE_MODES,
+    TrainingFreeConfig,
+    check_training_free_config,
+)
 from clip4hoi.data.metadata import HOIClassSet, describe, load_classes, words
 from clip4hoi.models.clip import CLIPEncoder
 from clip4hoi.models.decoder import normalised_union_boxes, union_box_mask
@@ -65,9 +70,7 @@ from clip4hoi.models.model import (
 )
 from clip4hoi.models.precision import full_precision
 
-MODES = ("crop", "dense")
-POOLINGS = ("mean", "roi_align")
-TEMPLATE_FIELDS = ("sentence", "action", "verb", "object")
+MODES = TRAINING_FREE_MODES
 _SENTENCE_START = "a photo of a person "  # how metadata.describe starts every sentence
 _CACHE_SIZE = 4
 
@@ -148,24 +151,7 @@ class TrainingFreeHOI(nn.Module):
     def __init__(self, config: TrainingFreeConfig, detector: FrozenDetector, clip: CLIPEncoder,
                  classes: HOIClassSet) -> None:
         super().__init__()
-        if config.mode not in MODES:
-            raise ValueError(f"training-free mode {config.mode!r}: choose from {MODES}")
-        if config.dense_pooling not in POOLINGS:
-            raise ValueError(f"dense_pooling {config.dense_pooling!r}: choose from {POOLINGS}")
-        if not config.templates:
-            raise ValueError("templates: at least one prompt template is needed")
-        for template in config.templates:
-            try:
-                template.format(**dict.fromkeys(TEMPLATE_FIELDS, ""))
-            except (KeyError, IndexError, ValueError) as error:
-                raise ValueError(f"template {template!r}: {error!r}; the fields are "
-                                 f"{', '.join('{' + f + '}' for f in TEMPLATE_FIELDS)}"
-                                 ) from None
-        if config.temperature <= 0 or config.margin < 0 or config.crop_batch_size < 1:
-            raise ValueError("temperature must be > 0, margin >= 0 and crop_batch_size >= 1")
-        if config.detector.use_gt_boxes:
-            raise ValueError("detector.use_gt_boxes: the training-free model scores the "
-                             "detector's proposals (it never sees the annotations)")
+        check_training_free_config(config)
         self.config = config
         self.classes = classes
         self.detector = detector
