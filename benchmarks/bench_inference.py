@@ -47,6 +47,9 @@ resized to the detector's test scale (800×1066) as :class:`HOIDetector` does.
     image's result, less that image's own time), and of a one-image ``detect
     --random-weights --mode dense`` here and at the baseline (goal <= 0.5×).
     (g) and (h) interleave the variants over ``--rounds`` rounds after a warm-up round.
+(i) Threads and batches (``--sections threads``): (e)'s folded channels-last DETR and CLIP
+    image pass per image with 1 and 2 torch threads at batch 1, and with 1 thread at batch
+    2 and 4 — what ``detect``'s CPU defaults of ``--threads`` and ``--batch-size`` rest on.
 
 Each timing is the median of ``--repeat`` runs after one warm-up, the functions compared
 run interleaved (a slow phase of a shared machine hits all of them alike); torch keeps its
@@ -57,7 +60,7 @@ times can grow tenfold (``--threads 1`` is then steadier).
 Usage::
 
     python benchmarks/bench_inference.py [--repeat 3] [--crops 64] [--cli] [--open-vocab]
-        [--sections trained,text,free,frozen,bf16,detect] [--no-onnx] [--threads N]
+        [--sections trained,text,free,frozen,bf16,detect,threads] [--no-onnx] [--threads N]
         [--baseline be3736a] [--images 3] [--rounds 2] [--json OUT.json]
 """
 
@@ -475,6 +478,27 @@ def bench_frozen(image: Tensor, repeat: int, networks: Networks) -> dict[str, An
     }
 
 
+def bench_threads(image: Tensor, repeat: int, networks: Networks) -> dict[str, Any]:
+    """(i) DETR (folded, channels-last) + the CLIP image pass per image: 1 and 2 torch
+    threads at batch 1, 1 thread at batch 2 and 4; variants interleaved."""
+    detr = copy.deepcopy(networks.detr).prepare_for_inference(channels_last=True)
+    clip, layers = networks.clip, tuple(ModelConfig().clip.layers)
+    threads = torch.get_num_threads()
+
+    def per_image(count: int, threads_: int) -> Callable[[], Any]:
+        def run() -> None:
+            torch.set_num_threads(threads_)
+            detr(normalize([image] * count))
+            clip.encode_image(clip.preprocess([image] * count), layers=layers)
+        return run
+
+    variants = {"1 thread, batch 1": (1, 1), "2 threads, batch 1": (1, 2),
+                "1 thread, batch 2": (2, 1), "1 thread, batch 4": (4, 1)}
+    times = median_times({name: per_image(*v) for name, v in variants.items()}, repeat)
+    torch.set_num_threads(threads)
+    return {name: times[name] / variants[name][0] for name in variants}
+
+
 def detr_error(reference: dict[str, Tensor], other: dict[str, Tensor], size: Any
                ) -> dict[str, float]:
     """Box error in pixels of the image (max, median over the queries), class-probability
@@ -738,7 +762,7 @@ def bench_detect(networks: Networks, baseline: Path | None, label: str, images: 
     return out
 
 
-SECTIONS = ("trained", "text", "free", "frozen", "bf16", "detect")
+SECTIONS = ("trained", "text", "free", "frozen", "bf16", "detect", "threads")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -790,13 +814,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                            args.crops)
         if args.open_vocab:
             results["open_vocab"] = bench_open_vocab(model, image, args.repeat)
-        if sections & {"frozen", "detect"}:
-            networks = prepare_networks(Path(tmp), onnx=not args.no_onnx)
+        if sections & {"frozen", "detect", "threads"}:
+            networks = prepare_networks(Path(tmp), onnx=not args.no_onnx and
+                                        bool(sections & {"frozen", "detect"}))
         if "frozen" in sections:
             results["frozen"] = bench_frozen(image, args.repeat, networks)
         if "bf16" in sections:
             images = [transform(photo_like(seed=seed), dict(no_boxes))[0] for seed in (0, 1)]
             results["bf16_vs_fp32"] = bench_bf16_detections(images)
+        if "threads" in sections:
+            results["threads"] = bench_threads(image, args.repeat, networks)
         if "detect" in sections:
             from bench_train import baseline_tree
 
@@ -919,6 +946,11 @@ def print_table(results: dict[str, Any]) -> None:
                          f"median relative"))
     if "detect" in results:
         rows += detect_rows(results["detect"], results.get("frozen"))
+    if "threads" in results:
+        one = results["threads"]["1 thread, batch 1"]
+        rows.append(("(i) DETR + CLIP image pass per image (folded, channels-last)", ""))
+        rows += [(f"    {name}", f"{t * 1000:6.0f} ms = {one / t:.2f}x")
+                 for name, t in results["threads"].items()]
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
