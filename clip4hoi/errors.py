@@ -45,7 +45,8 @@ SETTINGS = frozenset({
     "threads", "top_k", "track_buffer", "workers", "checkpoint", "random_weights", "onnx",
     "boxes", "classes", "device", "overrides", "inputs", "out", "port",
     # training, testing, evaluation, data, the Hub
-    "resume", "output_dir", "output", "train_annotations", "coco", "split_ids", "n_train",
+    "resume", "output_dir", "output", "train_annotations", "rare_threshold", "coco",
+    "split_ids", "n_train",
     "n_test", "seed", "overwrite", "vocabulary", "out_dir", "run_dir",
     # commands (cli.WORDS)
     "detect", "export_onnx"})

@@ -184,6 +184,10 @@ def test_eval_bad_arguments(capsys, data: Path, dets: Path, tmp_path: Path) -> N
                           tmp_path), 2, "--detections")
     assert_clear(run_main(capsys, "eval", "--annotations", annotations, "--detections", dets,
                           "--zero-shot", "rf_xx"), 2, "rf_xx")
+    for threshold in ("-1", "0"):   # no class would be Rare: a Rare mAP of nothing
+        assert_clear(run_main(capsys, "eval", "--annotations", annotations, "--detections",
+                              dets, "--train-annotations", annotations, "--rare-threshold",
+                              threshold), 2, f"--rare-threshold {threshold}: must be")
 
 
 DETS_FAULTS = {

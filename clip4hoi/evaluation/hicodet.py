@@ -51,7 +51,7 @@ import numpy as np
 from clip4hoi.data import metadata
 from clip4hoi.data.annotations import HOIAnnotations
 from clip4hoi.data.metadata import HOIClassSet
-from clip4hoi.errors import worded
+from clip4hoi.errors import OptionError, worded
 from clip4hoi.evaluation.detections import HOIDetections, read_detections
 
 MIN_OVERLAP = 0.5
@@ -365,6 +365,10 @@ def evaluate_files(annotations: str | Path, detections: str | Path,
     """
     from clip4hoi.data.custom import load_annotations, rare_classes, unseen_class_ids
 
+    if isinstance(rare_threshold, bool) or not isinstance(rare_threshold, int) or \
+            rare_threshold < 1:
+        raise OptionError("rare_threshold", rare_threshold, "must be an integer >= 1 (the "
+                          "classes with fewer training pairs are Rare; HICO-DET's is 10)")
     ann = load_annotations(annotations)
     det = read_detections(detections, ann)
     rare = unseen_ids = None
