@@ -87,6 +87,9 @@ class UserError(Exception):
         """The message with each setting called ``label(name)`` (e.g. its flag)."""
         return worded(self.message, label)
 
+    def __reduce__(self) -> tuple:   # pickled (another process) with its placeholders
+        return type(self), (self.message, *self.args[1:]), self.__dict__
+
 
 class InputError(UserError, ValueError):
     """A file or argument is missing, malformed or out of range."""
@@ -117,6 +120,9 @@ class OptionError(InputError):
     def worded(self, label: Callable[[str], str]) -> str:
         value = "" if self.value is None else f" {self.value}"
         return f"{label(self.option)}{value}: {worded(self.problem, label)}"
+
+    def __reduce__(self) -> tuple:
+        return type(self), (self.option, self.value, self.problem), self.__dict__
 
 
 class WeightsUnavailableError(UserError, RuntimeError):

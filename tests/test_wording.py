@@ -152,3 +152,17 @@ def test_a_reason_in_each_users_words() -> None:
     assert worded(reason) == "fp32: precision fp32"
     assert describe_precision(reason, "fp32") == "precision fp32 (precision fp32)"
     assert describe_precision(reason, "fp32", flag) == "precision fp32 (--precision fp32)"
+
+
+def test_errors_keep_their_settings_across_processes() -> None:
+    """A library error pickled to another process (a worker's, a rank's) is still worded
+    by the command line as flags."""
+    import pickle
+
+    for error in (InputError("{resume}: no checkpoint in {output_dir}"),
+                  MissingFileError("{classes} x.txt: no such file"),
+                  OptionError("top_k", -1, "must be >= 0 (see {min_score})")):
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is type(error) and str(copy) == str(error)
+        assert copy.worded(flag) == error.worded(flag) and "--" in copy.worded(flag)
+
