@@ -46,8 +46,7 @@ SETTINGS = frozenset({
     "boxes", "classes", "device", "overrides", "inputs", "out", "port",
     # training, testing, evaluation, data, the Hub
     "resume", "output_dir", "output", "train_annotations", "rare_threshold", "coco",
-    "split_ids", "n_train",
-    "n_test", "seed", "overwrite", "vocabulary", "out_dir", "run_dir",
+    "split_ids", "n_train", "n_test", "seed", "overwrite", "vocabulary", "out_dir", "run_dir",
     # commands (cli.WORDS)
     "detect", "export_onnx"})
 """The settings a message may name as ``{name}`` (``tests/test_wording.py`` checks that
