@@ -175,6 +175,30 @@ def test_odd_folders(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert json.loads((out / "a.png.json").read_text())["file_name"] == "a.png"
 
 
+def test_temporary_files_of_killed_detect_runs_are_swept(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    """The next ``detect`` into a folder removes the temporary files that killed runs left
+    (``write_atomic``'s ``.NAME.HOST-PID.RANDOM.tmp`` of a process that no longer runs, in
+    the folder and below it) and keeps those of a process that runs."""
+    from clip4hoi.fileio import temp_prefix
+
+    _photo(tmp_path / "in" / "a.jpg")
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()
+    own, dead = f"-{os.getpid()}.", f"-{finished.pid}."
+    stale = [out / (temp_prefix("a.jpg.json").replace(own, dead) + "k1ll3d.tmp"),
+             out / "sub" / (temp_prefix("b.jpg.drawn.jpg").replace(own, dead) + "k1ll3d.tmp"),
+             out / (temp_prefix("detections.json").replace(own, dead) + "k1ll3d.tmp")]
+    running = out / (temp_prefix("c.jpg.json") + "l1ve.tmp")
+    for path in [*stale, running]:
+        path.write_text("{")
+    assert _detect(str(tmp_path / "in"), "--out", str(out)) == 0
+    assert "1 done" in capsys.readouterr().err
+    assert not any(path.exists() for path in stale) and running.exists()
+
+
 def test_eval_refuses_a_combined_file_of_another_class_set(
         tmp_path: Path, shared_dir: Path, capsys: pytest.CaptureFixture) -> None:
     annotations = shared_dir / "data" / "hicodet" / "instances_test2015.json"

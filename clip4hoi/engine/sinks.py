@@ -33,7 +33,7 @@ from pathlib import Path
 from clip4hoi.data.metadata import HOIClassSet
 from clip4hoi.data.sources import Source
 from clip4hoi.engine.results import Results
-from clip4hoi.fileio import write_atomic
+from clip4hoi.fileio import sweep_temp_files, write_atomic
 
 COMBINED_NAME = "detections.json"
 
@@ -181,17 +181,21 @@ _TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<kind>json|jsonl|drawn\.jpg|drawn\
 
 
 def remove_temporary_files(out: Path) -> int:
-    """Delete the temporary files that a killed run left in ``out`` (``.NAME.XXXX.tmp``
-    beside a result file of these sinks; a drawn video's only when no other run is
-    writing that video); run it before this run writes there. Returns how many."""
+    """Delete the temporary files that killed runs left in ``out`` and below it: those of
+    :func:`~clip4hoi.fileio.write_atomic` whose process no longer runs
+    (:func:`~clip4hoi.fileio.sweep_temp_files`), and ``.NAME.XXXX.tmp`` beside a result file
+    of these sinks (a drawn video's only when no other run is writing that video); run it
+    before this run writes there. Returns how many."""
     from clip4hoi.engine.videos import in_use
 
+    found = list(out.rglob(".*.tmp*"))
+    removed = sum(len(sweep_temp_files(folder)) for folder in {p.parent for p in found})
     stale = []
-    for path in out.rglob(".*.tmp*"):
+    for path in found:
         match = _TEMPORARY.match(path.name)
-        if match and not (match["kind"] == "drawn.mp4" and
-                          in_use(path.parent / f"{match['name']}.jsonl")):
+        if match and path.exists() and not (
+                match["kind"] == "drawn.mp4" and in_use(path.parent / f"{match['name']}.jsonl")):
             stale.append(path)
     for path in stale:
         path.unlink(missing_ok=True)
-    return len(stale)
+    return removed + len(stale)
