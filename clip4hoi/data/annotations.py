@@ -250,8 +250,12 @@ def load_hicodet_annotations(path: str | Path) -> HOIAnnotations:
     """Read a HICO-DET annotation file: fredzzhang ``instances_*2015.json`` (COCO-80 or
     alphabetical object order, detected from ``objects[0]``) or QPIC/GEN-VLKT
     ``trainval_hico.json`` / ``test_hico.json``."""
-    data = _read_json(path)
-    source = str(path)
+    return parse_hicodet(_read_json(path), str(path))
+
+
+def parse_hicodet(data: Any, source: str) -> HOIAnnotations:
+    """The annotations of parsed HICO-DET content (see :func:`load_hicodet_annotations`);
+    errors name ``source``."""
     if isinstance(data, list):
         return _load_qpic(data, source)
     if isinstance(data, dict) and "annotation" in data:

@@ -50,6 +50,7 @@ from clip4hoi.data.annotations import (
     _safety_net,
     _split,
     load_hicodet_annotations,
+    parse_hicodet,
     qpic_image,
 )
 from clip4hoi.data.metadata import HOIClassSet, words
@@ -79,7 +80,7 @@ def load_annotations(path: str | Path) -> HOIAnnotations:
     data = _read_json(path)
     if is_custom_file(data):
         return parse_custom(data, str(path))
-    return load_hicodet_annotations(path)
+    return parse_hicodet(data, str(path))
 
 
 # ----------------------------------------------------------------------------- reading

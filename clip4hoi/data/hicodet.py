@@ -31,7 +31,12 @@ from clip4hoi.data.annotations import HOIAnnotations, load_hicodet_annotations
 from clip4hoi.data.custom import RARE_THRESHOLD, load_custom_annotations, rare_classes
 from clip4hoi.data.images import ImageError, load_image
 from clip4hoi.data.metadata import HOIClassSet, hicodet_classes
-from clip4hoi.data.splits import ZERO_SHOT_RULES, apply_zero_shot, remove_classes, seen_classes
+from clip4hoi.data.splits import (
+    apply_zero_shot,
+    check_zero_shot_rule,
+    remove_classes,
+    seen_classes,
+)
 from clip4hoi.errors import InputError
 
 Transform = Callable[[torch.Tensor, dict], tuple[torch.Tensor, dict]]
@@ -168,12 +173,6 @@ def resolve_images(image_dir: Path, annotations: HOIAnnotations, indices: list[i
     return paths
 
 
-def _check_rule(rule: str) -> None:
-    if rule not in ZERO_SHOT_RULES:
-        raise ValueError(f"unknown zero-shot rule {rule!r}; choose from "
-                         + ", ".join(ZERO_SHOT_RULES))
-
-
 class _SplitDataset(HOIDataset):
     """A dataset over one annotation file whose training set may leave classes out:
     ``annotations`` are ``original`` after that filter, ``class_set`` indexes the kept
@@ -209,7 +208,7 @@ class HICODet(_SplitDataset):
     def __init__(self, image_dir: str | Path, annotation_file: str | Path,
                  transform: Transform | None = None, zero_shot: str | None = None,
                  zero_shot_rule: str = "drop_images", skip_empty: bool = True) -> None:
-        _check_rule(zero_shot_rule)
+        check_zero_shot_rule(zero_shot_rule)
         image_dir, annotation_file = check_paths(image_dir, annotation_file)
         original = load_hicodet_annotations(annotation_file)
         full = hicodet_classes()
@@ -248,7 +247,7 @@ class CustomHOI(_SplitDataset):
                  zero_shot_rule: str = "drop_images", skip_empty: bool = True,
                  training: HOIAnnotations | None = None,
                  rare_threshold: int = RARE_THRESHOLD) -> None:
-        _check_rule(zero_shot_rule)
+        check_zero_shot_rule(zero_shot_rule)
         if isinstance(annotation_file, HOIAnnotations):   # read already
             original = annotation_file
             image_dir, annotation_file = Path(image_dir), original.source

@@ -277,8 +277,7 @@ _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 def is_stream(text: str) -> bool:
     """Whether an input names a live source: a URL PyAV opens (``rtsp://``, ``http(s)://``,
     ...), a Linux camera (``/dev/video0``) or a camera as ``FORMAT:DEVICE``."""
-    return bool(_URL.match(text)) or text.startswith("/dev/video") or \
-        (text.partition(":")[0] in CAPTURE_FORMATS and ":" in text)
+    return bool(_URL.match(text)) or capture_device(text)[0] is not None
 
 
 def capture_device(text: str) -> tuple[str | None, str]:

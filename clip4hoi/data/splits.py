@@ -35,6 +35,13 @@ def seen_classes(setting: str) -> list[int]:
     return [k for k in range(len(hicodet_classes())) if k not in unseen]
 
 
+def check_zero_shot_rule(rule: str) -> None:
+    """``ValueError`` unless ``rule`` is one of :data:`ZERO_SHOT_RULES`."""
+    if rule not in ZERO_SHOT_RULES:
+        raise ValueError(f"unknown zero-shot rule {rule!r}; choose from "
+                         + ", ".join(ZERO_SHOT_RULES))
+
+
 def apply_zero_shot(annotations: HOIAnnotations, setting: str, rule: str = "drop_images"
                     ) -> tuple[HOIAnnotations, list[int]]:
     """Remove the unseen classes of the HICO-DET ``setting`` from training annotations
@@ -52,9 +59,7 @@ def remove_classes(annotations: HOIAnnotations, unseen: list[int] | np.ndarray,
     left — images that had no annotation to begin with are not among them). See the
     module docstring for the two ``rule`` values.
     """
-    if rule not in ZERO_SHOT_RULES:
-        raise ValueError(f"unknown zero-shot rule {rule!r}; choose from "
-                         + ", ".join(ZERO_SHOT_RULES))
+    check_zero_shot_rule(rule)
     unseen = np.asarray(unseen, dtype=np.int64)
     keep_rows = []
     for boxes_h, boxes_o, hoi, objects in zip(annotations.boxes_h, annotations.boxes_o,

@@ -94,7 +94,6 @@ class VCOCOGroundTruth:
     agent_labels: list[np.ndarray]   # I × [P_i, 21] int8 in {1, 0, -1}
     role_boxes: list[np.ndarray]     # I × [P_i, 24, 4] float64, continuous, NaN = none
     role_objects: list[np.ndarray]   # I × [P_i, 24] int64 COCO-80 id, -1 = none
-    other_npos: dict[str, int] = field(default_factory=dict)
     other_labels: list[np.ndarray] | None = None   # I × [P_i, 5] int8, official files only
     point_boxes: list[np.ndarray] | None = None    # I × [P_i, 4] float64, continuous, NaN = none
     complete: bool = True            # False when built from per-pair (fredzzhang) files
@@ -112,6 +111,16 @@ class VCOCOGroundTruth:
         """``[21]`` persons doing each agent action."""
         return sum(((lab == 1).sum(0) for lab in self.agent_labels),
                    np.zeros(len(VCOCO_AGENT_ACTIONS), dtype=np.int64))
+
+    @property
+    def other_npos(self) -> dict[str, int]:
+        """``{action: persons doing it}`` of the official actions outside the 21
+        (:data:`VCOCO_OTHER_ACTIONS`); empty for per-pair files."""
+        if self.other_labels is None:
+            return {}
+        counts = sum(((lab == 1).sum(0) for lab in self.other_labels),
+                     np.zeros(len(VCOCO_OTHER_ACTIONS), dtype=np.int64))
+        return dict(zip(VCOCO_OTHER_ACTIONS, counts.tolist(), strict=True))
 
 
 # ----------------------------------------------------------------------------- files
@@ -277,7 +286,6 @@ def load_vcoco_official(vcoco_file: str | Path, coco_file: str | Path,
                            []).append(ann)
     names, sizes = [], []
     arrays: dict[str, list[np.ndarray]] = {k: [] for k in _PERSON_FIELDS}
-    valid_persons: set[int] = set()                  # persons with a valid box, all images
     for image_id in ids.tolist():
         if image_id not in images:
             raise InputError(f"{coco_src}: image {image_id} of {src} is missing from 'images'")
@@ -286,7 +294,6 @@ def load_vcoco_official(vcoco_file: str | Path, coco_file: str | Path,
         names.append(name)
         sizes.append(size)
         pids = [i for i, (_, c) in valid.items() if c == person_cat]   # its persons
-        valid_persons.update(pids)
         image_arrays = _person_arrays(pids, valid, actions, to_coco80,
                                       f"{src}: image {image_id}", coco_src)
         for k, array in zip(_PERSON_FIELDS, image_arrays, strict=True):
@@ -294,7 +301,7 @@ def load_vcoco_official(vcoco_file: str | Path, coco_file: str | Path,
     return VCOCOGroundTruth(
         source=src, file_names=names, image_ids=ids.copy(),
         sizes=np.asarray(sizes, dtype=np.int64).reshape(-1, 2), **arrays,
-        other_npos=_other_npos(entries, valid_persons), complete=True)
+        complete=True)
 
 
 def _coco_categories(categories: list[dict], coco_src: str) -> tuple[int, dict[int, int]]:
@@ -429,14 +436,6 @@ def _role_object(valid: dict[int, tuple[np.ndarray, int]], obj: int, pid: int,
         raise InputError(f"{image}: role object {obj} of person {pid} is not a valid "
                          f"COCO annotation of {coco_src}")
     return valid[obj]
-
-
-def _other_npos(entries: list[dict], valid_persons: set[int]) -> dict[str, int]:
-    """Positives of each action outside the 21: annotated persons with a valid box (as
-    the agent npos counts them)."""
-    return {e["action"]: int(sum(int(e["ann_id"][j]) in valid_persons
-                                 for j in np.flatnonzero(e["label"] == 1)))
-            for e in entries if e["action"] not in VCOCO_AGENT_ACTIONS}
 
 
 def training_pairs(gt: VCOCOGroundTruth) -> HOIAnnotations:

@@ -50,6 +50,12 @@ import numpy as np
 
 from clip4hoi.data import metadata
 from clip4hoi.data.annotations import HOIAnnotations
+from clip4hoi.data.custom import (
+    RARE_THRESHOLD,
+    load_annotations,
+    rare_classes,
+    unseen_class_ids,
+)
 from clip4hoi.data.metadata import HOIClassSet
 from clip4hoi.errors import OptionError, worded
 from clip4hoi.evaluation.detections import HOIDetections, read_detections
@@ -352,7 +358,7 @@ set, so the 600 classes, the official rare list and the named zero-shot settings
 def evaluate_files(annotations: str | Path, detections: str | Path,
                    zero_shot: str | None = None, known_object: bool = False,
                    train_annotations: str | Path | None = None,
-                   rare_threshold: int = 10, unseen: str | None = None,
+                   rare_threshold: int = RARE_THRESHOLD, unseen: str | None = None,
                    **conventions: object) -> HICOResult:
     """Read an annotation file (HICO-DET, or custom format) and a ``DETS.json`` and
     evaluate (the CLI's entry).
@@ -363,8 +369,6 @@ def evaluate_files(annotations: str | Path, detections: str | Path,
     ``genvlkt``, ``pocket``) and/or the fields of :class:`Conventions` (``offset``,
     ``thresholds``, ``iou``, ``strict``, ``skip_empty``, ``top_k``).
     """
-    from clip4hoi.data.custom import load_annotations, rare_classes, unseen_class_ids
-
     if isinstance(rare_threshold, bool) or not isinstance(rare_threshold, int) or \
             rare_threshold < 1:
         raise OptionError("rare_threshold", rare_threshold, "must be an integer >= 1 (the "
