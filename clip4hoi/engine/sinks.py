@@ -184,13 +184,13 @@ def remove_temporary_files(out: Path) -> int:
     """Delete the temporary files that a killed run left in ``out`` (``.NAME.XXXX.tmp``
     beside a result file of these sinks; a drawn video's only when no other run is
     writing that video); run it before this run writes there. Returns how many."""
-    from clip4hoi.engine.videos import in_use
+    from clip4hoi.engine.videos import in_use, lines_path
 
     stale = []
     for path in out.rglob(".*.tmp*"):
         match = _TEMPORARY.match(path.name)
         if match and not (match["kind"] == "drawn.mp4" and
-                          in_use(path.parent / f"{match['name']}.jsonl")):
+                          in_use(lines_path(path.parent, match["name"]))):
             stale.append(path)
     for path in stale:
         path.unlink(missing_ok=True)
