@@ -32,7 +32,7 @@ from clip4hoi.engine.backend import (
     prepare_image,
     resolve_mode,
 )
-from clip4hoi.engine.predictor import Predictor
+from clip4hoi.engine.predictor import Predictor, default_batch_size
 from clip4hoi.engine.results import Results, to_records
 from clip4hoi.errors import InputError, OptionError, worded
 from clip4hoi.options import check_option
@@ -175,8 +175,7 @@ class HOIDetector:
         cannot be read raises :class:`~clip4hoi.errors.InputError` naming it."""
         check_option("every", every)
         check_option("fps", fps)
-        batch_size = check_option("batch_size", batch_size) or (
-            4 if self.device.type == "cuda" else 1)
+        batch_size = check_option("batch_size", batch_size) or default_batch_size(self.device)
         predictor = Predictor(self.backend, self.resolve_classes(classes),
                               batch_size=batch_size, workers=workers, keep_pixels=keep_pixels)
         for result in predictor(as_sources(images, every, fps)):

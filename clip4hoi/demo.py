@@ -35,7 +35,7 @@ from clip4hoi.data.metadata import HOIClassSet, load_classes, parse_class_text
 from clip4hoi.data.sources import VIDEO_SUFFIXES, ImageFile, VideoFile
 from clip4hoi.engine.predictor import Predictor
 from clip4hoi.engine.sinks import write_results
-from clip4hoi.engine.videos import VideoFiles
+from clip4hoi.engine.videos import VideoFiles, drawn_path, lines_path, timeline_path
 from clip4hoi.errors import InputError, OptionError, UserError
 from clip4hoi.options import check_option
 from clip4hoi.timeline import TimelineSettings, format_time, summary
@@ -131,12 +131,12 @@ class DemoBackend:
                                                                   timeline=timeline)])
         if failures:
             raise InputError(failures[0])
-        jsonl = out / f"{path.name}.jsonl"
+        jsonl = lines_path(out, path.name)
         frames = [json.loads(line) for line in jsonl.read_text().splitlines()]
         rows = [row for f in frames for row in _rows(f"{path.name}@{f['frame']}",
                                                      f["detections"])]
-        segments = json.loads((out / f"{path.name}.timeline.json").read_text())
-        return out / f"{path.name}.drawn.mp4", jsonl, rows, frames, segments
+        segments = json.loads(timeline_path(out, path.name).read_text())
+        return drawn_path(out, path.name), jsonl, rows, frames, segments
 
     def close(self) -> None:
         """Remove the results of the uploads (``output_dir``)."""

@@ -81,8 +81,10 @@ class AnnotatedBoxes:
         custom file numbers its objects its own way), by name; -1 where absent."""
         import numpy as np
 
+        from clip4hoi.data.metadata import COCO_OBJECTS
+
         own = self.annotations.class_set.object_vocabulary if self.annotations.classes \
-            else vocabulary[:80]
+            else COCO_OBJECTS   # a HICO-DET file: COCO-80 ids
         table = np.array([vocabulary.index(o) if o in vocabulary else -1 for o in own])
         self.objects = [table[o] for o in self.annotations.objects]
 

@@ -440,12 +440,11 @@ class OnnxExport:
 
     def prime(self, model: nn.Module, classes: HOIClassSet) -> nn.Module:
         """Store the exported embeddings of ``classes`` in ``model``'s text cache."""
+        from clip4hoi.engine.text_cache import remember_text
+
         text = self.text_for(classes)
         with torch.no_grad():
-            if hasattr(model, "classifier"):  # CLIP4HOI
-                model.classifier.text_embeddings(model.clip, classes, text=text)
-            else:
-                model.text_embeddings(classes, text=text)
+            remember_text(model, classes, text)
         return model
 
     @property

@@ -27,7 +27,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from itertools import count
+from itertools import chain, count
 from typing import Any
 
 import torch
@@ -182,11 +182,6 @@ def _unchanged(item: Prepared) -> Prepared:   # the loader's collate_fn (picklab
     return item
 
 
-def _then_none(sources: Iterable[Source]) -> Iterator[Source | None]:
-    yield from sources
-    yield None
-
-
 class Predictor:
     """Detects on a sequence of sources with ``backend`` and the class set ``classes``,
     ``batch_size`` frames of one size per forward pass, decoding with ``workers``
@@ -233,7 +228,7 @@ class Predictor:
         one loader of ``workers`` processes, each video through a loader of its own (one
         process decoding ahead). Each source taken is appended to ``seen``."""
         images: list[tuple[int, Source]] = []
-        for source in _then_none(sources):
+        for source in chain(sources, [None]):   # None: the end, flushes the images
             position = len(seen)
             if source is not None:
                 seen.append(source)

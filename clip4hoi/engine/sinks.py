@@ -186,7 +186,7 @@ def remove_temporary_files(out: Path) -> int:
     (:func:`~clip4hoi.fileio.sweep_temp_files`), and ``.NAME.XXXX.tmp`` beside a result file
     of these sinks (a drawn video's only when no other run is writing that video); run it
     before this run writes there. Returns how many."""
-    from clip4hoi.engine.videos import in_use
+    from clip4hoi.engine.videos import in_use, lines_path
 
     found = list(out.rglob(".*.tmp*"))
     removed = sum(len(sweep_temp_files(folder)) for folder in {p.parent for p in found})
@@ -194,7 +194,7 @@ def remove_temporary_files(out: Path) -> int:
     for path in found:
         match = _TEMPORARY.match(path.name)
         if match and path.exists() and not (
-                match["kind"] == "drawn.mp4" and in_use(path.parent / f"{match['name']}.jsonl")):
+                match["kind"] == "drawn.mp4" and in_use(lines_path(path.parent, match["name"]))):
             stale.append(path)
     for path in stale:
         path.unlink(missing_ok=True)

@@ -118,8 +118,8 @@ def text_in_fp32(model: object, classes: HOIClassSet) -> None:
             model.text_embeddings(classes)   # (in fp32 whatever the autocast state)
 
 
-def _remember(model: TrainingFreeHOI | CLIP4HOI, classes: HOIClassSet, text: Tensor
-              ) -> Tensor:
+def remember_text(model: TrainingFreeHOI | CLIP4HOI, classes: HOIClassSet, text: Tensor
+                  ) -> Tensor:
     """Put ``text`` into the model's memory cache (what its forward pass reads)."""
     if isinstance(model, CLIP4HOI):
         with torch.no_grad():
@@ -141,7 +141,7 @@ def cached_text_embeddings(model: TrainingFreeHOI | CLIP4HOI, classes: HOIClassS
         except Exception as error:  # a torn or foreign file: encode anew and replace it
             problem = f"unreadable: {str(error).strip() or type(error).__name__}"
         if problem is None:
-            return _remember(model, classes, text), True
+            return remember_text(model, classes, text), True
         print(f"clip4hoi: warning: the cached class embeddings {path} are unusable "
               f"({problem}); encoding them again", file=sys.stderr)
     text = encode_with_progress(model, classes)
@@ -151,7 +151,7 @@ def cached_text_embeddings(model: TrainingFreeHOI | CLIP4HOI, classes: HOIClassS
         except OSError as error:  # a read-only or full cache is not fatal
             print(f"clip4hoi: could not cache the class embeddings in {path.parent} "
                   f"({error.strerror or error})", file=sys.stderr)
-    return _remember(model, classes, text), False
+    return remember_text(model, classes, text), False
 
 
 def embedding_problem(text: Tensor, rows: int, dim: int) -> str | None:

@@ -70,6 +70,10 @@ def timeline_path(out: Path, name: str) -> Path:
     return out / f"{name}.timeline.json"
 
 
+def drawn_path(out: Path, name: str) -> Path:
+    return out / f"{name}.drawn.mp4"
+
+
 def run_path(out: Path, name: str) -> Path:
     """``OUT/.NAME.run.json`` (beside the lines, hidden)."""
     path = lines_path(out, name)
@@ -365,7 +369,7 @@ class _Video:
         import av
 
         if self.movie is None:
-            final = self.sink.out / f"{self.source.name}.drawn.mp4"
+            final = drawn_path(self.sink.out, self.source.name)
             path = final.parent / f".{final.name}.{secrets.token_hex(4)}.tmp.mp4"
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
             container = av.open(str(path), "w", format="mp4")
@@ -418,7 +422,7 @@ class _Video:
                         container.mux(packet)
                 finally:
                     container.close()
-                os.replace(path, out / f"{name}.drawn.mp4")
+                os.replace(path, drawn_path(out, name))
             timeline = self.builder.finish(complete)
             write_atomic(timeline_path(out, name), json.dumps(timeline, indent=1))
             if complete:
