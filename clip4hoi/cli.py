@@ -186,13 +186,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from clip4hoi.errors import OptionError
+    from clip4hoi.options import check_checkpoint
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise OptionError("out", out, "is a file; give a folder for the export")
-    if args.checkpoint and not args.checkpoint.startswith("hf://") and \
-            not Path(args.checkpoint).is_file():
-        raise OptionError("checkpoint", args.checkpoint, "no such file")
+    check_checkpoint(args.checkpoint)
     from clip4hoi.api import RANDOM_WEIGHTS_WARNING
     from clip4hoi.engine.backend import build_backend, resolve_mode
     from clip4hoi.engine.export import check_opset, export_onnx, require_exporter
