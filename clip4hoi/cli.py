@@ -186,13 +186,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from clip4hoi.errors import OptionError
+    from clip4hoi.options import check_checkpoint
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise OptionError("out", out, "is a file; give a folder for the export")
-    if args.checkpoint and not args.checkpoint.startswith("hf://") and \
-            not Path(args.checkpoint).is_file():
-        raise OptionError("checkpoint", args.checkpoint, "no such file")
+    check_checkpoint(args.checkpoint)
     from clip4hoi.api import RANDOM_WEIGHTS_WARNING
     from clip4hoi.engine.backend import build_backend, resolve_mode
     from clip4hoi.engine.export import check_opset, export_onnx, require_exporter
@@ -419,9 +418,11 @@ def _add_model_source(parser: argparse.ArgumentParser, set_help: str, mode_help:
     """The flags that choose the model: ``--checkpoint --mode [--random-weights]
     [--device] [--precision] --set``, the same in ``detect``, ``demo``, ``test`` and
     ``export``."""
+    from clip4hoi.options import MODES, PRECISIONS
+
     parser.add_argument("--checkpoint", help="trained CLIP4HOI head: .safetensors or "
                         "hf://ORG/NAME[@REVISION] (Hugging Face Hub)")
-    parser.add_argument("--mode", choices=["auto", "trained", "crop", "dense"], default="auto",
+    parser.add_argument("--mode", choices=MODES, default="auto",
                         help=f"auto (default): trained with --checkpoint, else the "
                         f"training-free scorer, dense on a CPU and crop on a GPU; {mode_help}")
     if random_weights:
@@ -431,7 +432,7 @@ def _add_model_source(parser: argparse.ArgumentParser, set_help: str, mode_help:
         parser.add_argument("--device", default="auto", help="auto (default: cuda when "
                             "available, else cpu), cpu, cuda, cuda:1")
     if precision:
-        parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+        parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                             help="auto (default): bf16 where the hardware runs it natively "
                             "(GPU of compute capability >= 8, CPU with AMX or AVX512-BF16), "
                             "else fp32; boxes and scores stay fp32 (docs/inference.md)")

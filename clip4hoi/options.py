@@ -14,6 +14,7 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clip4hoi.errors import OptionError
@@ -112,6 +113,13 @@ def check_option(name: str, value: Any) -> Any:
         raise OptionError(name, repr(value) if isinstance(value, str) else value,
                           problem.replace("CORES", str(_cores())))
     return value
+
+
+def check_checkpoint(checkpoint: str | None) -> None:
+    """:class:`OptionError` when ``checkpoint`` names a local file that does not exist (an
+    ``hf://`` one is fetched when the model is loaded): before anything is loaded."""
+    if checkpoint and not checkpoint.startswith("hf://") and not Path(checkpoint).is_file():
+        raise OptionError("checkpoint", checkpoint, "no such file")
 
 
 MODE_KEYS = ("mode", "training_free.mode")

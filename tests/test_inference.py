@@ -456,6 +456,23 @@ def test_precision_is_one_option_of_detect_the_api_and_test() -> None:
         assert build_parser().parse_args([*argv, "--precision", "bf16"]).precision == "bf16"
 
 
+def test_detect_defaults_agree_between_the_cli_the_options_and_the_video_settings() -> None:
+    """Each default of detect stands in the parser, in DetectOptions (the API) and, for
+    videos, in TimelineSettings / TrackerSettings: one run gets the same from each."""
+    from dataclasses import fields
+
+    from clip4hoi.timeline import TimelineSettings
+    from clip4hoi.tracking import TrackerSettings
+
+    args = build_parser().parse_args(["detect", "x.jpg"])
+    options = DetectOptions(["x.jpg"])
+    for option in fields(DetectOptions):
+        parsed = getattr(args, "set" if option.name == "overrides" else option.name)
+        assert parsed == getattr(options, option.name), option.name
+    assert options.timeline_settings() == TimelineSettings()
+    assert options.tracker_settings() == TrackerSettings()
+
+
 def test_bf16_backend_autocasts_the_networks_and_keeps_text_boxes_scores_fp32(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """bf16: the CLIP and DETR blocks run in bf16; the class embeddings (encoded by the

@@ -41,7 +41,7 @@ from typing import IO, Any
 
 from clip4hoi.data.sources import Source, VideoFile, require_pyav, scan_inputs
 from clip4hoi.errors import InputError, OptionError, sigterm_raises
-from clip4hoi.options import DetectOptions
+from clip4hoi.options import DetectOptions, check_checkpoint
 
 LINE_OPTIONS = ("checkpoint", "mode", "classes", "boxes", "random_weights", "top_k",
                 "min_score", "every", "fps", "test_scale", "max_size", "lost_seconds",
@@ -190,9 +190,7 @@ class DetectJob:
             require_pyav()
             require_trackers()
             self._check_resumable()
-        checkpoint = options.checkpoint
-        if checkpoint and not checkpoint.startswith("hf://") and not Path(checkpoint).is_file():
-            raise OptionError("checkpoint", checkpoint, "no such file")
+        check_checkpoint(options.checkpoint)
         if options.boxes and not Path(options.boxes).is_file():
             raise OptionError("boxes", options.boxes, "no such file")
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from clip4hoi.errors import OptionError, worded
-from clip4hoi.options import PRECISIONS  # the option's rule (torch-free, checked early)
+from clip4hoi.errors import worded
+from clip4hoi.options import check_option  # the option's rule (torch-free, checked early)
 
 # CPU features with native bf16 arithmetic: x86 AMX and AVX512-BF16 (/proc/cpuinfo
 # names), Arm's BF16 extension (Neoverse V1/V2, Graviton 3/4).
@@ -93,8 +93,7 @@ def resolve_precision(mode: str, device: torch.device | str) -> tuple[torch.dtyp
     heads, proposals, box encodings and score fusion stay fp32 (:func:`full_precision`).
     Raises :class:`~clip4hoi.errors.OptionError` (option ``precision``) for another
     ``mode``."""
-    if mode not in PRECISIONS:
-        raise OptionError("precision", repr(mode), f"choose from {', '.join(PRECISIONS)}")
+    check_option("precision", mode)
     device = torch.device(device)
     if mode == "fp32":
         return torch.float32, "fp32: {precision} fp32"

@@ -51,12 +51,7 @@ from torchvision.ops import box_convert, roi_align
 from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm
 
-from clip4hoi.config import (
-    POOLINGS,  # noqa: F401 (re-exported)
-    TRAINING_FREE_MODES,
-    TrainingFreeConfig,
-    check_training_free_config,
-)
+from clip4hoi.config import TrainingFreeConfig, check_training_free_config
 from clip4hoi.data.metadata import HOIClassSet, describe, load_classes, words
 from clip4hoi.models.clip import CLIPEncoder
 from clip4hoi.models.decoder import normalised_union_boxes, union_box_mask
@@ -70,7 +65,6 @@ from clip4hoi.models.model import (
 )
 from clip4hoi.models.precision import full_precision
 
-MODES = TRAINING_FREE_MODES
 _SENTENCE_START = "a photo of a person "  # how metadata.describe starts every sentence
 _CACHE_SIZE = 4
 
